@@ -1,0 +1,392 @@
+//! JWT verification: a token becomes an [`Identity`], or a short reason why not.
+//! Pure functions, no socket types.
+
+use std::collections::HashSet;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, ConfigError, PublicKeyAlgorithm};
+
+/// Who a verified token says the user is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: String,
+    pub name: String,
+    /// Room patterns the user may join; `None` means any room.
+    pub rooms: Option<Vec<String>>,
+    /// When set, the only tenant namespace (without its slash) this token opens.
+    pub tenant: Option<String>,
+}
+
+impl Identity {
+    /// Whether the token allows joining `room_id` (exact match or `prefix*`).
+    pub fn may_join(&self, room_id: &str) -> bool {
+        match &self.rooms {
+            None => true,
+            Some(patterns) => patterns.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => room_id.starts_with(prefix),
+                None => p == room_id,
+            }),
+        }
+    }
+
+    /// Whether this identity may open namespace `ns` (e.g. `/` or `/acme`).
+    pub fn may_open(&self, ns: &str) -> bool {
+        match &self.tenant {
+            None => true,
+            Some(t) => ns.strip_prefix('/') == Some(t.as_str()),
+        }
+    }
+}
+
+/// The claims switchboard reads and writes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rooms: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+/// Why a token was refused. The display text is what the client reads after
+/// `Authentication failed: `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing token")]
+    Missing,
+    #[error("malformed token")]
+    Malformed,
+    #[error("bad signature")]
+    BadSignature,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("wrong issuer")]
+    WrongIssuer,
+    #[error("wrong audience")]
+    WrongAudience,
+    #[error("wrong algorithm")]
+    WrongAlgorithm,
+    #[error("missing claim {0}")]
+    MissingClaim(String),
+    #[error("invalid subject")]
+    InvalidSubject,
+    #[error("wrong tenant")]
+    WrongTenant,
+}
+
+/// Checks tokens against the one configured key and algorithm.
+#[derive(Clone)]
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("algorithms", &self.validation.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+pub const LEEWAY_SECS: u64 = 5;
+
+impl Verifier {
+    /// An HS256 verifier for a shared secret.
+    pub fn hs256(secret: &[u8], issuer: Option<&str>, audience: Option<&str>) -> Self {
+        Self::new(
+            DecodingKey::from_secret(secret),
+            Algorithm::HS256,
+            issuer,
+            audience,
+        )
+    }
+
+    /// A verifier from the configuration; `dev_secret` is used in dev mode.
+    pub fn from_config(config: &Config, dev_secret: Option<&str>) -> Result<Self, ConfigError> {
+        let iss = config.jwt_issuer.as_deref();
+        let aud = config.jwt_audience.as_deref();
+        if let Some(path) = &config.jwt_public_key {
+            let err = |reason: String| ConfigError::PublicKey {
+                path: path.display().to_string(),
+                reason,
+            };
+            let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+            let (key, alg) = match config.jwt_algorithm {
+                Some(PublicKeyAlgorithm::Rs256) => {
+                    (DecodingKey::from_rsa_pem(&pem), Algorithm::RS256)
+                }
+                Some(PublicKeyAlgorithm::Es256) => {
+                    (DecodingKey::from_ec_pem(&pem), Algorithm::ES256)
+                }
+                Some(PublicKeyAlgorithm::EdDsa) => {
+                    (DecodingKey::from_ed_pem(&pem), Algorithm::EdDSA)
+                }
+                None => return Err(ConfigError::MissingAlgorithm),
+            };
+            let key = key.map_err(|e| err(format!("not a usable PEM public key ({e})")))?;
+            return Ok(Self::new(key, alg, iss, aud));
+        }
+        let secret = config
+            .jwt_secret
+            .as_deref()
+            .or(dev_secret)
+            .unwrap_or_default();
+        Ok(Self::hs256(secret.as_bytes(), iss, aud))
+    }
+
+    fn new(key: DecodingKey, alg: Algorithm, iss: Option<&str>, aud: Option<&str>) -> Self {
+        // The algorithm comes from configuration only; the token header must match it.
+        let mut validation = Validation::new(alg);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        validation.required_spec_claims = HashSet::from(["exp".to_string(), "sub".to_string()]);
+        match iss {
+            Some(iss) => {
+                validation.set_issuer(&[iss]);
+                validation.required_spec_claims.insert("iss".into());
+            }
+            None => validation.iss = None,
+        }
+        match aud {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                validation.required_spec_claims.insert("aud".into());
+            }
+            None => validation.validate_aud = false,
+        }
+        Verifier { key, validation }
+    }
+
+    /// Verifies `token` and returns who it names.
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                ErrorKind::InvalidSignature => AuthError::BadSignature,
+                ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+                ErrorKind::InvalidAudience => AuthError::WrongAudience,
+                ErrorKind::InvalidAlgorithm => AuthError::WrongAlgorithm,
+                ErrorKind::MissingRequiredClaim(c) => AuthError::MissingClaim(c.clone()),
+                _ => AuthError::Malformed,
+            },
+        )?;
+        let c = data.claims;
+        let sub_len = c.sub.chars().count();
+        if sub_len == 0 || sub_len > 128 {
+            return Err(AuthError::InvalidSubject);
+        }
+        let name = c.name.filter(|n| !n.is_empty()).unwrap_or(c.sub.clone());
+        Ok(Identity {
+            user_id: c.sub,
+            name,
+            rooms: c.rooms,
+            tenant: c.tenant,
+        })
+    }
+}
+
+/// Picks the token from, in order: the handshake `auth.token`, an
+/// `Authorization: Bearer` header, the `token` query parameter.
+pub fn find_token<'a>(
+    auth: Option<&'a serde_json::Value>,
+    authorization: Option<&'a str>,
+    query: Option<&'a str>,
+) -> Option<std::borrow::Cow<'a, str>> {
+    if let Some(t) = auth.and_then(|a| a.get("token")).and_then(|t| t.as_str()) {
+        return Some(t.into());
+    }
+    if let Some(h) = authorization {
+        let h = h.trim();
+        if h.len() > 7 && h[..7].eq_ignore_ascii_case("bearer ") {
+            return Some(h[7..].trim().into());
+        }
+    }
+    query.and_then(|q| {
+        q.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k == "token").then(|| percent_decode(v))
+        })
+    })
+}
+
+/// Decodes `%XX` escapes (JWTs are URL-safe, but clients may still encode them).
+fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains('%') && !s.contains('+') {
+        return s.into();
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned().into()
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// What goes into a minted token.
+#[derive(Debug, Default, Clone)]
+pub struct TokenSpec {
+    pub sub: String,
+    pub name: Option<String>,
+    pub ttl_secs: u64,
+    pub rooms: Option<Vec<String>>,
+    pub tenant: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+/// Mints an HS256 token (the `token` subcommand, dev mode, tests).
+pub fn mint_hs256(secret: &[u8], spec: &TokenSpec) -> String {
+    let now = now_secs();
+    let claims = Claims {
+        sub: spec.sub.clone(),
+        name: spec.name.clone(),
+        exp: now + spec.ttl_secs,
+        iat: Some(now),
+        nbf: None,
+        iss: spec.issuer.clone(),
+        aud: spec.audience.clone(),
+        rooms: spec.rooms.clone(),
+        tenant: spec.tenant.clone(),
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .expect("HS256 encoding of plain claims cannot fail")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn spec(sub: &str) -> TokenSpec {
+        TokenSpec {
+            sub: sub.into(),
+            ttl_secs: 60,
+            ..TokenSpec::default()
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let v = Verifier::hs256(SECRET, None, None);
+        let id = v.verify(&mint_hs256(SECRET, &spec("alice"))).unwrap();
+        assert_eq!(id.user_id, "alice");
+        assert_eq!(id.name, "alice");
+    }
+
+    #[test]
+    fn refusals() {
+        let v = Verifier::hs256(SECRET, Some("me"), Some("chat"));
+        assert_eq!(v.verify(""), Err(AuthError::Missing));
+        assert_eq!(v.verify("abc.def"), Err(AuthError::Malformed));
+        let other = mint_hs256(
+            b"another-secret-another-secret-xx",
+            &TokenSpec {
+                issuer: Some("me".into()),
+                audience: Some("chat".into()),
+                ..spec("a")
+            },
+        );
+        assert_eq!(v.verify(&other), Err(AuthError::BadSignature));
+        let wrong_iss = mint_hs256(
+            SECRET,
+            &TokenSpec {
+                issuer: Some("you".into()),
+                audience: Some("chat".into()),
+                ..spec("a")
+            },
+        );
+        assert_eq!(v.verify(&wrong_iss), Err(AuthError::WrongIssuer));
+        let wrong_aud = mint_hs256(
+            SECRET,
+            &TokenSpec {
+                issuer: Some("me".into()),
+                audience: Some("other".into()),
+                ..spec("a")
+            },
+        );
+        assert_eq!(v.verify(&wrong_aud), Err(AuthError::WrongAudience));
+    }
+
+    #[test]
+    fn room_patterns() {
+        let id = Identity {
+            user_id: "a".into(),
+            name: "a".into(),
+            rooms: Some(vec!["team-*".into(), "general".into()]),
+            tenant: None,
+        };
+        assert!(id.may_join("team-red"));
+        assert!(id.may_join("general"));
+        assert!(!id.may_join("generalx"));
+        assert!(!id.may_join("random"));
+    }
+
+    #[test]
+    fn token_sources_in_order() {
+        let auth = serde_json::json!({ "token": "A" });
+        assert_eq!(
+            find_token(Some(&auth), Some("Bearer B"), Some("token=C")).as_deref(),
+            Some("A")
+        );
+        assert_eq!(
+            find_token(None, Some("bearer B"), Some("token=C")).as_deref(),
+            Some("B")
+        );
+        assert_eq!(
+            find_token(None, None, Some("EIO=4&token=C%2Ed")).as_deref(),
+            Some("C.d")
+        );
+        assert_eq!(find_token(None, Some("Basic x"), Some("EIO=4")), None);
+    }
+}

@@ -1,0 +1,86 @@
+//! switchboard: a Socket.IO realtime server (chat rooms, acks, presence,
+//! history) built on socketioxide inside axum.
+//!
+//! [`Switchboard::build`] gives an axum [`Router`] to serve or to merge into
+//! an application of your own.
+
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod presence;
+pub mod realtime;
+pub mod store;
+
+use std::sync::Arc;
+
+use axum::Router;
+use socketioxide::SocketIo;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+
+pub use auth::{Identity, TokenSpec, Verifier, mint_hs256};
+pub use config::{Config, ConfigError};
+use realtime::Ctx;
+pub use store::{MemoryStore, MessageStore};
+
+/// A built server: the router to serve, and the Socket.IO handle.
+pub struct Switchboard {
+    pub router: Router,
+    pub io: SocketIo,
+    pub ctx: Arc<Ctx>,
+}
+
+/// Choices made at start that are not plain configuration.
+#[derive(Default)]
+pub struct BuildOptions {
+    /// The message store; the in-memory store when `None`.
+    pub store: Option<Arc<dyn MessageStore>>,
+    /// The HS256 secret to use in dev mode (no JWT key configured).
+    pub dev_secret: Option<String>,
+}
+
+impl Switchboard {
+    /// Validates `config` and assembles the server.
+    pub fn build(config: Config, opts: BuildOptions) -> Result<Switchboard, ConfigError> {
+        config.validate()?;
+        let verifier = Verifier::from_config(&config, opts.dev_secret.as_deref())?;
+        let store = opts.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
+        let ctx = Arc::new(Ctx {
+            verifier,
+            store,
+            presence: presence::Presence::new(),
+            typing: Default::default(),
+            config: config.clone(),
+        });
+        let (layer, io) = SocketIo::builder()
+            .ping_interval(config.ping_interval())
+            .ping_timeout(config.ping_timeout())
+            .max_payload(config.max_payload_bytes)
+            .with_state(ctx.clone())
+            .build_layer();
+        realtime::register(&io, &config).map_err(|e| ConfigError::Namespace(e.to_string()))?;
+        let router = http::routes(ctx.clone()).layer(layer).layer(cors(&config));
+        Ok(Switchboard { router, io, ctx })
+    }
+}
+
+/// Configured origins with credentials; any origin in dev mode; otherwise none.
+fn cors(config: &Config) -> CorsLayer {
+    let methods = [axum::http::Method::GET, axum::http::Method::POST];
+    if config.dev_mode() && config.cors_origins.is_empty() {
+        return CorsLayer::new()
+            .allow_origin(AllowOrigin::mirror_request())
+            .allow_credentials(true)
+            .allow_methods(methods)
+            .allow_headers(AllowHeaders::mirror_request());
+    }
+    let origins: Vec<_> = config
+        .cors_origins
+        .iter()
+        .filter_map(|o| o.parse().ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_credentials(true)
+        .allow_methods(methods)
+        .allow_headers(AllowHeaders::mirror_request())
+}

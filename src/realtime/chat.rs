@@ -1,0 +1,254 @@
+//! Chat messages: sending (two dialects), history, and the application ping.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::json;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{AckSender, SocketRef};
+
+use super::reply::{self, Code, Refusal};
+use super::rooms::client_room;
+use super::session::Session;
+use crate::store::{Appended, Conversation, NewMessage, StoreError};
+
+/// `chat:send { roomId, content }` or `chat:message { roomId, text }`.
+#[derive(Debug, Clone, Copy)]
+pub enum Dialect {
+    Send,
+    Message,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SendPayload {
+    room_id: String,
+    #[serde(default)]
+    content: Option<serde_json::Value>,
+    #[serde(default)]
+    text: Option<serde_json::Value>,
+    #[serde(default)]
+    client_msg_id: Option<serde_json::Value>,
+}
+
+pub const MAX_CLIENT_MSG_ID_CHARS: usize = 128;
+
+/// Checks message content: a non-empty string within the configured length.
+pub fn check_content(
+    content: Option<serde_json::Value>,
+    max_chars: usize,
+) -> Result<String, Refusal> {
+    let content = match content {
+        Some(serde_json::Value::String(s)) => s,
+        Some(_) => return Err(Refusal::invalid("content must be a string")),
+        None => return Err(Refusal::invalid("content is required")),
+    };
+    if content.trim().is_empty() {
+        return Err(Refusal::invalid("content is empty"));
+    }
+    if content.chars().count() > max_chars {
+        return Err(Refusal::new(
+            Code::TooLarge,
+            format!("content is longer than {max_chars} characters"),
+        ));
+    }
+    Ok(content)
+}
+
+/// Checks an optional `clientMsgId`: a string of 1–128 characters.
+pub fn check_client_msg_id(id: Option<serde_json::Value>) -> Result<Option<String>, Refusal> {
+    match id {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s))
+            if !s.is_empty() && s.chars().count() <= MAX_CLIENT_MSG_ID_CHARS =>
+        {
+            Ok(Some(s))
+        }
+        Some(_) => Err(Refusal::invalid(
+            "clientMsgId must be a string of 1-128 characters",
+        )),
+    }
+}
+
+pub fn store_refusal(e: &StoreError) -> Refusal {
+    match e {
+        StoreError::Unavailable(_) => Refusal::new(Code::Unavailable, "message store unavailable"),
+        StoreError::Internal(_) => Refusal::new(Code::Internal, "internal error"),
+    }
+}
+
+pub async fn send<A: Adapter>(
+    session: &Arc<Session<A>>,
+    socket: &SocketRef<A>,
+    data: Option<serde_json::Value>,
+    ack: Option<AckSender<A>>,
+    dialect: Dialect,
+) {
+    let (room_id, msg) = match prepare(session, socket, data, dialect) {
+        Ok(v) => v,
+        Err(r) => return reply::refuse(ack, &r),
+    };
+    let stored = match session.ctx.store.append(msg).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("store append failed: {e}");
+            return reply::refuse(ack, &store_refusal(&e));
+        }
+    };
+    if let Appended::New(m) = &stored {
+        super::typing::stop_user(session, socket, &room_id).await;
+        if let Err(e) = socket
+            .within(client_room(&room_id))
+            .emit("chat:message", m)
+            .await
+        {
+            tracing::warn!("chat broadcast failed: {e}");
+        }
+    }
+    let m = stored.message();
+    reply::ok(
+        ack,
+        &json!({ "success": true, "messageId": m.id, "seq": m.seq }),
+    );
+}
+
+fn prepare<A: Adapter>(
+    session: &Session<A>,
+    socket: &SocketRef<A>,
+    data: Option<serde_json::Value>,
+    dialect: Dialect,
+) -> Result<(String, NewMessage), Refusal> {
+    let p: SendPayload = reply::parse(data)?;
+    reply::room_id(&p.room_id)?;
+    let body = match dialect {
+        Dialect::Send => p.content,
+        Dialect::Message => p.text.or(p.content),
+    };
+    let content = check_content(body, session.ctx.config.max_message_chars)?;
+    let client_msg_id = check_client_msg_id(p.client_msg_id)?;
+    let id = &session.identity;
+    let sid = socket.id.to_string();
+    if !session
+        .ctx
+        .presence
+        .contains(socket.ns(), &p.room_id, &id.user_id, &sid)
+    {
+        return Err(Refusal::new(
+            Code::NotInRoom,
+            "join the room before posting",
+        ));
+    }
+    let msg = NewMessage {
+        conversation: Conversation::room(socket.ns(), &p.room_id),
+        sender_id: id.user_id.clone(),
+        sender_name: id.name.clone(),
+        to_user_id: None,
+        content,
+        kind: "text".into(),
+        client_msg_id,
+    };
+    Ok((p.room_id, msg))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryPayload {
+    room_id: String,
+    #[serde(default)]
+    before: Option<u64>,
+    #[serde(default)]
+    limit: Option<u64>,
+}
+
+pub const DEFAULT_HISTORY_LIMIT: u64 = 50;
+pub const MAX_HISTORY_LIMIT: u64 = 100;
+
+pub async fn history<A: Adapter>(
+    session: &Arc<Session<A>>,
+    ns: &str,
+    data: Option<serde_json::Value>,
+    ack: Option<AckSender<A>>,
+) {
+    let p: HistoryPayload = match reply::parse(data) {
+        Ok(p) => p,
+        Err(r) => return reply::refuse(ack, &r),
+    };
+    if let Err(r) = reply::room_id(&p.room_id) {
+        return reply::refuse(ack, &r);
+    }
+    let limit = p.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
+    if !(1..=MAX_HISTORY_LIMIT).contains(&limit) {
+        return reply::error(ack, Code::InvalidPayload, "limit must be 1-100");
+    }
+    if !session.identity.may_join(&p.room_id) {
+        return reply::error(
+            ack,
+            Code::ForbiddenRoom,
+            "your token does not allow this room",
+        );
+    }
+    let conv = Conversation::room(ns, &p.room_id);
+    match session
+        .ctx
+        .store
+        .history(&conv, p.before, limit as usize)
+        .await
+    {
+        Ok(messages) => reply::ok(ack, &json!({ "success": true, "messages": messages })),
+        Err(e) => {
+            tracing::warn!("store history failed: {e}");
+            reply::refuse(ack, &store_refusal(&e));
+        }
+    }
+}
+
+/// `ping { ts }` -> `pong { ts, serverTs }` to this socket.
+pub fn ping<A: Adapter>(
+    socket: &SocketRef<A>,
+    data: Option<serde_json::Value>,
+    ack: Option<AckSender<A>>,
+) {
+    let ts = data
+        .as_ref()
+        .and_then(|d| d.get("ts"))
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    let pong = json!({ "ts": ts, "serverTs": crate::store::now_ms() });
+    if let Err(e) = socket.emit("pong", &pong) {
+        tracing::debug!("pong not sent: {e}");
+    }
+    reply::ok(ack, &pong);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn content_rules() {
+        assert_eq!(check_content(Some(json!("hi")), 10).unwrap(), "hi");
+        assert_eq!(
+            check_content(Some(json!("")), 10).unwrap_err().code,
+            Code::InvalidPayload
+        );
+        assert_eq!(
+            check_content(Some(json!("  ")), 10).unwrap_err().code,
+            Code::InvalidPayload
+        );
+        assert_eq!(
+            check_content(Some(json!(3)), 10).unwrap_err().code,
+            Code::InvalidPayload
+        );
+        assert_eq!(
+            check_content(Some(json!("ééééééééééé")), 10)
+                .unwrap_err()
+                .code,
+            Code::TooLarge
+        );
+        assert!(check_content(Some(json!("éééééééééé")), 10).is_ok());
+        assert!(check_client_msg_id(Some(json!(""))).is_err());
+        assert!(check_client_msg_id(Some(json!(7))).is_err());
+        assert_eq!(check_client_msg_id(None).unwrap(), None);
+    }
+}

@@ -1,0 +1,141 @@
+//! The Socket.IO side: namespace registration, the JWT connect middleware, and
+//! the dispatch of client events to the handlers of each concern.
+
+pub mod chat;
+pub mod reply;
+pub mod rooms;
+pub mod session;
+pub mod typing;
+
+use std::sync::Arc;
+
+use socketioxide::SocketIo;
+use socketioxide::adapter::{Adapter, LocalAdapter};
+use socketioxide::extract::{SocketRef, State, TryData};
+use socketioxide::handler::ConnectHandler;
+use tokio::sync::oneshot;
+
+use crate::auth::{AuthError, Verifier, find_token};
+use crate::config::Config;
+use crate::presence::Presence;
+use crate::store::MessageStore;
+use reply::Code;
+use session::{Enqueued, Incoming, Job, Session};
+use typing::Typing;
+
+/// Everything the handlers share.
+pub struct Ctx {
+    pub config: Config,
+    pub verifier: Verifier,
+    pub store: Arc<dyn MessageStore>,
+    pub presence: Presence,
+    pub typing: Typing,
+}
+
+/// A refused connection; the client reads the display text as `err.message`.
+#[derive(Debug, thiserror::Error)]
+#[error("Authentication failed: {0}")]
+pub struct AuthFailure(pub AuthError);
+
+/// Registers `/` and the configured tenant namespaces.
+pub fn register(
+    io: &SocketIo<LocalAdapter>,
+    config: &Config,
+) -> Result<(), socketioxide::NsInsertError> {
+    io.ns(
+        "/",
+        connected::<LocalAdapter>.with(authenticate::<LocalAdapter>),
+    );
+    for ns in &config.namespaces {
+        if ns.contains('{') {
+            io.dyn_ns(
+                ns.clone(),
+                connected::<LocalAdapter>.with(authenticate::<LocalAdapter>),
+            )?;
+        } else {
+            io.ns(
+                ns.clone(),
+                connected::<LocalAdapter>.with(authenticate::<LocalAdapter>),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The connect middleware: verifies the JWT and sets the socket up.
+///
+/// Handlers are registered here rather than in the connect handler because
+/// socketioxide sends the CONNECT packet before it spawns the connect handler:
+/// events the client sends right away would otherwise find no handler.
+async fn authenticate<A: Adapter>(
+    s: SocketRef<A>,
+    TryData(auth): TryData<serde_json::Value>,
+    State(ctx): State<Arc<Ctx>>,
+) -> Result<(), AuthFailure> {
+    let parts = s.req_parts();
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok());
+    let auth = auth.ok();
+    let token = find_token(auth.as_ref(), header, parts.uri.query())
+        .ok_or(AuthFailure(AuthError::Missing))?;
+    let identity = ctx.verifier.verify(&token).map_err(|e| {
+        tracing::debug!(ns = s.ns(), reason = %e, "connection refused");
+        AuthFailure(e)
+    })?;
+    if !identity.may_open(s.ns()) {
+        tracing::debug!(ns = s.ns(), user = identity.user_id, "wrong tenant");
+        return Err(AuthFailure(AuthError::WrongTenant));
+    }
+    let session = Arc::new(Session::<A>::new(identity, ctx));
+    s.join(session.user_room());
+    s.extensions.insert(session);
+    s.on_fallback(async |_: Enqueued| {});
+    s.on_disconnect(disconnected::<A>);
+    Ok(())
+}
+
+async fn connected<A: Adapter>(s: SocketRef<A>) {
+    if let Some(session) = s.extensions.get::<Arc<Session<A>>>() {
+        tracing::debug!(ns = s.ns(), sid = %s.id, user = session.identity.user_id, "connected");
+    }
+}
+
+/// Runs the socket's clean-up through its queue, after any event still
+/// waiting, so nothing the socket did can outlive it.
+async fn disconnected<A: Adapter>(s: SocketRef<A>) {
+    let Some(session) = s.extensions.get::<Arc<Session<A>>>() else {
+        return;
+    };
+    tracing::debug!(ns = s.ns(), sid = %s.id, user = session.identity.user_id, "disconnected");
+    let (tx, rx) = oneshot::channel();
+    if session.push(s.clone(), Job::Disconnect(tx)).is_ok() {
+        let _ = rx.await;
+    }
+}
+
+/// Routes one client event to its handler.
+pub(crate) async fn dispatch<A: Adapter>(
+    session: &Arc<Session<A>>,
+    socket: &SocketRef<A>,
+    incoming: Incoming<A>,
+) {
+    let Incoming { event, data, ack } = incoming;
+    match event.as_str() {
+        "room:join" => rooms::join(session, socket, data, ack, rooms::Dialect::Room).await,
+        "chat:join" => rooms::join(session, socket, data, ack, rooms::Dialect::Chat).await,
+        "room:leave" => rooms::leave(session, socket, data, ack).await,
+        "room:members" => rooms::members(session, socket, data, ack),
+        "chat:send" => chat::send(session, socket, data, ack, chat::Dialect::Send).await,
+        "chat:message" => chat::send(session, socket, data, ack, chat::Dialect::Message).await,
+        "chat:history" => chat::history(session, socket.ns(), data, ack).await,
+        "typing:start" => typing::start(session, socket, data, ack).await,
+        "typing:stop" => typing::stop(session, socket, data, ack).await,
+        "ping" => chat::ping(socket, data, ack),
+        _ => {
+            tracing::debug!(event, "unknown event");
+            reply::error(ack, Code::NotFound, "unknown event");
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Acks and payload checks shared by the event handlers: every refusal is an
+//! error ack `{ success: false, error, code }`, never silence.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::AckSender;
+
+/// The error codes of PROTOCOL.md §5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Code {
+    InvalidPayload,
+    NotInRoom,
+    ForbiddenRoom,
+    RateLimited,
+    TooLarge,
+    NotFound,
+    Unavailable,
+    Internal,
+}
+
+/// A refusal: the code and a short human-readable reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: Code,
+    pub error: String,
+}
+
+impl Refusal {
+    pub fn new(code: Code, error: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            error: error.into(),
+        }
+    }
+
+    pub fn invalid(error: impl Into<String>) -> Self {
+        Self::new(Code::InvalidPayload, error)
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorAck<'a> {
+    success: bool,
+    error: &'a str,
+    code: Code,
+}
+
+/// Sends `data` as the ack, if the client asked for one.
+pub fn ok<A: Adapter, T: Serialize + ?Sized>(ack: Option<AckSender<A>>, data: &T) {
+    if let Some(ack) = ack
+        && let Err(e) = ack.send(data)
+    {
+        tracing::debug!("ack not sent: {e}");
+    }
+}
+
+/// Sends an error ack, if the client asked for one, and logs the refusal.
+pub fn error<A: Adapter>(ack: Option<AckSender<A>>, code: Code, error: &str) {
+    tracing::debug!(?code, error, "event refused");
+    ok(
+        ack,
+        &ErrorAck {
+            success: false,
+            error,
+            code,
+        },
+    );
+}
+
+pub fn refuse<A: Adapter>(ack: Option<AckSender<A>>, r: &Refusal) {
+    error(ack, r.code, &r.error);
+}
+
+/// Parses the event payload into `T`, or explains what is wrong with it.
+pub fn parse<T: DeserializeOwned>(data: Option<serde_json::Value>) -> Result<T, Refusal> {
+    let data = data.ok_or_else(|| Refusal::invalid("missing payload"))?;
+    serde_json::from_value(data).map_err(|e| Refusal::invalid(format!("invalid payload: {e}")))
+}
+
+/// Checks a client room id: 1–128 characters from `[A-Za-z0-9_.:@-]`.
+pub fn room_id(id: &str) -> Result<&str, Refusal> {
+    let valid = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'@' | b'-'));
+    if valid {
+        Ok(id)
+    } else {
+        Err(Refusal::invalid(
+            "roomId must be 1-128 characters from A-Z a-z 0-9 _ . : @ -",
+        ))
+    }
+}
+
+/// A payload that is either the room id itself or `{ roomId }`.
+pub fn room_arg(data: Option<serde_json::Value>) -> Result<String, Refusal> {
+    let id = match data {
+        Some(serde_json::Value::String(s)) => s,
+        Some(serde_json::Value::Object(mut o)) => match o.remove("roomId") {
+            Some(serde_json::Value::String(s)) => s,
+            _ => return Err(Refusal::invalid("roomId must be a string")),
+        },
+        _ => return Err(Refusal::invalid("expected a roomId string or { roomId }")),
+    };
+    room_id(&id)?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn room_ids() {
+        assert!(room_id("general").is_ok());
+        assert!(room_id("a.b:c@d-e_f").is_ok());
+        assert!(room_id("").is_err());
+        assert!(room_id(&"x".repeat(129)).is_err());
+        assert!(room_id("has space").is_err());
+        assert!(room_id("ünï").is_err());
+        assert_eq!(room_arg(Some(json!({ "roomId": "r" }))).unwrap(), "r");
+        assert_eq!(room_arg(Some(json!("r"))).unwrap(), "r");
+        assert!(room_arg(Some(json!(5))).is_err());
+        assert!(room_arg(None).is_err());
+    }
+}

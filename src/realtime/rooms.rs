@@ -1,0 +1,196 @@
+//! Joining, leaving and listing rooms, with per-user presence.
+//!
+//! A client room id `X` is the Socket.IO room `room:X`; each user's sockets
+//! are also in `user:{id}`. Clients can only name the former, so they never
+//! reach the private rooms.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::json;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{AckSender, SocketRef};
+use socketioxide::operators::BroadcastOperators;
+
+use super::reply::{self, Code, Refusal};
+use super::session::Session;
+
+pub fn user_room(user_id: &str) -> String {
+    format!("user:{user_id}")
+}
+
+pub fn client_room(room_id: &str) -> String {
+    format!("room:{room_id}")
+}
+
+/// Everyone in the room but the acting user (all of the user's tabs).
+pub fn others<A: Adapter>(
+    session: &Session<A>,
+    socket: &SocketRef<A>,
+    room_id: &str,
+) -> BroadcastOperators<A> {
+    socket
+        .within(client_room(room_id))
+        .except(session.user_room())
+}
+
+/// Which family of client documents the join came from; it decides the name
+/// and shape of the event the others receive.
+#[derive(Debug, Clone, Copy)]
+pub enum Dialect {
+    /// `room:join` -> `room:user-joined { userId, username, roomId }`
+    Room,
+    /// `chat:join` -> `chat:userJoined { id, name, roomId }`
+    Chat,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Joined<'a> {
+    success: bool,
+    room_id: &'a str,
+    members: Vec<crate::presence::Member>,
+}
+
+/// Checks the room id and that the token allows the room.
+fn permitted<A: Adapter>(
+    session: &Session<A>,
+    data: Option<serde_json::Value>,
+) -> Result<String, Refusal> {
+    let room_id = reply::room_arg(data)?;
+    if !session.identity.may_join(&room_id) {
+        return Err(Refusal::new(
+            Code::ForbiddenRoom,
+            "your token does not allow this room",
+        ));
+    }
+    Ok(room_id)
+}
+
+pub async fn join<A: Adapter>(
+    session: &Arc<Session<A>>,
+    socket: &SocketRef<A>,
+    data: Option<serde_json::Value>,
+    ack: Option<AckSender<A>>,
+    dialect: Dialect,
+) {
+    let room_id = match permitted(session, data) {
+        Ok(r) => r,
+        Err(r) => return reply::refuse(ack, &r),
+    };
+    let ctx = &session.ctx;
+    let id = &session.identity;
+    socket.join(client_room(&room_id));
+    let sid = socket.id.to_string();
+    let first = ctx
+        .presence
+        .join(socket.ns(), &room_id, &id.user_id, &id.name, &sid);
+    if first {
+        let others = others(session, socket, &room_id);
+        let sent =
+            match dialect {
+                Dialect::Room => others
+                    .emit(
+                        "room:user-joined",
+                        &json!({ "userId": id.user_id, "username": id.name, "roomId": room_id }),
+                    )
+                    .await,
+                Dialect::Chat => {
+                    others
+                        .emit(
+                            "chat:userJoined",
+                            &json!({ "id": id.user_id, "name": id.name, "roomId": room_id }),
+                        )
+                        .await
+                }
+            };
+        if let Err(e) = sent {
+            tracing::warn!("join broadcast failed: {e}");
+        }
+    }
+    let members = ctx.presence.members(socket.ns(), &room_id);
+    reply::ok(
+        ack,
+        &Joined {
+            success: true,
+            room_id: &room_id,
+            members,
+        },
+    );
+}
+
+pub async fn leave<A: Adapter>(
+    session: &Arc<Session<A>>,
+    socket: &SocketRef<A>,
+    data: Option<serde_json::Value>,
+    ack: Option<AckSender<A>>,
+) {
+    let room_id = match reply::room_arg(data) {
+        Ok(r) => r,
+        Err(r) => return reply::refuse(ack, &r),
+    };
+    let sid = socket.id.to_string();
+    let user = &session.identity.user_id;
+    if !session
+        .ctx
+        .presence
+        .contains(socket.ns(), &room_id, user, &sid)
+    {
+        return reply::error(ack, Code::NotInRoom, "you are not in this room");
+    }
+    socket.leave(client_room(&room_id));
+    leave_presence(session, socket, &room_id).await;
+    reply::ok(ack, &json!({ "success": true, "roomId": room_id }));
+}
+
+/// Removes the socket from the room's presence; when it was the user's last
+/// socket there, stops the user's typing and tells the others.
+async fn leave_presence<A: Adapter>(session: &Session<A>, socket: &SocketRef<A>, room_id: &str) {
+    let ctx = &session.ctx;
+    let user = &session.identity.user_id;
+    let sid = socket.id.to_string();
+    if !ctx.presence.leave(socket.ns(), room_id, user, &sid) {
+        return;
+    }
+    let others = others(session, socket, room_id);
+    super::typing::stop_user(session, socket, room_id).await;
+    if let Err(e) = others
+        .emit(
+            "room:user-left",
+            &json!({ "userId": user, "roomId": room_id }),
+        )
+        .await
+    {
+        tracing::warn!("leave broadcast failed: {e}");
+    }
+}
+
+pub fn members<A: Adapter>(
+    session: &Arc<Session<A>>,
+    socket: &SocketRef<A>,
+    data: Option<serde_json::Value>,
+    ack: Option<AckSender<A>>,
+) {
+    let room_id = match permitted(session, data) {
+        Ok(r) => r,
+        Err(r) => return reply::refuse(ack, &r),
+    };
+    let members = session.ctx.presence.members(socket.ns(), &room_id);
+    reply::ok(
+        ack,
+        &Joined {
+            success: true,
+            room_id: &room_id,
+            members,
+        },
+    );
+}
+
+/// The socket is gone: it leaves every room it was in.
+pub async fn on_disconnect<A: Adapter>(session: &Arc<Session<A>>, socket: &SocketRef<A>) {
+    for room in socket.rooms() {
+        if let Some(room_id) = room.strip_prefix("room:") {
+            leave_presence(session, socket, room_id).await;
+        }
+    }
+}

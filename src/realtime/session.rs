@@ -1,0 +1,162 @@
+//! Per-socket state and the serial queue that keeps one socket's events in
+//! the order it sent them.
+//!
+//! socketioxide spawns a task per incoming event, so two events from one
+//! socket can run out of order. Extractors, however, run synchronously on the
+//! socket's read path, before that spawn. [`Enqueued`] is such an extractor: it
+//! appends the event to the socket's queue right there, and one worker task
+//! (started on demand, gone when the queue is empty) handles the queue in order.
+//! An idle socket therefore costs no task.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
+use socketioxide::handler::{FromMessage, FromMessageParts, Value};
+use socketioxide::socket::Socket;
+use tokio::sync::oneshot;
+
+use super::Ctx;
+use crate::auth::Identity;
+
+/// Most events one socket may have waiting; beyond it events are refused with
+/// `rate_limited` rather than buffered without bound.
+pub const MAX_QUEUED: usize = 256;
+
+/// One unit of work for a socket's worker.
+pub enum Job<A: Adapter> {
+    Event(Incoming<A>),
+    /// The socket is gone: clean up, then signal.
+    Disconnect(oneshot::Sender<()>),
+}
+
+/// An event as the client sent it.
+pub struct Incoming<A: Adapter> {
+    pub event: String,
+    /// The first argument, or `None` when there was none or it was not JSON.
+    pub data: Option<serde_json::Value>,
+    /// Present when the client passed a callback.
+    pub ack: Option<AckSender<A>>,
+}
+
+struct QueueState<A: Adapter> {
+    running: bool,
+    jobs: VecDeque<Job<A>>,
+}
+
+/// What switchboard keeps per socket, in the socket's extensions.
+pub struct Session<A: Adapter> {
+    pub identity: Identity,
+    pub ctx: Arc<Ctx>,
+    queue: Mutex<QueueState<A>>,
+}
+
+impl<A: Adapter> Session<A> {
+    pub fn new(identity: Identity, ctx: Arc<Ctx>) -> Self {
+        Session {
+            identity,
+            ctx,
+            queue: Mutex::new(QueueState {
+                running: false,
+                jobs: VecDeque::new(),
+            }),
+        }
+    }
+
+    /// The private room of this session's user.
+    pub fn user_room(&self) -> String {
+        crate::realtime::rooms::user_room(&self.identity.user_id)
+    }
+
+    /// Appends a job; starts the worker if none runs. Returns the job back
+    /// when the queue is full (disconnects are always accepted).
+    pub fn push(self: &Arc<Self>, socket: SocketRef<A>, job: Job<A>) -> Result<(), Job<A>> {
+        let start = {
+            let Ok(mut q) = self.queue.lock() else {
+                return Err(job);
+            };
+            if q.jobs.len() >= MAX_QUEUED && matches!(job, Job::Event(_)) {
+                return Err(job);
+            }
+            q.jobs.push_back(job);
+            !std::mem::replace(&mut q.running, true)
+        };
+        if start {
+            let session = self.clone();
+            tokio::spawn(async move { session.drain(socket).await });
+        }
+        Ok(())
+    }
+
+    async fn drain(self: Arc<Self>, socket: SocketRef<A>) {
+        loop {
+            let job = {
+                let Ok(mut q) = self.queue.lock() else { return };
+                match q.jobs.pop_front() {
+                    Some(job) => job,
+                    None => {
+                        q.running = false;
+                        return;
+                    }
+                }
+            };
+            match job {
+                Job::Event(incoming) => super::dispatch(&self, &socket, incoming).await,
+                Job::Disconnect(done) => {
+                    super::rooms::on_disconnect(&self, &socket).await;
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+}
+
+/// The extractor that queues the event (see the module doc). The handler it
+/// feeds does nothing else.
+pub struct Enqueued;
+
+#[derive(Debug, thiserror::Error)]
+#[error("socket has no session")]
+pub struct NoSession;
+
+impl<A: Adapter> FromMessage<A> for Enqueued {
+    type Error = NoSession;
+
+    fn from_message(
+        s: Arc<Socket<A>>,
+        mut v: Value,
+        ack_id: Option<i64>,
+    ) -> Result<Self, NoSession> {
+        let session = s.extensions.get::<Arc<Session<A>>>().ok_or(NoSession)?;
+        let event = match Event::from_message_parts(&s, &mut v, &ack_id) {
+            Ok(Event(e)) => e,
+            Err(_) => return Err(NoSession),
+        };
+        let Ok::<_, Infallible>(TryData(data)) =
+            TryData::<serde_json::Value>::from_message_parts(&s, &mut v, &ack_id);
+        let ack = match ack_id {
+            Some(_) => {
+                let Ok::<_, Infallible>(ack) = AckSender::from_message_parts(&s, &mut v, &ack_id);
+                Some(ack)
+            }
+            None => None,
+        };
+        let Ok::<_, Infallible>(socket) = SocketRef::from_message_parts(&s, &mut v, &ack_id);
+        let job = Job::Event(Incoming {
+            event,
+            data: data.ok(),
+            ack,
+        });
+        if let Err(Job::Event(refused)) = session.push(socket, job) {
+            tracing::debug!(event = refused.event, "socket queue full");
+            super::reply::error(
+                refused.ack,
+                super::reply::Code::RateLimited,
+                "too many events waiting",
+            );
+        }
+        Ok(Enqueued)
+    }
+}

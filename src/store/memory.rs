@@ -1,0 +1,138 @@
+//! The in-memory store: for tests and throwaway runs. Loses everything on exit.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::{Appended, Conversation, Message, MessageStore, NewMessage, StoreError, now_ms};
+
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    conversations: HashMap<Conversation, Vec<Message>>,
+    /// (namespace, sender, clientMsgId) -> (conversation, index in it)
+    dedup: HashMap<(String, String, String), (Conversation, usize)>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl MessageStore for MemoryStore {
+    async fn append(&self, msg: NewMessage) -> Result<Appended, StoreError> {
+        let mut inner = self
+            .inner
+            .lock()
+            .map_err(|_| StoreError::Internal("poisoned lock".into()))?;
+        let dedup_key = msg.client_msg_id.as_ref().map(|c| {
+            (
+                msg.conversation.namespace.clone(),
+                msg.sender_id.clone(),
+                c.clone(),
+            )
+        });
+        if let Some(key) = &dedup_key
+            && let Some((conv, idx)) = inner.dedup.get(key)
+        {
+            let first = inner.conversations[conv][*idx].clone();
+            return Ok(Appended::Duplicate(first));
+        }
+        let list = inner
+            .conversations
+            .entry(msg.conversation.clone())
+            .or_default();
+        let room_id = match &msg.conversation.kind {
+            super::ConversationKind::Room(r) => Some(r.clone()),
+            super::ConversationKind::Direct(..) => None,
+        };
+        let stored = Message {
+            id: ulid::Ulid::new().to_string(),
+            room_id,
+            to_user_id: msg.to_user_id,
+            sender_id: msg.sender_id,
+            sender_name: msg.sender_name,
+            content: msg.content,
+            kind: msg.kind,
+            timestamp: now_ms(),
+            seq: list.len() as u64 + 1,
+        };
+        list.push(stored.clone());
+        let idx = list.len() - 1;
+        if let Some(key) = dedup_key {
+            inner.dedup.insert(key, (msg.conversation, idx));
+        }
+        Ok(Appended::New(stored))
+    }
+
+    async fn history(
+        &self,
+        conversation: &Conversation,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let inner = self
+            .inner
+            .lock()
+            .map_err(|_| StoreError::Internal("poisoned lock".into()))?;
+        let Some(list) = inner.conversations.get(conversation) else {
+            return Ok(Vec::new());
+        };
+        // seq n sits at index n-1, so `before` is an index bound.
+        let end = match before {
+            Some(b) => (b.saturating_sub(1) as usize).min(list.len()),
+            None => list.len(),
+        };
+        let start = end.saturating_sub(limit);
+        Ok(list[start..end].to_vec())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(conv: &Conversation, content: &str, cid: Option<&str>) -> NewMessage {
+        NewMessage {
+            conversation: conv.clone(),
+            sender_id: "alice".into(),
+            sender_name: "Alice".into(),
+            to_user_id: None,
+            content: content.into(),
+            kind: "text".into(),
+            client_msg_id: cid.map(String::from),
+        }
+    }
+
+    #[tokio::test]
+    async fn seq_history_and_dedup() {
+        let s = MemoryStore::new();
+        let c = Conversation::room("/", "general");
+        for i in 1..=10 {
+            let m = s.append(new(&c, &i.to_string(), None)).await.unwrap();
+            assert_eq!(m.message().seq, i);
+        }
+        let h = s.history(&c, None, 3).await.unwrap();
+        assert_eq!(h.iter().map(|m| m.seq).collect::<Vec<_>>(), [8, 9, 10]);
+        let h = s.history(&c, Some(3), 5).await.unwrap();
+        assert_eq!(h.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2]);
+        let a = s.append(new(&c, "x", Some("c1"))).await.unwrap();
+        let b = s.append(new(&c, "y", Some("c1"))).await.unwrap();
+        assert!(matches!(a, Appended::New(_)));
+        assert_eq!(b, Appended::Duplicate(a.message().clone()));
+        // Another namespace is another conversation.
+        let other = Conversation::room("/acme", "general");
+        assert!(s.history(&other, None, 10).await.unwrap().is_empty());
+    }
+}
