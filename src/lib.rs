@@ -22,6 +22,9 @@ pub use config::{Config, ConfigError};
 use realtime::Ctx;
 pub use store::{MemoryStore, MessageStore};
 
+/// Packets that may wait for one socket's transport before emits to it fail.
+pub const OUTGOING_BUFFER_PACKETS: usize = 8192;
+
 /// A built server: the router to serve, and the Socket.IO handle.
 pub struct Switchboard {
     pub router: Router,
@@ -55,6 +58,10 @@ impl Switchboard {
             .ping_interval(config.ping_interval())
             .ping_timeout(config.ping_timeout())
             .max_payload(config.max_payload_bytes)
+            // socketioxide drops packets (acks included) once a socket has 128
+            // waiting; a burst of sends easily queues more. tokio's channel
+            // allocates as it fills, so a large bound costs idle sockets nothing.
+            .max_buffer_size(OUTGOING_BUFFER_PACKETS)
             .with_state(ctx.clone())
             .build_layer();
         realtime::register(&io, &config).map_err(|e| ConfigError::Namespace(e.to_string()))?;

@@ -21,9 +21,10 @@ use tokio::sync::oneshot;
 use super::Ctx;
 use crate::auth::Identity;
 
-/// Most events one socket may have waiting; beyond it events are refused with
+/// Most events one socket may have waiting (socket.io-client flushes its whole
+/// offline buffer on reconnect, so bursts are normal); beyond it events are refused with
 /// `rate_limited` rather than buffered without bound.
-pub const MAX_QUEUED: usize = 256;
+pub const MAX_QUEUED: usize = 1024;
 
 /// One unit of work for a socket's worker.
 pub enum Job<A: Adapter> {
