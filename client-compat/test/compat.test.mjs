@@ -1,0 +1,199 @@
+// socket.io-client 4.8, unchanged, against switchboard: once with default
+// transports (polling, then upgrade to websocket) and once websocket-only.
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { io } from "socket.io-client";
+import { spawn } from "node:child_process";
+import { BIN, startServer, token, next, none, signHs256 } from "./server.mjs";
+
+const MODES = {
+  "default transports (polling + upgrade)": {},
+  "websocket only": { transports: ["websocket"] },
+};
+
+for (const [mode, transportOpts] of Object.entries(MODES)) {
+  describe(`socket.io-client ${mode}`, () => {
+    let server;
+    const sockets = [];
+    const connect = (sub, opts = {}) => {
+      const s = io(server.url, {
+        auth: { token: token(sub) },
+        reconnectionDelay: 100,
+        reconnectionDelayMax: 500,
+        ...transportOpts,
+        ...opts,
+      });
+      sockets.push(s);
+      return s;
+    };
+    const connected = async (sub, opts) => {
+      const s = connect(sub, opts);
+      await next(s, "connect");
+      return s;
+    };
+
+    before(async () => {
+      server = await startServer();
+    });
+    after(async () => {
+      sockets.forEach((s) => s.close());
+      await server.stop();
+    });
+
+    it("authenticates, and refuses a bad token with a reason", async () => {
+      const s = await connected("alice");
+      assert.ok(s.connected);
+      if (!transportOpts.transports) {
+        // The client upgrades from polling to websocket by itself.
+        await new Promise((r) => (s.io.engine.transport.name === "websocket" ? r() : s.io.engine.once("upgrade", r)));
+        assert.equal(s.io.engine.transport.name, "websocket");
+      }
+      const bad = connect("x", { auth: { token: "not.a.jwt" }, reconnection: false });
+      const err = await next(bad, "connect_error");
+      assert.equal(err.message, "Authentication failed: malformed token");
+      const now = Math.floor(Date.now() / 1000);
+      const refusals = [
+        [{}, "Authentication failed: missing token"],
+        [{ token: signHs256({ sub: "x", exp: now - 3600 }) }, "Authentication failed: token expired"],
+        [{ token: signHs256({ sub: "x", exp: now + 600 }, "another-secret-another-secret-another!") }, "Authentication failed: bad signature"],
+      ];
+      for (const [auth, message] of refusals) {
+        const s = connect("x", { auth, reconnection: false });
+        assert.equal((await next(s, "connect_error")).message, message);
+      }
+    });
+
+    it("tells room members who joins and leaves", async () => {
+      const bob = await connected("bob");
+      const alice = await connected("alice");
+      const joined = await bob.emitWithAck("room:join", "general");
+      assert.equal(joined.success, true);
+      const seen = next(bob, "room:user-joined");
+      const ack = await alice.emitWithAck("room:join", { roomId: "general" });
+      assert.equal(ack.success, true);
+      assert.deepEqual(ack.members.map((m) => m.userId), ["alice", "bob"]);
+      assert.deepEqual(await seen, { userId: "alice", username: "ALICE", roomId: "general" });
+      const left = next(bob, "room:user-left");
+      assert.deepEqual(await alice.emitWithAck("room:leave", "general"), { success: true, roomId: "general" });
+      assert.deepEqual(await left, { userId: "alice", roomId: "general" });
+    });
+
+    it("acks chat:send and broadcasts chat:message to the room", async () => {
+      const bob = await connected("bob");
+      const alice = await connected("alice");
+      await bob.emitWithAck("room:join", "chat");
+      await alice.emitWithAck("room:join", "chat");
+      const atBob = next(bob, "chat:message");
+      const atAlice = next(alice, "chat:message");
+      const ack = await new Promise((resolve) =>
+        alice.emit("chat:send", { roomId: "chat", content: "hello <world>" }, resolve),
+      );
+      assert.equal(ack.success, true);
+      assert.match(ack.messageId, /^[0-9A-Z]{26}$/);
+      for (const m of [await atBob, await atAlice]) {
+        assert.equal(m.id, ack.messageId);
+        assert.equal(m.content, "hello <world>");
+        assert.equal(m.senderId, "alice");
+        assert.equal(m.roomId, "chat");
+      }
+      const refused = await alice.emitWithAck("chat:send", { roomId: "chat", content: "" });
+      assert.equal(refused.success, false);
+      assert.equal(refused.code, "invalid_payload");
+      const history = await alice.emitWithAck("chat:history", { roomId: "chat" });
+      assert.equal(history.messages.length, 1);
+    });
+
+    it("relays typing indicators", async () => {
+      const bob = await connected("bob");
+      const alice = await connected("alice");
+      await bob.emitWithAck("room:join", "typing");
+      await alice.emitWithAck("room:join", "typing");
+      const typing = next(bob, "typing:user");
+      const notSelf = none(alice, "typing:user");
+      alice.emit("typing:start", "typing");
+      assert.deepEqual(await typing, { userId: "alice", username: "ALICE", roomId: "typing" });
+      await notSelf;
+      const stopped = next(bob, "typing:stopped");
+      alice.emit("typing:stop", "typing");
+      assert.deepEqual(await stopped, { userId: "alice", roomId: "typing" });
+    });
+
+    it("reconnects and re-authenticates by itself after a server restart", async () => {
+      const alice = await connected("alice");
+      await alice.emitWithAck("room:join", "restart");
+      const disconnected = next(alice, "disconnect");
+      await server.stop();
+      await disconnected;
+      const reconnected = next(alice, "connect", 10_000);
+      server = await startServer(server.port);
+      await reconnected;
+      // A new server process: the client joins again and carries on.
+      const ack = await alice.emitWithAck("room:join", "restart");
+      assert.equal(ack.success, true);
+      const sent = await alice.emitWithAck("chat:send", { roomId: "restart", content: "back" });
+      assert.equal(sent.success, true);
+    });
+  });
+}
+
+describe("tenant namespaces", () => {
+  let server;
+  const sockets = [];
+  before(async () => {
+    server = await startServer();
+  });
+  after(() => {
+    sockets.forEach((s) => s.close());
+    return server.stop();
+  });
+
+  it("opens a tenant namespace and refuses another tenant's token", async () => {
+    const open = (...args) => {
+      const s = io(...args);
+      sockets.push(s);
+      return s;
+    };
+    const ok = open(`${server.url}/acme`, { auth: { token: token("alice", ["--tenant", "acme"]) }, transports: ["websocket"] });
+    await next(ok, "connect");
+    const wrong = open(server.url, { auth: { token: token("alice", ["--tenant", "acme"]) }, reconnection: false });
+    assert.equal((await next(wrong, "connect_error")).message, "Authentication failed: wrong tenant");
+    const unknown = open(`${server.url}/nowhere`, { auth: { token: token("alice") }, reconnection: false });
+    assert.equal((await next(unknown, "connect_error")).message, "Invalid namespace");
+  });
+});
+
+describe("dev mode", () => {
+  it("prints a token that socket.io-client can use", async () => {
+    const env = { ...process.env, RUST_LOG: "warn" };
+    delete env.SWITCHBOARD_JWT_SECRET;
+    delete env.SWITCHBOARD_JWT_PUBLIC_KEY;
+    const child = spawn(BIN, ["--listen", "127.0.0.1:0"], {
+      env,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const sockets = [];
+    try {
+      let out = "";
+      const { url, tok } = await new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no token printed: ${out}`)), 10_000);
+        child.stdout.on("data", (d) => {
+          out += d;
+          const tok = out.split("\n").find((l) => /^[\w-]+\.[\w-]+\.[\w-]+$/.test(l.trim()));
+          const url = out.match(/io\('(http:\/\/127\.0\.0\.1:\d+)'/)?.[1];
+          if (tok && url) {
+            clearTimeout(timer);
+            resolve({ url, tok: tok.trim() });
+          }
+        });
+      });
+      const s = io(url, { auth: { token: tok }, transports: ["websocket"] });
+      sockets.push(s);
+      await next(s, "connect");
+      const ack = await s.emitWithAck("room:join", "demo");
+      assert.deepEqual(ack.members, [{ userId: "demo", username: "Demo User", connections: 1 }]);
+    } finally {
+      sockets.forEach((s) => s.close());
+      child.kill("SIGTERM");
+    }
+  });
+});

@@ -1,0 +1,95 @@
+// Starts the real switchboard binary for the tests, and mints tokens with its
+// `token` subcommand (so that path is exercised too).
+import { spawn, execFileSync } from "node:child_process";
+import { createServer } from "node:net";
+import { createHmac } from "node:crypto";
+import { fileURLToPath } from "node:url";
+import path from "node:path";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+export const BIN = process.env.SWITCHBOARD_BIN || path.join(root, "target", "debug", "switchboard");
+export const SECRET = "client-compat-secret-client-compat-secret";
+
+export function token(sub, extra = []) {
+  return execFileSync(BIN, ["token", "--jwt-secret", SECRET, "--sub", sub, "--name", sub.toUpperCase(), ...extra], {
+    encoding: "utf8",
+  }).trim();
+}
+
+export async function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startServer(port) {
+  port = port ?? (await freePort());
+  const child = spawn(BIN, ["--listen", `127.0.0.1:${port}`, "--jwt-secret", SECRET, "--namespace", "/acme"], {
+    env: { ...process.env, RUST_LOG: "warn" },
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}`);
+    try {
+      const r = await fetch(`${url}/healthz`);
+      if (r.ok) break;
+    } catch {}
+    if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      throw new Error("server did not start within 10 s");
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const stop = () =>
+    new Promise((resolve) => {
+      if (child.exitCode !== null) return resolve(child.exitCode);
+      child.once("exit", (code) => resolve(code));
+      child.kill("SIGTERM");
+    });
+  return { url, port, child, stop };
+}
+
+/** Resolves with the next `event` on `socket`, or rejects after `ms`. */
+export function next(socket, event, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      socket.off(event, on);
+      reject(new Error(`no ${event} within ${ms} ms`));
+    }, ms);
+    const on = (data) => {
+      clearTimeout(timer);
+      resolve(data);
+    };
+    socket.once(event, on);
+  });
+}
+
+/** Resolves true if `event` does NOT arrive within `ms`. */
+export function none(socket, event, ms = 300) {
+  return new Promise((resolve, reject) => {
+    const on = (data) => {
+      clearTimeout(timer);
+      reject(new Error(`unexpected ${event}: ${JSON.stringify(data)}`));
+    };
+    const timer = setTimeout(() => {
+      socket.off(event, on);
+      resolve(true);
+    }, ms);
+    socket.once(event, on);
+  });
+}
+
+/** Signs arbitrary claims with HS256 (for tokens the CLI will not mint). */
+export function signHs256(claims, secret = SECRET) {
+  const b64 = (obj) => Buffer.from(JSON.stringify(obj)).toString("base64url");
+  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64(claims)}`;
+  const sig = createHmac("sha256", secret).update(body).digest("base64url");
+  return `${body}.${sig}`;
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite, in one command: README's test command, and what .ci/run runs.
+# Formatting and lints, Rust unit + integration tests, then the real
+# socket.io-client (client-compat/) against the built binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "checking for tools"
+for tool in cargo node npm; do
+  command -v "$tool" >/dev/null || { echo "missing: $tool (see README, 'Requirements')" >&2; exit 1; }
+done
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+
+step "cargo test"
+cargo test --all-targets
+
+step "client-compat: socket.io-client 4.8 against the binary"
+cargo build --quiet --bin switchboard --example echo
+(
+  cd client-compat
+  if [ ! -d node_modules/socket.io-client ] || [ "${CI:-}" = "true" ]; then
+    npm ci --no-audit --no-fund --loglevel=error
+  fi
+  SWITCHBOARD_BIN="$PWD/../target/debug/switchboard" npm test --silent
+)
+step "all tests passed"
