@@ -4,6 +4,7 @@ mod auth;
 mod chat;
 mod client;
 mod rooms;
+mod transport;
 mod typing;
 
 use std::net::SocketAddr;
