@@ -108,6 +108,9 @@ pub struct Config {
     /// Longest chat message content, in characters.
     #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_CHARS", default_value_t = 4000)]
     pub max_message_chars: usize,
+    /// Message store: `sqlite://PATH` (default `sqlite://./switchboard.db`), `postgres://...`, or `memory`.
+    #[arg(long, env = "SWITCHBOARD_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
     /// Tenant namespace such as `/acme`; repeatable. `{name}` segments make a pattern (`/t-{tenant}`).
     #[arg(
         long = "namespace",
@@ -133,9 +136,12 @@ impl Default for Config {
             max_payload_bytes: 1_000_000,
             max_message_chars: 4000,
             namespaces: Vec::new(),
+            database_url: DEFAULT_DATABASE_URL.into(),
         }
     }
 }
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./switchboard.db";
 
 /// A configuration problem; the binary prints it on one line and exits with code 2.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +166,10 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("--api-key must be at least 16 characters")]
     ShortApiKey,
+    #[error("--database-url {0}")]
+    DatabaseUrl(String),
+    #[error("--database-url: {0}")]
+    Store(String),
 }
 
 impl Config {
@@ -172,6 +182,10 @@ impl Config {
         self.listen
             .parse()
             .map_err(|_| ConfigError::Listen(self.listen.clone()))
+    }
+
+    pub fn store_url(&self) -> Result<crate::store::StoreUrl, ConfigError> {
+        self.database_url.parse().map_err(ConfigError::DatabaseUrl)
     }
 
     pub fn ping_interval(&self) -> Duration {
@@ -208,6 +222,7 @@ impl Config {
                 return Err(ConfigError::Namespace(ns.clone()));
             }
         }
+        self.store_url()?;
         if self.ping_interval_ms == 0 {
             return Err(ConfigError::Zero("ping-interval-ms"));
         }

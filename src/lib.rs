@@ -20,7 +20,7 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 pub use auth::{Identity, TokenSpec, Verifier, mint_hs256};
 pub use config::{Config, ConfigError};
 use realtime::Ctx;
-pub use store::{MemoryStore, MessageStore};
+pub use store::{MemoryStore, MessageStore, SqlStore};
 
 /// Packets that may wait for one socket's transport before emits to it fail.
 pub const OUTGOING_BUFFER_PACKETS: usize = 8192;
@@ -35,18 +35,23 @@ pub struct Switchboard {
 /// Choices made at start that are not plain configuration.
 #[derive(Default)]
 pub struct BuildOptions {
-    /// The message store; the in-memory store when `None`.
+    /// A message store to use instead of the one `--database-url` names.
     pub store: Option<Arc<dyn MessageStore>>,
     /// The HS256 secret to use in dev mode (no JWT key configured).
     pub dev_secret: Option<String>,
 }
 
 impl Switchboard {
-    /// Validates `config` and assembles the server.
-    pub fn build(config: Config, opts: BuildOptions) -> Result<Switchboard, ConfigError> {
+    /// Validates `config`, opens (and migrates) the store, and assembles the server.
+    pub async fn build(config: Config, opts: BuildOptions) -> Result<Switchboard, ConfigError> {
         config.validate()?;
         let verifier = Verifier::from_config(&config, opts.dev_secret.as_deref())?;
-        let store = opts.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
+        let store = match opts.store {
+            Some(s) => s,
+            None => store::open(&config.store_url()?)
+                .await
+                .map_err(|e| ConfigError::Store(e.to_string()))?,
+        };
         let ctx = Arc::new(Ctx {
             verifier,
             store,

@@ -68,7 +68,7 @@ async fn serve(config: switchboard::Config) -> ExitCode {
         store: None,
         dev_secret: dev_secret.clone(),
     };
-    let sb = match Switchboard::build(config.clone(), opts) {
+    let sb = match Switchboard::build(config.clone(), opts).await {
         Ok(sb) => sb,
         Err(e) => {
             eprintln!("switchboard: {e}");

@@ -10,7 +10,7 @@ use socketioxide::extract::{AckSender, SocketRef};
 use super::reply::{self, Code, Refusal};
 use super::rooms::client_room;
 use super::session::Session;
-use crate::store::{Appended, Conversation, NewMessage, StoreError};
+use crate::store::{Appended, Conversation, Message, NewMessage, StoreError};
 
 /// `chat:send { roomId, content }` or `chat:message { roomId, text }`.
 #[derive(Debug, Clone, Copy)]
@@ -88,28 +88,63 @@ pub async fn send<A: Adapter>(
         Ok(v) => v,
         Err(r) => return reply::refuse(ack, &r),
     };
-    let stored = match session.ctx.store.append(msg).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("store append failed: {e}");
-            return reply::refuse(ack, &store_refusal(&e));
-        }
-    };
-    if let Appended::New(m) = &stored {
-        super::typing::stop_user(session, socket, &room_id).await;
-        if let Err(e) = socket
-            .within(client_room(&room_id))
-            .emit("chat:message", m)
-            .await
-        {
-            tracing::warn!("chat broadcast failed: {e}");
-        }
-    }
-    let m = stored.message();
-    reply::ok(
+    store_then(
+        session,
+        socket,
+        msg,
         ack,
-        &json!({ "success": true, "messageId": m.id, "seq": m.seq }),
+        move |session, socket, m| async move {
+            super::typing::stop_user(&session, &socket, &room_id).await;
+            if let Err(e) = socket
+                .within(client_room(&room_id))
+                .emit("chat:message", &m)
+                .await
+            {
+                tracing::warn!("chat broadcast failed: {e}");
+            }
+        },
     );
+}
+
+/// Appends `msg` to the store now (fixing its place in the conversation),
+/// then, in a task, once it is durable and every earlier write of this socket
+/// is done: runs `deliver` for a new message and acks `{ success, messageId, seq }`.
+pub fn store_then<A, F, Fut>(
+    session: &Arc<Session<A>>,
+    socket: &SocketRef<A>,
+    msg: NewMessage,
+    ack: Option<AckSender<A>>,
+    deliver: F,
+) where
+    A: Adapter,
+    F: FnOnce(Arc<Session<A>>, SocketRef<A>, Message) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let pending = session.ctx.store.append(msg);
+    let (prev, done) = session.chain();
+    let session = session.clone();
+    let socket = socket.clone();
+    tokio::spawn(async move {
+        let stored = pending.await;
+        if let Some(prev) = prev {
+            let _ = prev.await;
+        }
+        match stored {
+            Ok(stored) => {
+                let m = stored.message().clone();
+                let ack_body = json!({ "success": true, "messageId": m.id, "seq": m.seq });
+                if let Appended::New(m) = stored {
+                    deliver(session, socket, m).await;
+                }
+                reply::ok(ack, &ack_body);
+            }
+            Err(e) => {
+                tracing::debug!("store append failed: {e}");
+                reply::refuse(ack, &store_refusal(&e));
+            }
+        }
+        let _ = done.send(());
+    });
 }
 
 fn prepare<A: Adapter>(
@@ -153,7 +188,10 @@ fn prepare<A: Adapter>(
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct HistoryPayload {
-    room_id: String,
+    #[serde(default)]
+    room_id: Option<String>,
+    #[serde(default)]
+    with_user_id: Option<String>,
     #[serde(default)]
     before: Option<u64>,
     #[serde(default)]
@@ -163,43 +201,61 @@ struct HistoryPayload {
 pub const DEFAULT_HISTORY_LIMIT: u64 = 50;
 pub const MAX_HISTORY_LIMIT: u64 = 100;
 
+/// `chat:history { roomId | withUserId, before?, limit? }`.
 pub async fn history<A: Adapter>(
     session: &Arc<Session<A>>,
     ns: &str,
     data: Option<serde_json::Value>,
     ack: Option<AckSender<A>>,
 ) {
-    let p: HistoryPayload = match reply::parse(data) {
-        Ok(p) => p,
+    let (conv, before, limit) = match history_query(session, ns, data) {
+        Ok(q) => q,
         Err(r) => return reply::refuse(ack, &r),
     };
-    if let Err(r) = reply::room_id(&p.room_id) {
-        return reply::refuse(ack, &r);
-    }
-    let limit = p.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
-    if !(1..=MAX_HISTORY_LIMIT).contains(&limit) {
-        return reply::error(ack, Code::InvalidPayload, "limit must be 1-100");
-    }
-    if !session.identity.may_join(&p.room_id) {
-        return reply::error(
-            ack,
-            Code::ForbiddenRoom,
-            "your token does not allow this room",
-        );
-    }
-    let conv = Conversation::room(ns, &p.room_id);
-    match session
-        .ctx
-        .store
-        .history(&conv, p.before, limit as usize)
-        .await
-    {
+    // The socket's own sends are in history before it reads.
+    session.settle().await;
+    match session.ctx.store.history(&conv, before, limit).await {
         Ok(messages) => reply::ok(ack, &json!({ "success": true, "messages": messages })),
         Err(e) => {
-            tracing::warn!("store history failed: {e}");
+            tracing::debug!("store history failed: {e}");
             reply::refuse(ack, &store_refusal(&e));
         }
     }
+}
+
+fn history_query<A: Adapter>(
+    session: &Session<A>,
+    ns: &str,
+    data: Option<serde_json::Value>,
+) -> Result<(Conversation, Option<u64>, usize), Refusal> {
+    let p: HistoryPayload = reply::parse(data)?;
+    let limit = p.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
+    if !(1..=MAX_HISTORY_LIMIT).contains(&limit) {
+        return Err(Refusal::invalid("limit must be 1-100"));
+    }
+    let conv = match (p.room_id, p.with_user_id) {
+        (Some(room_id), None) => {
+            reply::room_id(&room_id)?;
+            if !session.identity.may_join(&room_id) {
+                return Err(Refusal::new(
+                    Code::ForbiddenRoom,
+                    "your token does not allow this room",
+                ));
+            }
+            Conversation::room(ns, &room_id)
+        }
+        // A private conversation: the reader is always one of its two members.
+        (None, Some(other)) => {
+            super::private::check_user_id(&other)?;
+            Conversation::direct(ns, &session.identity.user_id, &other)
+        }
+        _ => {
+            return Err(Refusal::invalid(
+                "give exactly one of roomId and withUserId",
+            ));
+        }
+    };
+    Ok((conv, p.before, limit as usize))
 }
 
 /// `ping { ts }` -> `pong { ts, serverTs }` to this socket.

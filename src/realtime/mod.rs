@@ -2,6 +2,7 @@
 //! the dispatch of client events to the handlers of each concern.
 
 pub mod chat;
+pub mod private;
 pub mod reply;
 pub mod rooms;
 pub mod session;
@@ -129,6 +130,7 @@ pub(crate) async fn dispatch<A: Adapter>(
         "room:members" => rooms::members(session, socket, data, ack),
         "chat:send" => chat::send(session, socket, data, ack, chat::Dialect::Send).await,
         "chat:message" => chat::send(session, socket, data, ack, chat::Dialect::Message).await,
+        "private:send" => private::send(session, socket, data, ack).await,
         "chat:history" => chat::history(session, socket.ns(), data, ack).await,
         "typing:start" => typing::start(session, socket, data, ack).await,
         "typing:stop" => typing::stop(session, socket, data, ack).await,

@@ -52,6 +52,8 @@ pub struct Session<A: Adapter> {
     pub identity: Identity,
     pub ctx: Arc<Ctx>,
     queue: Mutex<QueueState<A>>,
+    /// Completion of the socket's latest pipelined store write (see [`Session::chain`]).
+    last_write: Mutex<Option<oneshot::Receiver<()>>>,
 }
 
 impl<A: Adapter> Session<A> {
@@ -63,6 +65,30 @@ impl<A: Adapter> Session<A> {
                 running: false,
                 jobs: VecDeque::new(),
             }),
+            last_write: Mutex::new(None),
+        }
+    }
+
+    /// Links a new store write into the socket's chain: the returned receiver
+    /// resolves when the previous write has finished its acks and broadcasts,
+    /// and the sender must be fired when this one has. Writes are thus
+    /// pipelined (the worker moves on without waiting for the commit) while
+    /// their effects stay in the order the client sent them.
+    pub fn chain(&self) -> (Option<oneshot::Receiver<()>>, oneshot::Sender<()>) {
+        let (done, next) = oneshot::channel();
+        let prev = self
+            .last_write
+            .lock()
+            .map(|mut last| last.replace(next))
+            .unwrap_or(None);
+        (prev, done)
+    }
+
+    /// Waits until every write the socket made so far is done (read-your-writes).
+    pub async fn settle(&self) {
+        let prev = self.last_write.lock().map(|mut l| l.take()).unwrap_or(None);
+        if let Some(prev) = prev {
+            let _ = prev.await;
         }
     }
 

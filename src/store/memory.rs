@@ -5,7 +5,9 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{Appended, Conversation, Message, MessageStore, NewMessage, StoreError, now_ms};
+use super::{
+    AppendFuture, Appended, Conversation, Message, MessageStore, NewMessage, StoreError, now_ms,
+};
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -23,11 +25,8 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
     }
-}
 
-#[async_trait]
-impl MessageStore for MemoryStore {
-    async fn append(&self, msg: NewMessage) -> Result<Appended, StoreError> {
+    fn append_now(&self, msg: NewMessage) -> Result<Appended, StoreError> {
         let mut inner = self
             .inner
             .lock()
@@ -70,6 +69,13 @@ impl MessageStore for MemoryStore {
             inner.dedup.insert(key, (msg.conversation, idx));
         }
         Ok(Appended::New(stored))
+    }
+}
+
+#[async_trait]
+impl MessageStore for MemoryStore {
+    fn append(&self, msg: NewMessage) -> AppendFuture {
+        Box::pin(std::future::ready(self.append_now(msg)))
     }
 
     async fn history(

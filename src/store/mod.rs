@@ -3,8 +3,14 @@
 //! gap-free `seq`.
 
 mod memory;
+mod sql;
 
 pub use memory::MemoryStore;
+pub use sql::SqlStore;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -106,12 +112,19 @@ pub enum StoreError {
     Internal(String),
 }
 
+/// Resolves when an appended message is durable (or refused).
+pub type AppendFuture = Pin<Box<dyn Future<Output = Result<Appended, StoreError>> + Send>>;
+
 /// Where messages live.
 #[async_trait]
 pub trait MessageStore: Send + Sync + 'static {
-    /// Stores a message once it is durable (or finds the earlier one with the
-    /// same `client_msg_id` from the same sender).
-    async fn append(&self, msg: NewMessage) -> Result<Appended, StoreError>;
+    /// Queues a message and returns a future that resolves once it is durable
+    /// (or with the earlier message of the same `client_msg_id` and sender).
+    ///
+    /// The message takes its place in line **before this returns**: messages
+    /// appended one after another get increasing `seq` in that order, even if
+    /// their futures are awaited later. That lets a socket pipeline its sends.
+    fn append(&self, msg: NewMessage) -> AppendFuture;
 
     /// Up to `limit` messages with `seq < before` (or the latest), oldest first.
     async fn history(
@@ -123,6 +136,40 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// How to reach the store, from `--database-url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    Memory,
+    Sqlite(String),
+    Postgres(String),
+}
+
+impl std::str::FromStr for StoreUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "memory" {
+            Ok(StoreUrl::Memory)
+        } else if s.starts_with("sqlite:") {
+            Ok(StoreUrl::Sqlite(s.to_string()))
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(StoreUrl::Postgres(s.to_string()))
+        } else {
+            Err(format!(
+                "'{s}' is not memory, sqlite://PATH or postgres://..."
+            ))
+        }
+    }
+}
+
+/// Opens (and migrates) the store `url` names.
+pub async fn open(url: &StoreUrl) -> Result<Arc<dyn MessageStore>, StoreError> {
+    Ok(match url {
+        StoreUrl::Memory => Arc::new(MemoryStore::new()),
+        StoreUrl::Sqlite(u) => Arc::new(SqlStore::open_sqlite(u).await?),
+        StoreUrl::Postgres(u) => Arc::new(SqlStore::open_postgres(u).await?),
+    })
 }
 
 /// Milliseconds since the Unix epoch.

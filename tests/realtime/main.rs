@@ -27,10 +27,13 @@ pub async fn server_with(tweak: impl FnOnce(&mut Config)) -> Server {
     let mut config = Config {
         jwt_secret: Some(SECRET.into()),
         namespaces: vec!["/acme".into(), "/globex".into()],
+        database_url: "memory".into(),
         ..Config::default()
     };
     tweak(&mut config);
-    let sb = Switchboard::build(config, BuildOptions::default()).expect("valid config");
+    let sb = Switchboard::build(config, BuildOptions::default())
+        .await
+        .expect("valid config");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let io = sb.io.clone();

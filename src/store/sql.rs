@@ -1,0 +1,450 @@
+//! SQLite and PostgreSQL behind one codepath (sqlx's `Any` driver; the SQL
+//! is written to run on both).
+//!
+//! Writes go through one writer task per process that does **group commit**:
+//! it takes every append waiting (up to [`MAX_BATCH`]) into one transaction,
+//! commits, and only then resolves their futures. While a commit runs, new
+//! appends queue up and form the next batch, so the batching window is the
+//! length of the previous commit: no added delay when idle, large batches
+//! under load.
+//!
+//! `seq` comes from a per-conversation counter row, bumped inside the same
+//! transaction as the inserts, so it is gap-free: a rolled-back batch rolls
+//! its numbers back too. On PostgreSQL the counter row lock orders writers of
+//! one conversation across nodes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    AppendFuture, Appended, Conversation, ConversationKind, Message, MessageStore, NewMessage,
+    StoreError, now_ms,
+};
+
+/// Most messages in one transaction.
+pub const MAX_BATCH: usize = 512;
+/// Appends that may wait for the writer before new ones are refused.
+pub const WRITE_QUEUE: usize = 65_536;
+/// Rows per multi-row INSERT (12 parameters each).
+const ROWS_PER_INSERT: usize = 128;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+struct WriteReq {
+    msg: NewMessage,
+    reply: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+/// A SQL-backed message store.
+pub struct SqlStore {
+    pool: AnyPool,
+    writes: mpsc::Sender<WriteReq>,
+    health: Arc<Health>,
+}
+
+/// Logs a failure once per episode, and the recovery.
+#[derive(Default)]
+struct Health {
+    down: AtomicBool,
+}
+
+impl Health {
+    fn failed(&self, e: &StoreError) {
+        if !self.down.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                "message store failing, chat acks say 'unavailable' until it recovers: {e}"
+            );
+        }
+    }
+    fn ok(&self) {
+        if self.down.swap(false, Ordering::Relaxed) {
+            tracing::info!("message store recovered");
+        }
+    }
+}
+
+/// Whether an error means the database is out of reach or out of space (the
+/// client may retry later) rather than a bug.
+fn classify(e: sqlx::Error) -> StoreError {
+    use sqlx::Error::*;
+    let unavailable = match &e {
+        Io(_) | Tls(_) | Protocol(_) | PoolTimedOut | PoolClosed | WorkerCrashed => true,
+        Database(d) => {
+            let code = d.code().unwrap_or_default();
+            if code.len() == 5 && !code.chars().all(|c| c.is_ascii_digit()) {
+                // PostgreSQL SQLSTATE: connection, resources, shutdown, missing database
+                code.starts_with("08")
+                    || code.starts_with("53")
+                    || code.starts_with("57")
+                    || code == "3D000"
+                    || code == "25006"
+            } else {
+                // SQLite: primary result code in the low byte of the extended code
+                let primary = code.parse::<i32>().unwrap_or(0) & 0xff;
+                // BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN
+                matches!(primary, 5 | 6 | 8 | 10 | 13 | 14)
+            }
+        }
+        _ => false,
+    };
+    if unavailable {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Internal(e.to_string())
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+impl SqlStore {
+    /// Opens a SQLite file (created if missing) in WAL mode with full fsync on commit.
+    pub async fn open_sqlite(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let path = url
+            .trim_start_matches("sqlite://")
+            .trim_start_matches("sqlite:");
+        let path = path.split('?').next().unwrap_or_default();
+        if path.is_empty() || path == ":memory:" {
+            return Err(StoreError::Internal(
+                "give SQLite a file path (use --database-url memory for no file)".into(),
+            ));
+        }
+        if let Some(dir) = std::path::Path::new(path).parent()
+            && !dir.as_os_str().is_empty()
+            && !dir.is_dir()
+        {
+            return Err(StoreError::Unavailable(format!(
+                "directory {} does not exist",
+                dir.display()
+            )));
+        }
+        let url = format!("sqlite://{path}?mode=rwc");
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(3))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the writer; FULL makes a
+                    // commit durable (fsync) before we ack.
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = FULL").await?;
+                    conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot open SQLite {path}: {e}")))?;
+        Self::start(pool).await
+    }
+
+    /// Connects to PostgreSQL.
+    pub async fn open_postgres(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect(url)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
+        Self::start(pool).await
+    }
+
+    async fn start(pool: AnyPool) -> Result<Self, StoreError> {
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Internal(format!("migrations failed: {e}")))?;
+        let (writes, rx) = mpsc::channel(WRITE_QUEUE);
+        let health = Arc::new(Health::default());
+        tokio::spawn(writer(pool.clone(), rx, health.clone()));
+        Ok(SqlStore {
+            pool,
+            writes,
+            health,
+        })
+    }
+}
+
+/// The group-commit loop (see the module doc).
+async fn writer(pool: AnyPool, mut rx: mpsc::Receiver<WriteReq>, health: Arc<Health>) {
+    let mut batch: Vec<WriteReq> = Vec::with_capacity(MAX_BATCH);
+    let mut ids = ulid::Generator::new();
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let msgs: Vec<&NewMessage> = batch.iter().map(|r| &r.msg).collect();
+        let mut result = commit(&pool, &msgs, &mut ids).await;
+        // A unique violation here is a same-user retry racing on another node:
+        // run the batch again and the lookup finds the winner.
+        for _ in 0..3 {
+            match &result {
+                Err(e) if is_unique_violation(e) => {
+                    result = commit(&pool, &msgs, &mut ids).await;
+                }
+                _ => break,
+            }
+        }
+        match result {
+            Ok(outcomes) => {
+                health.ok();
+                for (req, out) in batch.drain(..).zip(outcomes) {
+                    let _ = req.reply.send(Ok(out));
+                }
+            }
+            Err(e) => {
+                let e = classify(e);
+                health.failed(&e);
+                for req in batch.drain(..) {
+                    let _ = req.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+const COLUMNS: &str = "conversation, seq, id, namespace, room_id, to_user_id, sender_id, \
+                       sender_name, content, kind, ts_ms, client_msg_id";
+
+fn row_to_message(r: &AnyRow) -> Result<Message, sqlx::Error> {
+    Ok(Message {
+        seq: r.try_get::<i64, _>("seq")? as u64,
+        id: r.try_get("id")?,
+        room_id: r.try_get("room_id")?,
+        to_user_id: r.try_get("to_user_id")?,
+        sender_id: r.try_get("sender_id")?,
+        sender_name: r.try_get("sender_name")?,
+        content: r.try_get("content")?,
+        kind: r.try_get("kind")?,
+        timestamp: r.try_get::<i64, _>("ts_ms")? as u64,
+    })
+}
+
+/// One transaction for the whole batch; outcomes in batch order.
+async fn commit(
+    pool: &AnyPool,
+    msgs: &[&NewMessage],
+    ids: &mut ulid::Generator,
+) -> Result<Vec<Appended>, sqlx::Error> {
+    /// What became of each message of the batch.
+    #[derive(Clone)]
+    enum Slot {
+        New(Message),
+        /// A retry of a message stored earlier.
+        Earlier(Message),
+        /// A retry of batch entry j.
+        SameAs(usize),
+        Pending,
+    }
+    let mut tx = pool.begin().await?;
+    let mut slots: Vec<Slot> = vec![Slot::Pending; msgs.len()];
+
+    // 1. Retries: an earlier message with the same (namespace, sender, clientMsgId),
+    //    stored before or earlier in this batch.
+    let mut first_in_batch: HashMap<(&str, &str, &str), usize> = HashMap::new();
+    let mut fresh: Vec<usize> = Vec::with_capacity(msgs.len());
+    for (i, m) in msgs.iter().enumerate() {
+        let Some(cid) = m.client_msg_id.as_deref() else {
+            fresh.push(i);
+            continue;
+        };
+        let key = (m.conversation.namespace.as_str(), m.sender_id.as_str(), cid);
+        if let Some(&j) = first_in_batch.get(&key) {
+            slots[i] = Slot::SameAs(j);
+            continue;
+        }
+        let found = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE namespace = $1 AND sender_id = $2 AND client_msg_id = $3"
+        ))
+        .bind(key.0)
+        .bind(key.1)
+        .bind(key.2)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match found {
+            Some(row) => slots[i] = Slot::Earlier(row_to_message(&row)?),
+            None => {
+                first_in_batch.insert(key, i);
+                fresh.push(i);
+            }
+        }
+    }
+
+    // 2. Number the new messages: one counter bump per conversation.
+    let mut per_conv: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut conv_order: Vec<String> = Vec::new();
+    for &i in &fresh {
+        let key = msgs[i].conversation.key();
+        per_conv
+            .entry(key.clone())
+            .or_insert_with(|| {
+                conv_order.push(key);
+                Vec::new()
+            })
+            .push(i);
+    }
+    let now = now_ms();
+    let mut stored: Vec<(usize, Message)> = Vec::with_capacity(fresh.len());
+    for key in &conv_order {
+        let members = &per_conv[key];
+        let n = members.len() as i64;
+        let last: i64 = sqlx::query_scalar(
+            "INSERT INTO conversations (key, last_seq) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET last_seq = conversations.last_seq + $2 \
+             RETURNING last_seq",
+        )
+        .bind(key.as_str())
+        .bind(n)
+        .fetch_one(&mut *tx)
+        .await?;
+        for (k, &i) in members.iter().enumerate() {
+            let m = msgs[i];
+            let room_id = match &m.conversation.kind {
+                ConversationKind::Room(r) => Some(r.clone()),
+                ConversationKind::Direct(..) => None,
+            };
+            let id = ids
+                .generate()
+                .unwrap_or_else(|_| ulid::Ulid::new())
+                .to_string();
+            stored.push((
+                i,
+                Message {
+                    id,
+                    room_id,
+                    to_user_id: m.to_user_id.clone(),
+                    sender_id: m.sender_id.clone(),
+                    sender_name: m.sender_name.clone(),
+                    content: m.content.clone(),
+                    kind: m.kind.clone(),
+                    timestamp: now,
+                    seq: (last - n + 1 + k as i64) as u64,
+                },
+            ));
+        }
+    }
+
+    // 3. Insert them, many rows per statement.
+    for chunk in stored.chunks(ROWS_PER_INSERT) {
+        let mut sql = format!("INSERT INTO messages ({COLUMNS}) VALUES ");
+        for r in 0..chunk.len() {
+            if r > 0 {
+                sql.push(',');
+            }
+            sql.push('(');
+            for c in 0..12 {
+                if c > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!("${}", r * 12 + c + 1));
+            }
+            sql.push(')');
+        }
+        let mut q = sqlx::query(&sql);
+        for (i, m) in chunk {
+            let src = msgs[*i];
+            q = q
+                .bind(src.conversation.key())
+                .bind(m.seq as i64)
+                .bind(m.id.clone())
+                .bind(src.conversation.namespace.clone())
+                .bind(m.room_id.clone())
+                .bind(m.to_user_id.clone())
+                .bind(m.sender_id.clone())
+                .bind(m.sender_name.clone())
+                .bind(m.content.clone())
+                .bind(m.kind.clone())
+                .bind(m.timestamp as i64)
+                .bind(src.client_msg_id.clone());
+        }
+        q.execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+
+    for (i, m) in stored {
+        slots[i] = Slot::New(m);
+    }
+    let resolve = |slot: &Slot| match slot {
+        Slot::New(m) => Some(m.clone()),
+        _ => None,
+    };
+    slots
+        .iter()
+        .map(|slot| match slot {
+            Slot::New(m) => Ok(Appended::New(m.clone())),
+            Slot::Earlier(m) => Ok(Appended::Duplicate(m.clone())),
+            Slot::SameAs(j) => resolve(&slots[*j])
+                .map(Appended::Duplicate)
+                .ok_or_else(|| sqlx::Error::Protocol("retry of an unstored message".into())),
+            Slot::Pending => Err(sqlx::Error::Protocol("message left without outcome".into())),
+        })
+        .collect()
+}
+
+#[async_trait]
+impl MessageStore for SqlStore {
+    fn append(&self, msg: NewMessage) -> AppendFuture {
+        let (reply, rx) = oneshot::channel();
+        let queued = self.writes.try_send(WriteReq { msg, reply });
+        Box::pin(async move {
+            match queued {
+                Ok(()) => rx
+                    .await
+                    .unwrap_or_else(|_| Err(StoreError::Internal("writer stopped".into()))),
+                Err(mpsc::error::TrySendError::Full(_)) => Err(StoreError::Unavailable(
+                    "too many messages waiting for the store".into(),
+                )),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    Err(StoreError::Internal("writer stopped".into()))
+                }
+            }
+        })
+    }
+
+    async fn history(
+        &self,
+        conversation: &Conversation,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let before = before
+            .map(|b| b.min(i64::MAX as u64) as i64)
+            .unwrap_or(i64::MAX);
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE conversation = $1 AND seq < $2 \
+             ORDER BY seq DESC LIMIT $3"
+        ))
+        .bind(conversation.key())
+        .bind(before)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| {
+            let e = classify(e);
+            self.health.failed(&e);
+            e
+        })?;
+        let mut out = rows
+            .iter()
+            .map(row_to_message)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+}

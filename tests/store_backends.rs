@@ -1,0 +1,228 @@
+//! The MessageStore contract, on every backend: memory, SQLite on disk,
+//! PostgreSQL in a throwaway database.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::PgDb;
+use switchboard::store::{self, Appended, Conversation, MessageStore, NewMessage, StoreUrl};
+
+fn msg(conv: &Conversation, sender: &str, content: &str, cid: Option<&str>) -> NewMessage {
+    NewMessage {
+        conversation: conv.clone(),
+        sender_id: sender.into(),
+        sender_name: sender.to_uppercase(),
+        to_user_id: None,
+        content: content.into(),
+        kind: "text".into(),
+        client_msg_id: cid.map(String::from),
+    }
+}
+
+/// Runs `body` against each backend with a fresh store (and a way to reopen it).
+macro_rules! on_every_backend {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                let s = store::open(&StoreUrl::Memory).await.unwrap();
+                ($body)(s, None::<StoreUrl>).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let dir = tempfile::tempdir().unwrap();
+                let url = StoreUrl::Sqlite(format!("sqlite://{}/chat.db", dir.path().display()));
+                let s = store::open(&url).await.unwrap();
+                ($body)(s, Some(url)).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let db = PgDb::create().await;
+                let url = StoreUrl::Postgres(db.url.clone());
+                let s = store::open(&url).await.unwrap();
+                ($body)(s, Some(url)).await;
+                db.drop_db().await;
+            }
+        }
+    };
+}
+
+on_every_backend!(pagination, async |s: Arc<dyn MessageStore>, _| {
+    let c = Conversation::room("/", "general");
+    for i in 1..=30u64 {
+        let a = s
+            .append(msg(&c, "alice", &format!("m{i}"), None))
+            .await
+            .unwrap();
+        assert_eq!(a.message().seq, i);
+    }
+    let seqs = |v: Vec<store::Message>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
+    assert_eq!(
+        seqs(s.history(&c, None, 100).await.unwrap()),
+        (1..=30).collect::<Vec<_>>()
+    );
+    assert_eq!(seqs(s.history(&c, None, 3).await.unwrap()), [28, 29, 30]);
+    assert_eq!(
+        seqs(s.history(&c, Some(28), 3).await.unwrap()),
+        [25, 26, 27]
+    );
+    assert_eq!(seqs(s.history(&c, Some(2), 10).await.unwrap()), [1]);
+    assert!(s.history(&c, Some(1), 10).await.unwrap().is_empty());
+    assert!(
+        s.history(&Conversation::room("/", "other"), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.history(&Conversation::room("/acme", "general"), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let m = &s.history(&c, Some(2), 1).await.unwrap()[0];
+    assert_eq!(
+        (m.content.as_str(), m.sender_name.as_str()),
+        ("m1", "ALICE")
+    );
+    assert_eq!(m.room_id.as_deref(), Some("general"));
+});
+
+on_every_backend!(
+    concurrent_senders_get_gap_free_seq,
+    async |s: Arc<dyn MessageStore>, _| {
+        let c = Conversation::room("/", "busy");
+        let mut tasks = Vec::new();
+        for sender in 0..20 {
+            let s = s.clone();
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..25 {
+                    let a = s
+                        .append(msg(&c, &format!("u{sender}"), &format!("{i}"), None))
+                        .await
+                        .unwrap();
+                    seqs.push(a.message().seq);
+                }
+                seqs
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            let seqs = t.await.unwrap();
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "one sender's seqs rise: {seqs:?}"
+            );
+            all.extend(seqs);
+        }
+        all.sort();
+        assert_eq!(all, (1..=500).collect::<Vec<_>>());
+        let h = s.history(&c, None, 100).await.unwrap();
+        assert_eq!(h.len(), 100);
+        assert_eq!(h.last().unwrap().seq, 500);
+    }
+);
+
+on_every_backend!(
+    appends_are_ordered_when_queued_together,
+    async |s: Arc<dyn MessageStore>, _| {
+        // Futures taken in order but awaited later (pipelining) keep their order.
+        let c = Conversation::room("/", "pipe");
+        let futs: Vec<_> = (0..200)
+            .map(|i| s.append(msg(&c, "a", &format!("{i}"), None)))
+            .collect();
+        for (i, f) in futs.into_iter().enumerate() {
+            let m = f.await.unwrap();
+            assert_eq!(m.message().seq, i as u64 + 1);
+            assert_eq!(m.message().content, i.to_string());
+        }
+    }
+);
+
+on_every_backend!(
+    client_msg_id_dedup,
+    async |s: Arc<dyn MessageStore>, url: Option<StoreUrl>| {
+        let c = Conversation::room("/", "general");
+        // Two retries queued together land in one batch.
+        let f1 = s.append(msg(&c, "alice", "once", Some("cid-1")));
+        let f2 = s.append(msg(&c, "alice", "once again", Some("cid-1")));
+        let (a, b) = (f1.await.unwrap(), f2.await.unwrap());
+        assert!(matches!(a, Appended::New(_)));
+        assert_eq!(b, Appended::Duplicate(a.message().clone()));
+        // Another user, or another namespace, may use the same id.
+        let other = s
+            .append(msg(&c, "bob", "mine", Some("cid-1")))
+            .await
+            .unwrap();
+        assert!(matches!(other, Appended::New(_)));
+        let tenant = Conversation::room("/acme", "general");
+        assert!(matches!(
+            s.append(msg(&tenant, "alice", "x", Some("cid-1")))
+                .await
+                .unwrap(),
+            Appended::New(_)
+        ));
+        // The same user in another room: still the first message (ids are per user).
+        let elsewhere = s
+            .append(msg(
+                &Conversation::room("/", "random"),
+                "alice",
+                "?",
+                Some("cid-1"),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(elsewhere, Appended::Duplicate(a.message().clone()));
+        assert_eq!(s.history(&c, None, 10).await.unwrap().len(), 2);
+        // After a restart the first message is still found.
+        if let Some(url) = url {
+            drop(s);
+            let reopened = store::open(&url).await.unwrap();
+            let again = reopened
+                .append(msg(&c, "alice", "after restart", Some("cid-1")))
+                .await
+                .unwrap();
+            assert_eq!(again, Appended::Duplicate(a.message().clone()));
+            let next = reopened
+                .append(msg(&c, "alice", "new", None))
+                .await
+                .unwrap();
+            assert_eq!(next.message().seq, 3, "counter survives the restart");
+        }
+    }
+);
+
+on_every_backend!(direct_conversations, async |s: Arc<dyn MessageStore>, _| {
+    let ab = Conversation::direct("/", "alice", "bob");
+    assert_eq!(ab, Conversation::direct("/", "bob", "alice"));
+    let mut m = msg(&ab, "alice", "psst", None);
+    m.to_user_id = Some("bob".into());
+    let a = s.append(m).await.unwrap();
+    assert_eq!(a.message().seq, 1);
+    assert_eq!(a.message().room_id, None);
+    assert_eq!(a.message().to_user_id.as_deref(), Some("bob"));
+    let h = s
+        .history(&Conversation::direct("/", "bob", "alice"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(h.len(), 1);
+    assert!(
+        s.history(&Conversation::direct("/", "alice", "carol"), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.history(&Conversation::room("/", "alice"), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+});
