@@ -12,6 +12,13 @@ for tool in cargo node npm; do
   command -v "$tool" >/dev/null || { echo "missing: $tool (see README, 'Requirements')" >&2; exit 1; }
 done
 
+step "checking for PostgreSQL (the store tests need it)"
+pg_url="${SWITCHBOARD_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+if command -v psql >/dev/null && ! psql "$pg_url" -qtAc 'select 1' >/dev/null 2>&1; then
+  echo "PostgreSQL is not reachable at $pg_url (set SWITCHBOARD_TEST_POSTGRES_URL, or see README)" >&2
+  exit 1
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -61,6 +61,23 @@ fn bad_configuration_exits_2_with_one_line() {
     fails_with(&["--jwt-public-key", &not_a_key], &[], "--jwt-algorithm");
     fails_with(&["--listen", "0.0.0.0:0"], &[], "dev mode");
     fails_with(
+        &["--database-url", "sqlite:///nonexistent-dir/sub/chat.db"],
+        &[],
+        "directory /nonexistent-dir/sub does not exist",
+    );
+    // /proc refuses new files even to root.
+    fails_with(
+        &["--database-url", "sqlite:///proc/switchboard-test.db"],
+        &[],
+        "cannot open SQLite /proc/switchboard-test.db",
+    );
+    fails_with(&["--database-url", "mysql://x"], &[], "--database-url");
+    fails_with(
+        &["--database-url", "postgres://postgres@127.0.0.1:1/none"],
+        &[],
+        "cannot connect to PostgreSQL",
+    );
+    fails_with(
         &["--jwt-secret", SECRET, "--namespace", "acme"],
         &[],
         "--namespace",

@@ -60,3 +60,83 @@ impl PgDb {
         .await;
     }
 }
+
+/// A switchboard process started from the built binary.
+pub struct Proc {
+    pub child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+    /// Everything the process wrote to stderr so far (filled by a thread).
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+pub const SECRET: &str = "durability-secret-durability-secret!!";
+
+impl Proc {
+    /// Starts the server on a free port with `SECRET` and extra `args`, and
+    /// waits until it listens.
+    pub fn start(args: &[&str]) -> Proc {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Some(url) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(url.trim().to_string());
+                }
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+            Ok(a) => a.parse().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server did not start: {}", stderr.lock().unwrap());
+            }
+        };
+        Proc {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    /// SIGKILL: no clean-up, no flush.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn token(sub: &str) -> String {
+    switchboard::mint_hs256(
+        SECRET.as_bytes(),
+        &switchboard::TokenSpec {
+            sub: sub.into(),
+            ttl_secs: 600,
+            ..Default::default()
+        },
+    )
+}

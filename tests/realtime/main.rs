@@ -3,6 +3,7 @@
 mod auth;
 mod chat;
 mod client;
+mod private;
 mod rooms;
 mod transport;
 mod typing;
