@@ -109,6 +109,12 @@ async fn serve(config: switchboard::Config) -> ExitCode {
         // Close sockets so clients see a disconnect and reconnect elsewhere.
         let _ = tokio::time::timeout(Duration::from_secs(10), io.close()).await;
     };
+    // Small frames (acks, typing) must not wait for Nagle + delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+    });
     if let Err(e) = axum::serve(listener, sb.router)
         .with_graceful_shutdown(shutdown)
         .await

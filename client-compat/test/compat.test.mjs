@@ -4,6 +4,9 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { io } from "socket.io-client";
 import { spawn } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { BIN, startServer, token, next, none, signHs256 } from "./server.mjs";
 
 const MODES = {
@@ -121,17 +124,21 @@ for (const [mode, transportOpts] of Object.entries(MODES)) {
     it("reconnects and re-authenticates by itself after a server restart", async () => {
       const alice = await connected("alice");
       await alice.emitWithAck("room:join", "restart");
+      assert.equal((await alice.emitWithAck("chat:send", { roomId: "restart", content: "before" })).success, true);
       const disconnected = next(alice, "disconnect");
       await server.stop();
       await disconnected;
       const reconnected = next(alice, "connect", 10_000);
-      server = await startServer(server.port);
+      server = await startServer(server.port, server.db);
       await reconnected;
       // A new server process: the client joins again and carries on.
       const ack = await alice.emitWithAck("room:join", "restart");
       assert.equal(ack.success, true);
       const sent = await alice.emitWithAck("chat:send", { roomId: "restart", content: "back" });
       assert.equal(sent.success, true);
+      // The message acked before the restart is still in history.
+      const { messages } = await alice.emitWithAck("chat:history", { roomId: "restart" });
+      assert.deepEqual(messages.map((m) => m.content), ["before", "back"]);
     });
   });
 }
@@ -167,7 +174,9 @@ describe("dev mode", () => {
     const env = { ...process.env, RUST_LOG: "warn" };
     delete env.SWITCHBOARD_JWT_SECRET;
     delete env.SWITCHBOARD_JWT_PUBLIC_KEY;
+    // Dev mode with the default store: ./switchboard.db in a scratch directory.
     const child = spawn(BIN, ["--listen", "127.0.0.1:0"], {
+      cwd: mkdtempSync(path.join(tmpdir(), "switchboard-dev-")),
       env,
       stdio: ["ignore", "pipe", "pipe"],
     });

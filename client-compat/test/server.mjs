@@ -3,6 +3,8 @@
 import { spawn, execFileSync } from "node:child_process";
 import { createServer } from "node:net";
 import { createHmac } from "node:crypto";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 
@@ -27,9 +29,17 @@ export async function freePort() {
   });
 }
 
-export async function startServer(port) {
+/** A SQLite file in a fresh temporary directory. */
+export function tempDb() {
+  return `sqlite://${mkdtempSync(path.join(tmpdir(), "switchboard-compat-"))}/chat.db`;
+}
+
+/** Starts the binary on `port` (or a free one) with SQLite database `db` (or a fresh one). */
+export async function startServer(port, db) {
   port = port ?? (await freePort());
-  const child = spawn(BIN, ["--listen", `127.0.0.1:${port}`, "--jwt-secret", SECRET, "--namespace", "/acme"], {
+  db = db ?? tempDb();
+  const args = ["--listen", `127.0.0.1:${port}`, "--jwt-secret", SECRET, "--namespace", "/acme", "--database-url", db];
+  const child = spawn(BIN, args, {
     env: { ...process.env, RUST_LOG: "warn" },
     stdio: ["ignore", "inherit", "inherit"],
   });
@@ -53,7 +63,7 @@ export async function startServer(port) {
       child.once("exit", (code) => resolve(code));
       child.kill("SIGTERM");
     });
-  return { url, port, child, stop };
+  return { url, port, db, child, stop };
 }
 
 /** Resolves with the next `event` on `socket`, or rejects after `ms`. */
