@@ -25,8 +25,8 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 
-step "cargo test"
-cargo test --all-targets
+step "cargo test (unit, integration, and examples built)"
+cargo test
 
 step "client-compat: socket.io-client 4.8 against the binary"
 cargo build --quiet --bin switchboard --example echo
