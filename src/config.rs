@@ -111,6 +111,12 @@ pub struct Config {
     /// Message store: `sqlite://PATH` (default `sqlite://./switchboard.db`), `postgres://...`, or `memory`.
     #[arg(long, env = "SWITCHBOARD_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
+    /// Seconds between SSE heartbeat comments on `/events`.
+    #[arg(long, env = "SWITCHBOARD_SSE_HEARTBEAT_SECS", default_value_t = 30)]
+    pub sse_heartbeat_secs: u64,
+    /// Longest a graceful shutdown (SIGTERM/SIGINT) may take, in seconds.
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
+    pub shutdown_timeout_secs: u64,
     /// Tenant namespace such as `/acme`; repeatable. `{name}` segments make a pattern (`/t-{tenant}`).
     #[arg(
         long = "namespace",
@@ -137,6 +143,8 @@ impl Default for Config {
             max_message_chars: 4000,
             namespaces: Vec::new(),
             database_url: DEFAULT_DATABASE_URL.into(),
+            sse_heartbeat_secs: 30,
+            shutdown_timeout_secs: 10,
         }
     }
 }
@@ -231,6 +239,9 @@ impl Config {
         }
         if self.max_payload_bytes == 0 {
             return Err(ConfigError::Zero("max-payload-bytes"));
+        }
+        if self.sse_heartbeat_secs == 0 {
+            return Err(ConfigError::Zero("sse-heartbeat-secs"));
         }
         if self.max_message_chars == 0 {
             return Err(ConfigError::Zero("max-message-chars"));

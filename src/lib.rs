@@ -6,7 +6,10 @@
 
 pub mod auth;
 pub mod config;
+pub mod feeds;
 pub mod http;
+pub mod hub;
+pub mod metrics;
 pub mod presence;
 pub mod realtime;
 pub mod store;
@@ -19,15 +22,18 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 pub use auth::{Identity, TokenSpec, Verifier, mint_hs256};
 pub use config::{Config, ConfigError};
+pub use hub::{Audience, Hub, HubError};
 use realtime::Ctx;
 pub use store::{MemoryStore, MessageStore, SqlStore};
 
 /// Packets that may wait for one socket's transport before emits to it fail.
 pub const OUTGOING_BUFFER_PACKETS: usize = 8192;
 
-/// A built server: the router to serve, and the Socket.IO handle.
+/// A built server: the router to serve (or merge into your own), the Hub for
+/// backend code, and the Socket.IO handle.
 pub struct Switchboard {
     pub router: Router,
+    pub hub: Hub,
     pub io: SocketIo,
     pub ctx: Arc<Ctx>,
 }
@@ -39,6 +45,8 @@ pub struct BuildOptions {
     pub store: Option<Arc<dyn MessageStore>>,
     /// The HS256 secret to use in dev mode (no JWT key configured).
     pub dev_secret: Option<String>,
+    /// The API key to use when none is configured (dev mode prints one).
+    pub dev_api_key: Option<String>,
 }
 
 impl Switchboard {
@@ -57,6 +65,7 @@ impl Switchboard {
             store,
             presence: presence::Presence::new(),
             typing: Default::default(),
+            feeds: Default::default(),
             config: config.clone(),
         });
         let (layer, io) = SocketIo::builder()
@@ -70,8 +79,20 @@ impl Switchboard {
             .with_state(ctx.clone())
             .build_layer();
         realtime::register(&io, &config).map_err(|e| ConfigError::Namespace(e.to_string()))?;
-        let router = http::routes(ctx.clone()).layer(layer).layer(cors(&config));
-        Ok(Switchboard { router, io, ctx })
+        let hub = Hub::new(io.clone(), ctx.clone());
+        let key = match config.api_key.clone().or(opts.dev_api_key) {
+            Some(k) => http::ApiKey::Key(k),
+            None => http::ApiKey::Disabled,
+        };
+        let router = http::routes(hub.clone(), key)
+            .layer(layer)
+            .layer(cors(&config));
+        Ok(Switchboard {
+            router,
+            hub,
+            io,
+            ctx,
+        })
     }
 }
 

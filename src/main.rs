@@ -1,5 +1,6 @@
 //! The `switchboard` binary: parse configuration, serve, shut down gracefully.
 
+use std::future::IntoFuture;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -54,10 +55,8 @@ async fn serve(config: switchboard::Config) -> ExitCode {
         eprintln!("switchboard: {e}");
         return ExitCode::from(2);
     }
-    let dev_secret = config.dev_mode().then(|| {
-        let bytes: [u8; 32] = rand::rng().random();
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    });
+    let dev_secret = config.dev_mode().then(random_hex);
+    let dev_api_key = (config.dev_mode() && config.api_key.is_none()).then(random_hex);
     let addr = match config.listen_addr() {
         Ok(a) => a,
         Err(e) => {
@@ -68,6 +67,7 @@ async fn serve(config: switchboard::Config) -> ExitCode {
     let opts = BuildOptions {
         store: None,
         dev_secret: dev_secret.clone(),
+        dev_api_key: dev_api_key.clone(),
     };
     let sb = match Switchboard::build(config.clone(), opts).await {
         Ok(sb) => sb,
@@ -101,28 +101,53 @@ async fn serve(config: switchboard::Config) -> ExitCode {
         println!("dev mode token for user 'demo' (valid 24 h):\n{token}");
         println!("try: io('http://{local}', {{ auth: {{ token: '<token above>' }} }})");
     }
+    if let Some(key) = &dev_api_key {
+        println!("dev mode HTTP API key: {key}");
+    }
     tracing::info!("switchboard listening on http://{local}");
-    let io = sb.io.clone();
-    let shutdown = async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down");
-        // Close sockets so clients see a disconnect and reconnect elsewhere.
-        let _ = tokio::time::timeout(Duration::from_secs(10), io.close()).await;
-    };
     // Small frames (acks, typing) must not wait for Nagle + delayed ACK.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }
     });
-    if let Err(e) = axum::serve(listener, sb.router)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        eprintln!("switchboard: server error: {e}");
-        return ExitCode::FAILURE;
+    let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(
+        axum::serve(listener, sb.router)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .into_future(),
+    );
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        res = &mut server => {
+            eprintln!("switchboard: server stopped: {res:?}");
+            return ExitCode::FAILURE;
+        }
+    }
+    // Stop accepting, close every transport (clients see the connection drop
+    // and reconnect, to another node when there is one), let the store finish
+    // the writes it has, all within the configured bound.
+    let bound = Duration::from_secs(config.shutdown_timeout_secs);
+    tracing::info!("shutting down (at most {bound:?})");
+    let graceful = async {
+        let _ = stop_accepting.send(());
+        sb.io.close().await;
+        sb.ctx.store.flush().await;
+        let _ = server.await;
+    };
+    if tokio::time::timeout(bound, graceful).await.is_err() {
+        tracing::warn!("graceful shutdown took longer than {bound:?}; exiting anyway");
+    } else {
+        tracing::info!("shut down cleanly");
     }
     ExitCode::SUCCESS
+}
+
+fn random_hex() -> String {
+    let bytes: [u8; 32] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn shutdown_signal() {

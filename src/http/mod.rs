@@ -1,17 +1,57 @@
-//! The plain HTTP side, beside Socket.IO.
+//! The plain HTTP side, beside Socket.IO: the backend API, SSE, health and metrics.
 
+pub mod api;
+mod events;
 mod health;
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::hub::Hub;
 use crate::realtime::Ctx;
+pub use api::ApiKey;
 
-pub fn routes(ctx: Arc<Ctx>) -> Router {
+pub fn routes(hub: Hub, key: ApiKey) -> Router {
+    let ctx: Arc<Ctx> = hub.ctx().clone();
+    let max_body = ctx.config.max_payload_bytes as usize;
+    let metrics = crate::metrics::init();
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/events", get(events::events))
         .with_state(ctx)
+        .route(
+            "/metrics",
+            get(move || async move {
+                match &metrics {
+                    Some(h) => h.render().into_response(),
+                    None => {
+                        (StatusCode::NOT_FOUND, "metrics recorder not installed").into_response()
+                    }
+                }
+            }),
+        )
+        .merge(api::routes(hub, key, max_body))
+        .fallback(|| async {
+            api::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+        })
+        .layer(middleware::from_fn(count_requests))
+}
+
+/// Counts HTTP requests by matched route and status.
+async fn count_requests(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let res = next.run(req).await;
+    crate::metrics::http_request(&route, res.status().as_u16());
+    res
 }

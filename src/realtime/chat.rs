@@ -95,6 +95,7 @@ pub async fn send<A: Adapter>(
         ack,
         move |session, socket, m| async move {
             super::typing::stop_user(&session, &socket, &room_id).await;
+            crate::metrics::event_out("chat:message");
             if let Err(e) = socket
                 .within(client_room(&room_id))
                 .emit("chat:message", &m)
@@ -270,6 +271,7 @@ pub fn ping<A: Adapter>(
         .cloned()
         .unwrap_or(serde_json::Value::Null);
     let pong = json!({ "ts": ts, "serverTs": crate::store::now_ms() });
+    crate::metrics::event_out("pong");
     if let Err(e) = socket.emit("pong", &pong) {
         tracing::debug!("pong not sent: {e}");
     }

@@ -31,6 +31,7 @@ pub struct Ctx {
     pub store: Arc<dyn MessageStore>,
     pub presence: Presence,
     pub typing: Typing,
+    pub feeds: crate::feeds::Feeds,
 }
 
 /// A refused connection; the client reads the display text as `err.message`.
@@ -94,6 +95,7 @@ async fn authenticate<A: Adapter>(
     s.extensions.insert(session);
     s.on_fallback(async |_: Enqueued| {});
     s.on_disconnect(disconnected::<A>);
+    crate::metrics::connection_opened(s.ns());
     Ok(())
 }
 
@@ -110,6 +112,7 @@ async fn disconnected<A: Adapter>(s: SocketRef<A>) {
         return;
     };
     tracing::debug!(ns = s.ns(), sid = %s.id, user = session.identity.user_id, "disconnected");
+    crate::metrics::connection_closed(s.ns());
     let (tx, rx) = oneshot::channel();
     if session.push(s.clone(), Job::Disconnect(tx)).is_ok() {
         let _ = rx.await;
@@ -123,6 +126,7 @@ pub(crate) async fn dispatch<A: Adapter>(
     incoming: Incoming<A>,
 ) {
     let Incoming { event, data, ack } = incoming;
+    crate::metrics::event_in(&event);
     match event.as_str() {
         "room:join" => rooms::join(session, socket, data, ack, rooms::Dialect::Room).await,
         "chat:join" => rooms::join(session, socket, data, ack, rooms::Dialect::Chat).await,

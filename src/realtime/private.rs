@@ -51,6 +51,14 @@ pub async fn send<A: Adapter>(
         msg,
         ack,
         move |session, socket, m| async move {
+            let ns = socket.ns();
+            let feeds = &session.ctx.feeds;
+            let to_user = m.to_user_id.as_deref().unwrap_or_default();
+            feeds.publish(ns, to_user, "private:message", &m);
+            if to_user != m.sender_id {
+                feeds.publish(ns, &m.sender_id, "private:message", &m);
+            }
+            crate::metrics::event_out("private:message");
             // `to` leaves out the sending socket itself.
             let rooms = [to, session.user_room()];
             if let Err(e) = socket.to(rooms).emit("private:message", &m).await {

@@ -20,6 +20,21 @@ pub enum Code {
     Internal,
 }
 
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::InvalidPayload => "invalid_payload",
+            Code::NotInRoom => "not_in_room",
+            Code::ForbiddenRoom => "forbidden_room",
+            Code::RateLimited => "rate_limited",
+            Code::TooLarge => "too_large",
+            Code::NotFound => "not_found",
+            Code::Unavailable => "unavailable",
+            Code::Internal => "internal",
+        }
+    }
+}
+
 /// A refusal: the code and a short human-readable reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -49,23 +64,33 @@ struct ErrorAck<'a> {
 
 /// Sends `data` as the ack, if the client asked for one.
 pub fn ok<A: Adapter, T: Serialize + ?Sized>(ack: Option<AckSender<A>>, data: &T) {
-    if let Some(ack) = ack
-        && let Err(e) = ack.send(data)
-    {
-        tracing::debug!("ack not sent: {e}");
+    send(ack, data, "success");
+}
+
+fn send<A: Adapter, T: Serialize + ?Sized>(
+    ack: Option<AckSender<A>>,
+    data: &T,
+    outcome: &'static str,
+) {
+    if let Some(ack) = ack {
+        crate::metrics::ack(outcome);
+        if let Err(e) = ack.send(data) {
+            tracing::debug!("ack not sent: {e}");
+        }
     }
 }
 
 /// Sends an error ack, if the client asked for one, and logs the refusal.
 pub fn error<A: Adapter>(ack: Option<AckSender<A>>, code: Code, error: &str) {
     tracing::debug!(?code, error, "event refused");
-    ok(
+    send(
         ack,
         &ErrorAck {
             success: false,
             error,
             code,
         },
+        code.as_str(),
     );
 }
 

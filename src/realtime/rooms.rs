@@ -86,6 +86,10 @@ pub async fn join<A: Adapter>(
         .presence
         .join(socket.ns(), &room_id, &id.user_id, &id.name, &sid);
     if first {
+        crate::metrics::event_out(match dialect {
+            Dialect::Room => "room:user-joined",
+            Dialect::Chat => "chat:userJoined",
+        });
         let others = others(session, socket, &room_id);
         let sent =
             match dialect {
@@ -154,6 +158,7 @@ async fn leave_presence<A: Adapter>(session: &Session<A>, socket: &SocketRef<A>,
     }
     let others = others(session, socket, room_id);
     super::typing::stop_user(session, socket, room_id).await;
+    crate::metrics::event_out("room:user-left");
     if let Err(e) = others
         .emit(
             "room:user-left",

@@ -136,6 +136,10 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Resolves once every message appended so far has been written (or
+    /// refused): graceful shutdown waits for it.
+    async fn flush(&self) {}
 }
 
 /// How to reach the store, from `--database-url`.

@@ -37,9 +37,13 @@ const ROWS_PER_INSERT: usize = 128;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-struct WriteReq {
-    msg: NewMessage,
-    reply: oneshot::Sender<Result<Appended, StoreError>>,
+enum WriteReq {
+    Append {
+        msg: NewMessage,
+        reply: oneshot::Sender<Result<Appended, StoreError>>,
+    },
+    /// Answered once everything queued before it is written.
+    Flush(oneshot::Sender<()>),
 }
 
 /// Which database is behind the `Any` pool: it decides the placeholder style.
@@ -228,10 +232,25 @@ async fn writer(
     mut rx: mpsc::Receiver<WriteReq>,
     health: Arc<Health>,
 ) {
-    let mut batch: Vec<WriteReq> = Vec::with_capacity(MAX_BATCH);
+    let mut queue: Vec<WriteReq> = Vec::with_capacity(MAX_BATCH);
     let mut ids = ulid::Generator::new();
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let msgs: Vec<&NewMessage> = batch.iter().map(|r| &r.msg).collect();
+    while rx.recv_many(&mut queue, MAX_BATCH).await > 0 {
+        let mut batch = Vec::with_capacity(queue.len());
+        let mut flushes = Vec::new();
+        for req in queue.drain(..) {
+            match req {
+                WriteReq::Append { msg, reply } => batch.push((msg, reply)),
+                WriteReq::Flush(done) => flushes.push(done),
+            }
+        }
+        if batch.is_empty() {
+            for done in flushes {
+                let _ = done.send(());
+            }
+            continue;
+        }
+        let msgs: Vec<&NewMessage> = batch.iter().map(|(m, _)| m).collect();
+        let started = std::time::Instant::now();
         let mut result = commit(&pool, backend, &msgs, &mut ids).await;
         // A unique violation here is a same-user retry racing on another node:
         // run the batch again and the lookup finds the winner.
@@ -243,20 +262,24 @@ async fn writer(
                 _ => break,
             }
         }
+        crate::metrics::store_write(started.elapsed(), msgs.len(), result.is_ok());
         match result {
             Ok(outcomes) => {
                 health.ok();
-                for (req, out) in batch.drain(..).zip(outcomes) {
-                    let _ = req.reply.send(Ok(out));
+                for ((_, reply), out) in batch.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(out));
                 }
             }
             Err(e) => {
                 let e = classify(e);
                 health.failed(&e);
-                for req in batch.drain(..) {
-                    let _ = req.reply.send(Err(e.clone()));
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
+        }
+        for done in flushes {
+            let _ = done.send(());
         }
     }
 }
@@ -475,7 +498,7 @@ async fn commit(
 impl MessageStore for SqlStore {
     fn append(&self, msg: NewMessage) -> AppendFuture {
         let (reply, rx) = oneshot::channel();
-        let queued = self.writes.try_send(WriteReq { msg, reply });
+        let queued = self.writes.try_send(WriteReq::Append { msg, reply });
         Box::pin(async move {
             match queued {
                 Ok(()) => rx
@@ -521,6 +544,13 @@ impl MessageStore for SqlStore {
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         out.reverse();
         Ok(out)
+    }
+
+    async fn flush(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.writes.send(WriteReq::Flush(done)).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

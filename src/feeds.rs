@@ -1,0 +1,84 @@
+//! Per-user feeds for Server-Sent Events: everything addressed to a user's
+//! private room (backend emits to the user, private messages) is also handed
+//! to that user's open `/events` streams.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use tokio::sync::mpsc;
+
+/// One event for a feed: its name and its data already as JSON text.
+#[derive(Debug, Clone)]
+pub struct FeedEvent {
+    pub event: Arc<str>,
+    pub data: Arc<str>,
+}
+
+/// Events one slow SSE client may have waiting before it misses some.
+pub const FEED_BUFFER: usize = 256;
+
+#[derive(Debug, Default)]
+pub struct Feeds {
+    subscribers: DashMap<(String, String), Vec<mpsc::Sender<FeedEvent>>>,
+}
+
+impl Feeds {
+    /// Opens a feed for `user` in namespace `ns`; it closes when the receiver is dropped.
+    pub fn subscribe(&self, ns: &str, user: &str) -> mpsc::Receiver<FeedEvent> {
+        let (tx, rx) = mpsc::channel(FEED_BUFFER);
+        self.subscribers
+            .entry((ns.to_string(), user.to_string()))
+            .or_default()
+            .push(tx);
+        rx
+    }
+
+    /// Hands `event` to the user's open feeds, dropping the closed ones.
+    pub fn publish<T: serde::Serialize + ?Sized>(
+        &self,
+        ns: &str,
+        user: &str,
+        event: &str,
+        data: &T,
+    ) {
+        let key = (ns.to_string(), user.to_string());
+        let Some(mut subs) = self.subscribers.get_mut(&key) else {
+            return;
+        };
+        let data: Arc<str> = match serde_json::to_string(data) {
+            Ok(d) => d.into(),
+            Err(_) => return,
+        };
+        let ev = FeedEvent {
+            event: event.into(),
+            data,
+        };
+        subs.retain(|tx| match tx.try_send(ev.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::debug!("SSE client too slow; event dropped");
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+        let empty = subs.is_empty();
+        drop(subs);
+        if empty {
+            self.subscribers.remove_if(&key, |_, s| s.is_empty());
+        }
+    }
+
+    /// Drops the closed feeds of a user (when a stream ends).
+    pub fn prune(&self, ns: &str, user: &str) {
+        let key = (ns.to_string(), user.to_string());
+        if let Some(mut subs) = self.subscribers.get_mut(&key) {
+            subs.retain(|tx| !tx.is_closed());
+        }
+        self.subscribers.remove_if(&key, |_, s| s.is_empty());
+    }
+
+    /// Open feeds, all users (for tests and metrics).
+    pub fn open(&self) -> usize {
+        self.subscribers.iter().map(|e| e.value().len()).sum()
+    }
+}

@@ -1,0 +1,367 @@
+//! The Hub: the one backend-facing handle. Emit to rooms, users or everyone
+//! (with exceptions), emit to a user and wait for acks, ask who is in a room
+//! or online, disconnect a user, post a chat message. The HTTP API, SSE and
+//! embedding applications all go through it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::Value;
+use socketioxide::SocketIo;
+use socketioxide::operators::BroadcastOperators;
+
+use crate::presence::Member;
+use crate::realtime::Ctx;
+use crate::realtime::chat::check_content;
+use crate::realtime::private::check_user_id;
+use crate::realtime::reply;
+use crate::realtime::rooms::{client_room, user_room};
+use crate::store::{Conversation, Message, NewMessage, StoreError};
+
+/// Who receives a backend emit. No rooms and no users means everyone in the
+/// namespace.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Audience {
+    #[serde(default)]
+    pub rooms: Vec<String>,
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Rooms whose members are left out.
+    #[serde(default)]
+    pub except: Vec<String>,
+}
+
+impl Audience {
+    pub fn rooms<I: IntoIterator<Item = S>, S: Into<String>>(rooms: I) -> Self {
+        Audience {
+            rooms: rooms.into_iter().map(Into::into).collect(),
+            ..Audience::default()
+        }
+    }
+
+    pub fn users<I: IntoIterator<Item = S>, S: Into<String>>(users: I) -> Self {
+        Audience {
+            users: users.into_iter().map(Into::into).collect(),
+            ..Audience::default()
+        }
+    }
+
+    pub fn everyone() -> Self {
+        Audience::default()
+    }
+
+    pub fn except<I: IntoIterator<Item = S>, S: Into<String>>(mut self, rooms: I) -> Self {
+        self.except.extend(rooms.into_iter().map(Into::into));
+        self
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("unknown namespace '{0}'")]
+    UnknownNamespace(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("user is not connected")]
+    NotConnected,
+    #[error("no acknowledgement within {0:?}")]
+    TimedOut(Duration),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("delivery failed: {0}")]
+    Delivery(String),
+}
+
+/// Events the Socket.IO protocol reserves; a server must not emit them.
+const RESERVED_EVENTS: &[&str] = &[
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
+/// The backend-facing handle. Cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    io: SocketIo,
+    ctx: Arc<Ctx>,
+}
+
+/// A user's presence in one namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct UserPresence {
+    pub online: bool,
+    pub connections: usize,
+}
+
+impl Hub {
+    pub fn new(io: SocketIo, ctx: Arc<Ctx>) -> Self {
+        Hub { io, ctx }
+    }
+
+    pub fn ctx(&self) -> &Arc<Ctx> {
+        &self.ctx
+    }
+
+    /// Operators for namespace `ns`: `Ok(None)` when the namespace is
+    /// configured but nobody has connected to it yet.
+    fn namespace(&self, ns: &str) -> Result<Option<BroadcastOperators>, HubError> {
+        if let Some(op) = self.io.of(ns) {
+            return Ok(Some(op));
+        }
+        if self
+            .ctx
+            .config
+            .namespaces
+            .iter()
+            .any(|p| pattern_matches(p, ns))
+        {
+            return Ok(None);
+        }
+        Err(HubError::UnknownNamespace(ns.to_string()))
+    }
+
+    fn check_event(event: &str) -> Result<(), HubError> {
+        if event.is_empty() || event.len() > 128 {
+            return Err(HubError::Invalid("event must be 1-128 characters".into()));
+        }
+        if RESERVED_EVENTS.contains(&event) {
+            return Err(HubError::Invalid(format!(
+                "'{event}' is a reserved event name"
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_room(id: &str) -> Result<(), HubError> {
+        reply::room_id(id)
+            .map(|_| ())
+            .map_err(|r| HubError::Invalid(format!("room '{id}': {}", r.error)))
+    }
+
+    fn check_user(id: &str) -> Result<(), HubError> {
+        check_user_id(id).map_err(|r| HubError::Invalid(r.error))
+    }
+
+    /// Emits `event` with `data` to `audience` in namespace `ns`.
+    pub async fn emit(
+        &self,
+        ns: &str,
+        audience: &Audience,
+        event: &str,
+        data: &Value,
+    ) -> Result<(), HubError> {
+        Self::check_event(event)?;
+        audience
+            .rooms
+            .iter()
+            .try_for_each(|r| Self::check_room(r))?;
+        audience
+            .except
+            .iter()
+            .try_for_each(|r| Self::check_room(r))?;
+        audience
+            .users
+            .iter()
+            .try_for_each(|u| Self::check_user(u))?;
+        let Some(mut op) = self.namespace(ns)? else {
+            return Ok(()); // nobody there
+        };
+        let targets: Vec<String> = audience
+            .rooms
+            .iter()
+            .map(|r| client_room(r))
+            .chain(audience.users.iter().map(|u| user_room(u)))
+            .collect();
+        if !targets.is_empty() {
+            op = op.to(targets);
+        }
+        if !audience.except.is_empty() {
+            op = op.except(
+                audience
+                    .except
+                    .iter()
+                    .map(|r| client_room(r))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        crate::metrics::event_out(event);
+        for user in &audience.users {
+            self.ctx.feeds.publish(ns, user, event, data);
+        }
+        op.emit(event, data)
+            .await
+            .map_err(|e| HubError::Delivery(e.to_string()))
+    }
+
+    /// Emits to every socket of `user` and waits up to `timeout` for their
+    /// acks. `NotConnected` when the user has no socket, `TimedOut` when none answered.
+    pub async fn emit_to_user_with_ack(
+        &self,
+        ns: &str,
+        user: &str,
+        event: &str,
+        data: &Value,
+        timeout: Duration,
+    ) -> Result<Vec<Value>, HubError> {
+        Self::check_event(event)?;
+        Self::check_user(user)?;
+        let Some(op) = self.namespace(ns)? else {
+            return Err(HubError::NotConnected);
+        };
+        let room = user_room(user);
+        if op.clone().within(room.clone()).sockets().is_empty() {
+            return Err(HubError::NotConnected);
+        }
+        crate::metrics::event_out(event);
+        let stream = op
+            .within(room)
+            .timeout(timeout)
+            .emit_with_ack::<_, Value>(event, data)
+            .await
+            .map_err(|e| HubError::Delivery(e.to_string()))?;
+        let mut stream = std::pin::pin!(stream);
+        let mut acks = Vec::new();
+        while let Some((_sid, res)) = stream.next().await {
+            if let Ok(v) = res {
+                acks.push(v);
+            }
+        }
+        if acks.is_empty() {
+            return Err(HubError::TimedOut(timeout));
+        }
+        Ok(acks)
+    }
+
+    /// The members of a room, per user.
+    pub async fn room_members(&self, ns: &str, room: &str) -> Result<Vec<Member>, HubError> {
+        Self::check_room(room)?;
+        self.namespace(ns)?;
+        Ok(self.ctx.presence.members(ns, room))
+    }
+
+    /// Whether `user` has sockets in `ns`, and how many.
+    pub async fn user_presence(&self, ns: &str, user: &str) -> Result<UserPresence, HubError> {
+        Self::check_user(user)?;
+        let connections = match self.namespace(ns)? {
+            Some(op) => op.within(user_room(user)).sockets().len(),
+            None => 0,
+        };
+        Ok(UserPresence {
+            online: connections > 0,
+            connections,
+        })
+    }
+
+    /// Disconnects every socket of `user` in `ns` (the clients are told;
+    /// they do not reconnect by themselves). Returns how many there were.
+    pub async fn disconnect_user(&self, ns: &str, user: &str) -> Result<usize, HubError> {
+        Self::check_user(user)?;
+        let Some(op) = self.namespace(ns)? else {
+            return Ok(0);
+        };
+        let sockets = op.within(user_room(user)).sockets();
+        let n = sockets.len();
+        for s in sockets {
+            let _ = s.disconnect();
+        }
+        Ok(n)
+    }
+
+    /// Stores a chat message in `room` (as `sender`, or the system) and
+    /// broadcasts it as `chat:message`.
+    pub async fn post_message(
+        &self,
+        ns: &str,
+        room: &str,
+        content: Value,
+        sender: Option<(String, Option<String>)>,
+    ) -> Result<Message, HubError> {
+        Self::check_room(room)?;
+        let op = self.namespace(ns)?;
+        let content = check_content(Some(content), self.ctx.config.max_message_chars)
+            .map_err(|r| HubError::Invalid(r.error))?;
+        let (sender_id, sender_name) = match sender {
+            Some((id, name)) => {
+                Self::check_user(&id)?;
+                let name = name.unwrap_or_else(|| id.clone());
+                (id, name)
+            }
+            None => ("system".to_string(), "System".to_string()),
+        };
+        let stored = self
+            .ctx
+            .store
+            .append(NewMessage {
+                conversation: Conversation::room(ns, room),
+                sender_id,
+                sender_name,
+                to_user_id: None,
+                content,
+                kind: "text".into(),
+                client_msg_id: None,
+            })
+            .await?;
+        let m = stored.message().clone();
+        if let Some(op) = op {
+            crate::metrics::event_out("chat:message");
+            op.to(client_room(room))
+                .emit("chat:message", &m)
+                .await
+                .map_err(|e| HubError::Delivery(e.to_string()))?;
+        }
+        Ok(m)
+    }
+
+    /// A page of a room's history, oldest first.
+    pub async fn history(
+        &self,
+        ns: &str,
+        room: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Message>, HubError> {
+        Self::check_room(room)?;
+        self.namespace(ns)?;
+        Ok(self
+            .ctx
+            .store
+            .history(&Conversation::room(ns, room), before, limit)
+            .await?)
+    }
+}
+
+/// Whether namespace `ns` matches configured namespace `pattern`, where a
+/// `{name}` part stands for one path segment piece.
+pub fn pattern_matches(pattern: &str, ns: &str) -> bool {
+    match (pattern.find('{'), pattern.find('}')) {
+        (Some(open), Some(close)) if open < close => {
+            let (prefix, suffix) = (&pattern[..open], &pattern[close + 1..]);
+            ns.len() > prefix.len() + suffix.len()
+                && ns.starts_with(prefix)
+                && ns.ends_with(suffix)
+                && !ns[prefix.len()..ns.len() - suffix.len()].contains('/')
+        }
+        _ => pattern == ns,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_patterns() {
+        assert!(pattern_matches("/acme", "/acme"));
+        assert!(!pattern_matches("/acme", "/acme2"));
+        assert!(pattern_matches("/t-{name}", "/t-red"));
+        assert!(!pattern_matches("/t-{name}", "/t-"));
+        assert!(!pattern_matches("/t-{name}", "/t-a/b"));
+        assert!(pattern_matches("/org/{id}/chat", "/org/7/chat"));
+    }
+}

@@ -1,0 +1,87 @@
+//! Prometheus metrics: one recorder per process, and the few helpers the
+//! rest of the code calls. Event names from clients are bounded to the known
+//! ones ("other" for the rest) so a client cannot blow up label cardinality.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder (once) and returns the handle that
+/// renders it; `None` if another recorder was installed by an embedder.
+pub fn init() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("seconds".into()),
+                    &[
+                        0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    ],
+                )
+                .ok()?
+                .install_recorder()
+                .ok()
+        })
+        .clone()
+}
+
+const CLIENT_EVENTS: &[&str] = &[
+    "room:join",
+    "chat:join",
+    "room:leave",
+    "room:members",
+    "chat:send",
+    "chat:message",
+    "chat:history",
+    "private:send",
+    "typing:start",
+    "typing:stop",
+    "ping",
+];
+
+pub fn event_in(event: &str) {
+    let name = CLIENT_EVENTS
+        .iter()
+        .find(|e| **e == event)
+        .copied()
+        .unwrap_or("other");
+    metrics::counter!("switchboard_events_in_total", "event" => name).increment(1);
+}
+
+pub fn event_out(event: &str) {
+    let name = if event.len() <= 64 { event } else { "other" };
+    metrics::counter!("switchboard_events_out_total", "event" => name.to_string()).increment(1);
+}
+
+/// An ack sent to a client: "success" or the error code.
+pub fn ack(outcome: &'static str) {
+    metrics::counter!("switchboard_acks_total", "outcome" => outcome).increment(1);
+}
+
+pub fn connection_opened(ns: &str) {
+    metrics::gauge!("switchboard_connections", "namespace" => ns.to_string()).increment(1.0);
+}
+
+pub fn connection_closed(ns: &str) {
+    metrics::gauge!("switchboard_connections", "namespace" => ns.to_string()).decrement(1.0);
+}
+
+/// One store transaction (a batch of messages).
+pub fn store_write(took: Duration, messages: usize, ok: bool) {
+    metrics::histogram!("switchboard_store_write_seconds").record(took.as_secs_f64());
+    let outcome = if ok { "ok" } else { "error" };
+    metrics::counter!("switchboard_store_messages_total", "outcome" => outcome)
+        .increment(messages as u64);
+}
+
+pub fn http_request(route: &str, status: u16) {
+    metrics::counter!(
+        "switchboard_http_requests_total",
+        "route" => route.to_string(),
+        "status" => status.to_string()
+    )
+    .increment(1);
+}
