@@ -37,6 +37,8 @@ const ROWS_PER_INSERT: usize = 128;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+// Flush is rare; boxing Append instead would cost an allocation per message.
+#[allow(clippy::large_enum_variant)]
 enum WriteReq {
     Append {
         msg: NewMessage,
