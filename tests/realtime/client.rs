@@ -21,6 +21,8 @@ struct Shared {
     acks: Mutex<HashMap<u64, oneshot::Sender<Value>>>,
     notify: Notify,
     closed: Mutex<bool>,
+    /// Replies to send when the server emits these events with an ack id.
+    auto_acks: Mutex<HashMap<String, Value>>,
 }
 
 pub struct Client {
@@ -177,6 +179,16 @@ impl Client {
                         } else {
                             args.remove(0)
                         };
+                        if let Some(id) = id
+                            && let Some(reply) = reader_shared.auto_acks.lock().unwrap().get(&name)
+                        {
+                            let prefix = if ns == "/" {
+                                String::new()
+                            } else {
+                                format!("{ns},")
+                            };
+                            let _ = pong.send(format!("43{prefix}{id}[{reply}]"));
+                        }
                         reader_shared.events.lock().unwrap().push_back((name, data));
                         reader_shared.notify.notify_waiters();
                     }
@@ -251,6 +263,15 @@ impl Client {
         let body = serde_json::json!([event, data]);
         self.send_raw(format!("42{}{}{}", self.prefix(), id, body));
         rx
+    }
+
+    /// Answers the server's `event` emits that ask for an ack with `reply`.
+    pub fn auto_ack(&self, event: &str, reply: Value) {
+        self.shared
+            .auto_acks
+            .lock()
+            .unwrap()
+            .insert(event.to_string(), reply);
     }
 
     /// Emits a raw argument array (`["event", ...]`) with an ack id.

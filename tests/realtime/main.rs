@@ -1,10 +1,13 @@
 //! Integration tests: the real server on port 0, spoken to as clients do.
 
+mod api;
 mod auth;
 mod chat;
 mod client;
+mod hub;
 mod private;
 mod rooms;
+mod sse;
 mod transport;
 mod typing;
 
@@ -20,6 +23,7 @@ pub const SECRET: &str = "test-secret-test-secret-test-secret!";
 pub struct Server {
     pub addr: SocketAddr,
     pub io: socketioxide::SocketIo,
+    pub hub: switchboard::Hub,
 }
 
 /// Starts a server with `SECRET`, tenants `/acme` and `/globex`, and the
@@ -38,8 +42,9 @@ pub async fn server_with(tweak: impl FnOnce(&mut Config)) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let io = sb.io.clone();
+    let hub = sb.hub.clone();
     tokio::spawn(async move { axum::serve(listener, sb.router).await });
-    Server { addr, io }
+    Server { addr, io, hub }
 }
 
 pub async fn server() -> Server {
