@@ -120,6 +120,7 @@ async fn sigterm_closes_clients_and_exits_cleanly() {
     assert_eq!(ready.status(), 200);
     let mut clients = Vec::new();
     let mut acked = Vec::new();
+    let mut in_flight = Vec::new();
     for i in 0..5 {
         let mut c = Client::connect(
             p.addr,
@@ -140,10 +141,10 @@ async fn sigterm_closes_clients_and_exits_cleanly() {
         }
         // And some still in flight when the signal comes.
         for k in 10..20 {
-            let _ = c.emit_ack(
+            in_flight.push(c.emit_ack(
                 "chat:send",
                 json!({ "roomId": "general", "content": format!("{i}-{k}") }),
-            );
+            ));
         }
         clients.push(c);
     }
