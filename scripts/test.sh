@@ -29,7 +29,7 @@ step "cargo test (unit, integration, and examples built)"
 cargo test
 
 step "client-compat: socket.io-client 4.8 against the binary"
-cargo build --quiet --bin switchboard --example echo
+cargo build --quiet --bin switchboard --example echo --example embed
 (
   cd client-compat
   if [ ! -d node_modules/socket.io-client ] || [ "${CI:-}" = "true" ]; then

@@ -347,19 +347,17 @@ async fn disconnect(
     Ok(axum::Json(json!({ "disconnected": n })).into_response())
 }
 
-/// The `/api` routes, behind the key check and a body limit.
+/// The routes under `/api`, behind the key check and a body limit.
 pub fn routes(hub: Hub, key: ApiKey, max_body: usize) -> Router {
     Router::new()
-        .route("/api/emit", post(emit))
-        .route("/api/users/{user_id}/emit", post(emit_to_user))
-        .route("/api/users/{user_id}/presence", get(presence))
-        .route("/api/users/{user_id}/disconnect", post(disconnect))
-        .route(
-            "/api/rooms/{room_id}/messages",
-            post(post_message).get(history),
-        )
-        .route("/api/rooms/{room_id}/members", get(members))
+        .route("/emit", post(emit))
+        .route("/users/{user_id}/emit", post(emit_to_user))
+        .route("/users/{user_id}/presence", get(presence))
+        .route("/users/{user_id}/disconnect", post(disconnect))
+        .route("/rooms/{room_id}/messages", post(post_message).get(history))
+        .route("/rooms/{room_id}/members", get(members))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .route_layer(middleware::from_fn_with_state(key, require_key))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(hub)
 }

@@ -37,10 +37,10 @@ pub fn routes(hub: Hub, key: ApiKey) -> Router {
                 }
             }),
         )
-        .merge(api::routes(hub, key, max_body))
-        .fallback(|| async {
-            api::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
-        })
+        // Nested, so its JSON 404 covers /api only: a fallback on this whole
+        // router made socketioxide's layer wrap two services, and polling
+        // requests of one session landed on different engine.io instances.
+        .nest("/api", api::routes(hub, key, max_body))
         .layer(middleware::from_fn(count_requests))
 }
 

@@ -78,3 +78,36 @@ async fn tenant_namespace_patterns() {
     let m = other.ack("room:members", json!("general")).await;
     assert_eq!(m["members"], json!([]));
 }
+
+/// The whole long-polling flow, as socket.io-client does it before upgrading.
+#[tokio::test]
+async fn long_polling_session() {
+    let s = server().await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}/socket.io/?EIO=4&transport=polling", s.addr);
+    let (open, _) = open_packet(&s, None).await;
+    let sid = open["sid"].as_str().unwrap();
+    let url = format!("{base}&sid={sid}");
+    let post = |body: String| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let res = http.post(&url).body(body).send().await.unwrap();
+            assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+        }
+    };
+    post(format!("40{}", json!({ "token": token("alice") }))).await;
+    // One GET may carry several packets, separated by \x1e.
+    let got = http.get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(
+        got.split('\x1e').any(|p| p.starts_with("40{\"sid\"")),
+        "{got}"
+    );
+    post("421[\"room:join\",\"general\"]".into()).await;
+    let got = http.get(&url).send().await.unwrap().text().await.unwrap();
+    let ack = got
+        .split('\x1e')
+        .find(|p| p.starts_with("431["))
+        .unwrap_or_else(|| panic!("{got}"));
+    assert!(ack.contains("\"success\":true"), "{got}");
+}
