@@ -112,15 +112,7 @@ pub async fn join<A: Adapter>(
             tracing::warn!("join broadcast failed: {e}");
         }
     }
-    let members = ctx.presence.members(socket.ns(), &room_id);
-    reply::ok(
-        ack,
-        &Joined {
-            success: true,
-            room_id: &room_id,
-            members,
-        },
-    );
+    ack_members(session, socket, &room_id, ack);
 }
 
 pub async fn leave<A: Adapter>(
@@ -180,12 +172,22 @@ pub fn members<A: Adapter>(
         Ok(r) => r,
         Err(r) => return reply::refuse(ack, &r),
     };
-    let members = session.ctx.presence.members(socket.ns(), &room_id);
+    ack_members(session, socket, &room_id, ack);
+}
+
+/// Acks `{ success, roomId, members }` (for joins and member queries).
+fn ack_members<A: Adapter>(
+    session: &Session<A>,
+    socket: &SocketRef<A>,
+    room_id: &str,
+    ack: Option<AckSender<A>>,
+) {
+    let members = session.ctx.presence.members(socket.ns(), room_id);
     reply::ok(
         ack,
         &Joined {
             success: true,
-            room_id: &room_id,
+            room_id,
             members,
         },
     );
