@@ -19,6 +19,12 @@ if command -v psql >/dev/null && ! psql "$pg_url" -qtAc 'select 1' >/dev/null 2>
   exit 1
 fi
 
+step "checking for Redis (the cluster tests need it)"
+if command -v redis-cli >/dev/null && ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  echo "Redis is not reachable on 127.0.0.1:6379 (see README)" >&2
+  exit 1
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -111,6 +111,13 @@ pub struct Config {
     /// Message store: `sqlite://PATH` (default `sqlite://./switchboard.db`), `postgres://...`, or `memory`.
     #[arg(long, env = "SWITCHBOARD_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
+    /// Redis URL (e.g. `redis://127.0.0.1:6379`): run as one of several nodes
+    /// sharing rooms, broadcasts, acks and presence. Without it: a single node.
+    #[arg(long, env = "SWITCHBOARD_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel, so clusters can share a Redis.
+    #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "switchboard")]
+    pub redis_prefix: String,
     /// Seconds between SSE heartbeat comments on `/events`.
     #[arg(long, env = "SWITCHBOARD_SSE_HEARTBEAT_SECS", default_value_t = 30)]
     pub sse_heartbeat_secs: u64,
@@ -144,6 +151,8 @@ impl Default for Config {
             namespaces: Vec::new(),
             database_url: DEFAULT_DATABASE_URL.into(),
             sse_heartbeat_secs: 30,
+            redis_url: None,
+            redis_prefix: "switchboard".into(),
             shutdown_timeout_secs: 10,
         }
     }
@@ -178,6 +187,8 @@ pub enum ConfigError {
     DatabaseUrl(String),
     #[error("--database-url: {0}")]
     Store(String),
+    #[error("--redis-url: {0}")]
+    Redis(String),
 }
 
 impl Config {

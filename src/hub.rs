@@ -10,8 +10,11 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::Value;
 use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
 use socketioxide::operators::BroadcastOperators;
 
+use crate::cluster::IoHandle;
+use crate::on_io;
 use crate::presence::Member;
 use crate::realtime::Ctx;
 use crate::realtime::chat::check_content;
@@ -73,6 +76,8 @@ pub enum HubError {
     Store(#[from] StoreError),
     #[error("delivery failed: {0}")]
     Delivery(String),
+    #[error("other nodes unreachable ({0}); delivered on this node only")]
+    ClusterUnavailable(String),
 }
 
 /// Events the Socket.IO protocol reserves; a server must not emit them.
@@ -88,7 +93,7 @@ const RESERVED_EVENTS: &[&str] = &[
 /// The backend-facing handle. Cheap to clone.
 #[derive(Clone)]
 pub struct Hub {
-    io: SocketIo,
+    io: IoHandle,
     ctx: Arc<Ctx>,
 }
 
@@ -100,7 +105,7 @@ pub struct UserPresence {
 }
 
 impl Hub {
-    pub fn new(io: SocketIo, ctx: Arc<Ctx>) -> Self {
+    pub fn new(io: IoHandle, ctx: Arc<Ctx>) -> Self {
         Hub { io, ctx }
     }
 
@@ -108,22 +113,14 @@ impl Hub {
         &self.ctx
     }
 
-    /// Operators for namespace `ns`: `Ok(None)` when the namespace is
-    /// configured but nobody has connected to it yet.
-    fn namespace(&self, ns: &str) -> Result<Option<BroadcastOperators>, HubError> {
-        if let Some(op) = self.io.of(ns) {
-            return Ok(Some(op));
+    /// Whether `ns` is `/` or a configured namespace (or matches a pattern).
+    fn check_namespace(&self, ns: &str) -> Result<(), HubError> {
+        let config = &self.ctx.config;
+        if ns == "/" || config.namespaces.iter().any(|p| pattern_matches(p, ns)) {
+            Ok(())
+        } else {
+            Err(HubError::UnknownNamespace(ns.to_string()))
         }
-        if self
-            .ctx
-            .config
-            .namespaces
-            .iter()
-            .any(|p| pattern_matches(p, ns))
-        {
-            return Ok(None);
-        }
-        Err(HubError::UnknownNamespace(ns.to_string()))
     }
 
     fn check_event(event: &str) -> Result<(), HubError> {
@@ -169,38 +166,17 @@ impl Hub {
             .users
             .iter()
             .try_for_each(|u| Self::check_user(u))?;
-        let Some(mut op) = self.namespace(ns)? else {
-            return Ok(()); // nobody there
-        };
-        let targets: Vec<String> = audience
-            .rooms
-            .iter()
-            .map(|r| client_room(r))
-            .chain(audience.users.iter().map(|u| user_room(u)))
-            .collect();
-        if !targets.is_empty() {
-            op = op.to(targets);
-        }
-        if !audience.except.is_empty() {
-            op = op.except(
-                audience
-                    .except
-                    .iter()
-                    .map(|r| client_room(r))
-                    .collect::<Vec<_>>(),
-            );
-        }
+        self.check_namespace(ns)?;
         crate::metrics::event_out(event);
         for user in &audience.users {
             self.ctx.feeds.publish(ns, user, event, data);
         }
-        op.emit(event, data)
-            .await
-            .map_err(|e| HubError::Delivery(e.to_string()))
+        on_io!(&self.io, io => emit_in(io, ns, audience, event, data).await)
     }
 
-    /// Emits to every socket of `user` and waits up to `timeout` for their
-    /// acks. `NotConnected` when the user has no socket, `TimedOut` when none answered.
+    /// Emits to every socket of `user` (on every node) and waits up to
+    /// `timeout` for their acks. `NotConnected` when the user has no socket,
+    /// `TimedOut` when none answered.
     pub async fn emit_to_user_with_ack(
         &self,
         ns: &str,
@@ -211,66 +187,48 @@ impl Hub {
     ) -> Result<Vec<Value>, HubError> {
         Self::check_event(event)?;
         Self::check_user(user)?;
-        let Some(op) = self.namespace(ns)? else {
-            return Err(HubError::NotConnected);
-        };
-        let room = user_room(user);
-        if op.clone().within(room.clone()).sockets().is_empty() {
-            return Err(HubError::NotConnected);
-        }
+        self.check_namespace(ns)?;
         crate::metrics::event_out(event);
-        let stream = op
-            .within(room)
-            .timeout(timeout)
-            .emit_with_ack::<_, Value>(event, data)
-            .await
-            .map_err(|e| HubError::Delivery(e.to_string()))?;
-        let mut stream = std::pin::pin!(stream);
-        let mut acks = Vec::new();
-        while let Some((_sid, res)) = stream.next().await {
-            if let Ok(v) = res {
-                acks.push(v);
-            }
-        }
-        if acks.is_empty() {
-            return Err(HubError::TimedOut(timeout));
-        }
-        Ok(acks)
+        on_io!(&self.io, io => emit_with_ack_in(io, ns, user, event, data, timeout).await)
     }
 
     /// The members of a room, per user.
     pub async fn room_members(&self, ns: &str, room: &str) -> Result<Vec<Member>, HubError> {
         Self::check_room(room)?;
-        self.namespace(ns)?;
+        self.check_namespace(ns)?;
         Ok(self.ctx.presence.members(ns, room))
     }
 
-    /// Whether `user` has sockets in `ns`, and how many.
+    /// Whether `user` has sockets in `ns` (on any node), and how many.
     pub async fn user_presence(&self, ns: &str, user: &str) -> Result<UserPresence, HubError> {
         Self::check_user(user)?;
-        let connections = match self.namespace(ns)? {
-            Some(op) => op.within(user_room(user)).sockets().len(),
+        self.check_namespace(ns)?;
+        let connections = on_io!(&self.io, io => match io.of(ns) {
+            Some(op) => user_sockets(op, user).await?,
             None => 0,
-        };
+        });
         Ok(UserPresence {
             online: connections > 0,
             connections,
         })
     }
 
-    /// Disconnects every socket of `user` in `ns` (the clients are told;
-    /// they do not reconnect by themselves). Returns how many there were.
+    /// Disconnects every socket of `user` in `ns`, on every node (the clients
+    /// are told; they do not reconnect by themselves). Returns how many.
     pub async fn disconnect_user(&self, ns: &str, user: &str) -> Result<usize, HubError> {
         Self::check_user(user)?;
-        let Some(op) = self.namespace(ns)? else {
-            return Ok(0);
-        };
-        let sockets = op.within(user_room(user)).sockets();
-        let n = sockets.len();
-        for s in sockets {
-            let _ = s.disconnect();
-        }
-        Ok(n)
+        self.check_namespace(ns)?;
+        on_io!(&self.io, io => match io.of(ns) {
+            Some(op) => {
+                let n = user_sockets(op.clone(), user).await?;
+                op.within(user_room(user))
+                    .disconnect()
+                    .await
+                    .map_err(|e| HubError::Delivery(e.to_string()))?;
+                Ok(n)
+            }
+            None => Ok(0),
+        })
     }
 
     /// Stores a chat message in `room` (as `sender`, or the system) and
@@ -283,7 +241,7 @@ impl Hub {
         sender: Option<(String, Option<String>)>,
     ) -> Result<Message, HubError> {
         Self::check_room(room)?;
-        let op = self.namespace(ns)?;
+        self.check_namespace(ns)?;
         let content = check_content(Some(content), self.ctx.config.max_message_chars)
             .map_err(|r| HubError::Invalid(r.error))?;
         let (sender_id, sender_name) = match sender {
@@ -308,13 +266,9 @@ impl Hub {
             })
             .await?;
         let m = stored.message().clone();
-        if let Some(op) = op {
-            crate::metrics::event_out("chat:message");
-            op.to(client_room(room))
-                .emit("chat:message", &m)
-                .await
-                .map_err(|e| HubError::Delivery(e.to_string()))?;
-        }
+        crate::metrics::event_out("chat:message");
+        let audience = Audience::rooms([room]);
+        on_io!(&self.io, io => emit_in(io, ns, &audience, "chat:message", &m).await)?;
         Ok(m)
     }
 
@@ -327,13 +281,95 @@ impl Hub {
         limit: usize,
     ) -> Result<Vec<Message>, HubError> {
         Self::check_room(room)?;
-        self.namespace(ns)?;
+        self.check_namespace(ns)?;
         Ok(self
             .ctx
             .store
             .history(&Conversation::room(ns, room), before, limit)
             .await?)
     }
+}
+
+/// Emits to `audience` in `ns`; there is nobody to reach when the namespace
+/// has no sockets yet.
+async fn emit_in<A: Adapter, T: serde::Serialize + ?Sized>(
+    io: &SocketIo<A>,
+    ns: &str,
+    audience: &Audience,
+    event: &str,
+    data: &T,
+) -> Result<(), HubError> {
+    let Some(mut op) = io.of(ns) else {
+        return Ok(());
+    };
+    let targets: Vec<String> = audience
+        .rooms
+        .iter()
+        .map(|r| client_room(r))
+        .chain(audience.users.iter().map(|u| user_room(u)))
+        .collect();
+    if !targets.is_empty() {
+        op = op.to(targets);
+    }
+    if !audience.except.is_empty() {
+        let except: Vec<String> = audience.except.iter().map(|r| client_room(r)).collect();
+        op = op.except(except);
+    }
+    match op.clone().emit(event, data).await {
+        Ok(()) => Ok(()),
+        // The other nodes are out of reach: this node's sockets still get it,
+        // and the caller learns that the others did not.
+        Err(socketioxide::BroadcastError::Adapter(e)) => {
+            let _ = op.local().emit(event, data).await;
+            Err(HubError::ClusterUnavailable(e.to_string()))
+        }
+        Err(e) => Err(HubError::Delivery(e.to_string())),
+    }
+}
+
+/// How many sockets `user` has in the namespace, on every node.
+async fn user_sockets<A: Adapter>(
+    op: BroadcastOperators<A>,
+    user: &str,
+) -> Result<usize, HubError> {
+    op.within(user_room(user))
+        .fetch_sockets()
+        .await
+        .map(|s| s.len())
+        .map_err(|e| HubError::Delivery(e.to_string()))
+}
+
+async fn emit_with_ack_in<A: Adapter>(
+    io: &SocketIo<A>,
+    ns: &str,
+    user: &str,
+    event: &str,
+    data: &Value,
+    timeout: Duration,
+) -> Result<Vec<Value>, HubError> {
+    let Some(op) = io.of(ns) else {
+        return Err(HubError::NotConnected);
+    };
+    if user_sockets(op.clone(), user).await? == 0 {
+        return Err(HubError::NotConnected);
+    }
+    let stream = op
+        .within(user_room(user))
+        .timeout(timeout)
+        .emit_with_ack::<_, Value>(event, data)
+        .await
+        .map_err(|e| HubError::Delivery(e.to_string()))?;
+    let mut stream = std::pin::pin!(stream);
+    let mut acks = Vec::new();
+    while let Some((_sid, res)) = stream.next().await {
+        if let Ok(v) = res {
+            acks.push(v);
+        }
+    }
+    if acks.is_empty() {
+        return Err(HubError::TimedOut(timeout));
+    }
+    Ok(acks)
 }
 
 /// Whether namespace `ns` matches configured namespace `pattern`, where a

@@ -5,6 +5,7 @@
 //! an application of your own.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod feeds;
 pub mod http;
@@ -21,6 +22,7 @@ use socketioxide::SocketIo;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 pub use auth::{Identity, TokenSpec, Verifier, mint_hs256};
+pub use cluster::IoHandle;
 pub use config::{Config, ConfigError};
 pub use hub::{Audience, Hub, HubError};
 use realtime::Ctx;
@@ -34,7 +36,7 @@ pub const OUTGOING_BUFFER_PACKETS: usize = 8192;
 pub struct Switchboard {
     pub router: Router,
     pub hub: Hub,
-    pub io: SocketIo,
+    pub io: IoHandle,
     pub ctx: Arc<Ctx>,
 }
 
@@ -60,15 +62,30 @@ impl Switchboard {
                 .await
                 .map_err(|e| ConfigError::Store(e.to_string()))?,
         };
+        // With a Redis URL, connect first: a node that cannot reach Redis at
+        // start says so rather than running alone by mistake.
+        let driver = match &config.redis_url {
+            Some(url) => {
+                let client = redis::Client::open(cluster::resp3_url(url))
+                    .map_err(|e| ConfigError::Redis(e.to_string()))?;
+                Some(
+                    cluster::ReconnectingDriver::connect(client)
+                        .await
+                        .map_err(|e| ConfigError::Redis(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
         let ctx = Arc::new(Ctx {
             verifier,
             store,
             presence: presence::Presence::new(),
             typing: Default::default(),
             feeds: Default::default(),
+            redis: driver.as_ref().map(|d| d.connection()),
             config: config.clone(),
         });
-        let (layer, io) = SocketIo::builder()
+        let builder = SocketIo::builder()
             .ping_interval(config.ping_interval())
             .ping_timeout(config.ping_timeout())
             .max_payload(config.max_payload_bytes)
@@ -76,17 +93,41 @@ impl Switchboard {
             // waiting; a burst of sends easily queues more. tokio's channel
             // allocates as it fills, so a large bound costs idle sockets nothing.
             .max_buffer_size(OUTGOING_BUFFER_PACKETS)
-            .with_state(ctx.clone())
-            .build_layer();
-        realtime::register(&io, &config).map_err(|e| ConfigError::Namespace(e.to_string()))?;
+            .with_state(ctx.clone());
+        // The adapter is chosen once, here; everything after is generic.
+        let (io, socketio_layer): (IoHandle, Box<dyn FnOnce(Router) -> Router>) = match driver {
+            None => {
+                let (layer, io) = builder.build_layer();
+                realtime::register(&io, &config)
+                    .map_err(|e| ConfigError::Namespace(e.to_string()))?;
+                (
+                    IoHandle::Local(io),
+                    Box::new(move |r: Router| r.layer(layer)),
+                )
+            }
+            Some(driver) => {
+                let adapter_config = socketioxide_redis::RedisAdapterConfig::new()
+                    .with_prefix(format!("{}:sio", config.redis_prefix));
+                let ctr =
+                    socketioxide_redis::RedisAdapterCtr::new_with_driver(driver, adapter_config);
+                let (layer, io) = builder
+                    .with_adapter::<cluster::ClusterAdapter>(ctr)
+                    .build_layer();
+                realtime::register_cluster(&io, &config)
+                    .await
+                    .map_err(ConfigError::Redis)?;
+                (
+                    IoHandle::Cluster(io),
+                    Box::new(move |r: Router| r.layer(layer)),
+                )
+            }
+        };
         let hub = Hub::new(io.clone(), ctx.clone());
         let key = match config.api_key.clone().or(opts.dev_api_key) {
             Some(k) => http::ApiKey::Key(k),
             None => http::ApiKey::Disabled,
         };
-        let router = http::routes(hub.clone(), key)
-            .layer(layer)
-            .layer(cors(&config));
+        let router = socketio_layer(http::routes(hub.clone(), key)).layer(cors(&config));
         Ok(Switchboard {
             router,
             hub,

@@ -68,6 +68,9 @@ impl From<HubError> for ApiError {
                 "unavailable",
                 "message store unavailable",
             ),
+            HubError::ClusterUnavailable(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable", msg)
+            }
             HubError::Store(StoreError::Internal(_)) | HubError::Delivery(_) => {
                 tracing::warn!("API internal error: {msg}");
                 Self::new(

@@ -14,13 +14,28 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// 200 when the store answers, else 503.
+/// 200 when the store (and Redis, when configured) answer, else 503.
 pub async fn readyz(State(ctx): State<Arc<Ctx>>) -> (StatusCode, Json<Value>) {
-    match ctx.store.ping().await {
-        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
-        Err(e) => (
+    let store = ctx.store.ping().await.err().map(|e| e.to_string());
+    let redis = match &ctx.redis {
+        None => None,
+        Some(conn) => {
+            let mut conn = conn.clone();
+            let cmd = redis::cmd("PING");
+            let ping = cmd.query_async::<String>(&mut conn);
+            match tokio::time::timeout(std::time::Duration::from_secs(2), ping).await {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some("no answer within 2 s".to_string()),
+            }
+        }
+    };
+    if store.is_none() && redis.is_none() {
+        (StatusCode::OK, Json(json!({ "status": "ready" })))
+    } else {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "store": e.to_string() })),
-        ),
+            Json(json!({ "status": "unavailable", "store": store, "redis": redis })),
+        )
     }
 }

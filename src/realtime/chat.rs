@@ -7,6 +7,7 @@ use serde_json::json;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef};
 
+use super::broadcast::broadcast;
 use super::reply::{self, Code, Refusal};
 use super::rooms::client_room;
 use super::session::Session;
@@ -95,14 +96,7 @@ pub async fn send<A: Adapter>(
         ack,
         move |session, socket, m| async move {
             super::typing::stop_user(&session, &socket, &room_id).await;
-            crate::metrics::event_out("chat:message");
-            if let Err(e) = socket
-                .within(client_room(&room_id))
-                .emit("chat:message", &m)
-                .await
-            {
-                tracing::warn!("chat broadcast failed: {e}");
-            }
+            broadcast(socket.within(client_room(&room_id)), "chat:message", &m).await;
         },
     );
 }

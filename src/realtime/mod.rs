@@ -1,6 +1,7 @@
 //! The Socket.IO side: namespace registration, the JWT connect middleware, and
 //! the dispatch of client events to the handlers of each concern.
 
+pub mod broadcast;
 pub mod chat;
 pub mod private;
 pub mod reply;
@@ -17,6 +18,7 @@ use socketioxide::handler::ConnectHandler;
 use tokio::sync::oneshot;
 
 use crate::auth::{AuthError, Verifier, find_token};
+use crate::cluster::ClusterAdapter;
 use crate::config::Config;
 use crate::presence::Presence;
 use crate::store::MessageStore;
@@ -32,6 +34,8 @@ pub struct Ctx {
     pub presence: Presence,
     pub typing: Typing,
     pub feeds: crate::feeds::Feeds,
+    /// The Redis connection when running as one of several nodes.
+    pub redis: Option<redis::aio::ConnectionManager>,
 }
 
 /// A refused connection; the client reads the display text as `err.message`.
@@ -39,26 +43,39 @@ pub struct Ctx {
 #[error("Authentication failed: {0}")]
 pub struct AuthFailure(pub AuthError);
 
-/// Registers `/` and the configured tenant namespaces.
+/// Registers `/` and the configured tenant namespaces (single node).
 pub fn register(
     io: &SocketIo<LocalAdapter>,
     config: &Config,
 ) -> Result<(), socketioxide::NsInsertError> {
-    io.ns(
-        "/",
-        connected::<LocalAdapter>.with(authenticate::<LocalAdapter>),
-    );
+    let handler = || connected::<LocalAdapter>.with(authenticate::<LocalAdapter>);
+    io.ns("/", handler());
     for ns in &config.namespaces {
         if ns.contains('{') {
-            io.dyn_ns(
-                ns.clone(),
-                connected::<LocalAdapter>.with(authenticate::<LocalAdapter>),
-            )?;
+            io.dyn_ns(ns.clone(), handler())?;
         } else {
-            io.ns(
-                ns.clone(),
-                connected::<LocalAdapter>.with(authenticate::<LocalAdapter>),
-            );
+            io.ns(ns.clone(), handler());
+        }
+    }
+    Ok(())
+}
+
+/// The same with the Redis adapter, whose namespaces subscribe to Redis as
+/// they are created.
+pub async fn register_cluster(
+    io: &SocketIo<ClusterAdapter>,
+    config: &Config,
+) -> Result<(), String> {
+    let handler = || connected::<ClusterAdapter>.with(authenticate::<ClusterAdapter>);
+    io.ns("/", handler()).await.map_err(|e| e.to_string())?;
+    for ns in &config.namespaces {
+        if ns.contains('{') {
+            io.dyn_ns(ns.clone(), handler())
+                .map_err(|e| e.to_string())?;
+        } else {
+            io.ns(ns.clone(), handler())
+                .await
+                .map_err(|e| e.to_string())?;
         }
     }
     Ok(())

@@ -58,12 +58,9 @@ pub async fn send<A: Adapter>(
             if to_user != m.sender_id {
                 feeds.publish(ns, &m.sender_id, "private:message", &m);
             }
-            crate::metrics::event_out("private:message");
             // `to` leaves out the sending socket itself.
             let rooms = [to, session.user_room()];
-            if let Err(e) = socket.to(rooms).emit("private:message", &m).await {
-                tracing::warn!("private delivery failed: {e}");
-            }
+            super::broadcast::broadcast(socket.to(rooms), "private:message", &m).await;
         },
     );
 }

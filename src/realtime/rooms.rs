@@ -12,6 +12,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef};
 use socketioxide::operators::BroadcastOperators;
 
+use super::broadcast::broadcast;
 use super::reply::{self, Code, Refusal};
 use super::session::Session;
 
@@ -86,31 +87,18 @@ pub async fn join<A: Adapter>(
         .presence
         .join(socket.ns(), &room_id, &id.user_id, &id.name, &sid);
     if first {
-        crate::metrics::event_out(match dialect {
-            Dialect::Room => "room:user-joined",
-            Dialect::Chat => "chat:userJoined",
-        });
         let others = others(session, socket, &room_id);
-        let sent =
-            match dialect {
-                Dialect::Room => others
-                    .emit(
-                        "room:user-joined",
-                        &json!({ "userId": id.user_id, "username": id.name, "roomId": room_id }),
-                    )
-                    .await,
-                Dialect::Chat => {
-                    others
-                        .emit(
-                            "chat:userJoined",
-                            &json!({ "id": id.user_id, "name": id.name, "roomId": room_id }),
-                        )
-                        .await
-                }
-            };
-        if let Err(e) = sent {
-            tracing::warn!("join broadcast failed: {e}");
-        }
+        let (event, payload) = match dialect {
+            Dialect::Room => (
+                "room:user-joined",
+                json!({ "userId": id.user_id, "username": id.name, "roomId": room_id }),
+            ),
+            Dialect::Chat => (
+                "chat:userJoined",
+                json!({ "id": id.user_id, "name": id.name, "roomId": room_id }),
+            ),
+        };
+        broadcast(others, event, &payload).await;
     }
     ack_members(session, socket, &room_id, ack);
 }
@@ -150,16 +138,8 @@ async fn leave_presence<A: Adapter>(session: &Session<A>, socket: &SocketRef<A>,
     }
     let others = others(session, socket, room_id);
     super::typing::stop_user(session, socket, room_id).await;
-    crate::metrics::event_out("room:user-left");
-    if let Err(e) = others
-        .emit(
-            "room:user-left",
-            &json!({ "userId": user, "roomId": room_id }),
-        )
-        .await
-    {
-        tracing::warn!("leave broadcast failed: {e}");
-    }
+    let payload = json!({ "userId": user, "roomId": room_id });
+    broadcast(others, "room:user-left", &payload).await;
 }
 
 pub fn members<A: Adapter>(

@@ -12,6 +12,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef};
 use tokio::time::Instant;
 
+use super::broadcast::broadcast;
 use super::reply::{self, Code};
 use super::rooms::others;
 use super::session::Session;
@@ -90,15 +91,7 @@ pub async fn start<A: Adapter>(
         let id = &session.identity;
         let others = others(session, socket, &room_id);
         let payload = json!({ "userId": id.user_id, "username": id.name, "roomId": room_id });
-        crate::metrics::event_out("typing:user");
-        if let Err(e) = others
-            .clone()
-            .volatile()
-            .emit("typing:user", &payload)
-            .await
-        {
-            tracing::debug!("typing broadcast failed: {e}");
-        }
+        broadcast(others.clone().volatile(), "typing:user", &payload).await;
         tokio::spawn(expire(session.clone(), others, k));
     }
     reply::ok(ack, &json!({ "success": true }));
@@ -125,10 +118,7 @@ async fn expire<A: Adapter>(
             .is_some()
         {
             let payload = json!({ "userId": k.2, "roomId": k.1 });
-            crate::metrics::event_out("typing:stopped");
-            if let Err(e) = others.volatile().emit("typing:stopped", &payload).await {
-                tracing::debug!("typing broadcast failed: {e}");
-            }
+            broadcast(others.volatile(), "typing:stopped", &payload).await;
         }
         return;
     }
@@ -152,10 +142,7 @@ pub async fn stop<A: Adapter>(
 pub async fn stop_user<A: Adapter>(session: &Session<A>, socket: &SocketRef<A>, room_id: &str) {
     if session.ctx.typing.stop(&key(session, socket, room_id)) {
         let payload = json!({ "userId": session.identity.user_id, "roomId": room_id });
-        crate::metrics::event_out("typing:stopped");
         let others = others(session, socket, room_id);
-        if let Err(e) = others.volatile().emit("typing:stopped", &payload).await {
-            tracing::debug!("typing broadcast failed: {e}");
-        }
+        broadcast(others.volatile(), "typing:stopped", &payload).await;
     }
 }

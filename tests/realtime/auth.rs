@@ -253,8 +253,14 @@ async fn private_user_room_is_unreachable_from_clients() {
     // Allowed as a client room id, but it maps to `room:user:bob`.
     let a = alice.ack("room:join", json!("user:bob")).await;
     assert_eq!(a["success"], true);
-    s.io.to("user:bob")
-        .emit("secret", &json!({ "for": "bob" }))
+    // What the backend addresses to bob (his private room `user:bob`).
+    s.hub
+        .emit(
+            "/",
+            &switchboard::Audience::users(["bob"]),
+            "secret",
+            &json!({ "for": "bob" }),
+        )
         .await
         .unwrap();
     assert_eq!(bob.recv("secret").await["for"], "bob");

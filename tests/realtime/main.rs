@@ -22,7 +22,7 @@ pub const SECRET: &str = "test-secret-test-secret-test-secret!";
 
 pub struct Server {
     pub addr: SocketAddr,
-    pub io: socketioxide::SocketIo,
+    pub io: switchboard::IoHandle,
     pub hub: switchboard::Hub,
 }
 

@@ -1,0 +1,51 @@
+//! Running several nodes: the Redis adapter and its driver.
+
+pub mod driver;
+
+pub use driver::ReconnectingDriver;
+
+/// `url` with `protocol=resp3` added unless a protocol is given: pub/sub
+/// messages arrive as RESP3 pushes on the shared connection.
+pub fn resp3_url(url: &str) -> String {
+    if url.contains("protocol=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&protocol=resp3")
+    } else {
+        format!("{url}?protocol=resp3")
+    }
+}
+
+/// The Socket.IO adapter used with `--redis-url`.
+pub type ClusterAdapter =
+    socketioxide_redis::CustomRedisAdapter<socketioxide::adapter::Emitter, ReconnectingDriver>;
+
+use socketioxide::SocketIo;
+use socketioxide::adapter::LocalAdapter;
+
+/// The Socket.IO server, with the adapter chosen at start: in-memory for one
+/// node, Redis for several. Code that emits is generic over the adapter and
+/// is reached through [`on_io!`](crate::on_io).
+#[derive(Clone)]
+pub enum IoHandle {
+    Local(SocketIo<LocalAdapter>),
+    Cluster(SocketIo<ClusterAdapter>),
+}
+
+/// Runs `$body` with `$io` bound to the `SocketIo` of whichever adapter is in use.
+#[macro_export]
+macro_rules! on_io {
+    ($handle:expr, $io:ident => $body:expr) => {
+        match $handle {
+            $crate::cluster::IoHandle::Local($io) => $body,
+            $crate::cluster::IoHandle::Cluster($io) => $body,
+        }
+    };
+}
+
+impl IoHandle {
+    /// Closes every transport (clients reconnect by themselves).
+    pub async fn close(&self) {
+        crate::on_io!(self, io => io.close().await)
+    }
+}

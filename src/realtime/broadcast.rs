@@ -1,0 +1,33 @@
+//! Room broadcasts: counted, and delivered at least on this node when the
+//! cluster cannot be reached.
+
+use serde::Serialize;
+use socketioxide::BroadcastError;
+use socketioxide::adapter::Adapter;
+use socketioxide::operators::BroadcastOperators;
+
+/// Emits `event` through the adapter (every node). If that fails because the
+/// other nodes cannot be reached (Redis down), this node's sockets still get
+/// it: each node keeps serving its own clients during an outage.
+pub async fn broadcast<A: Adapter, T: Serialize + ?Sized>(
+    op: BroadcastOperators<A>,
+    event: &str,
+    data: &T,
+) {
+    crate::metrics::event_out(event);
+    match op.clone().emit(event, data).await {
+        Ok(()) => {}
+        // Only the cluster hop failed (local delivery is skipped after it):
+        // deliver here. Other errors mean some local sockets already got it.
+        Err(BroadcastError::Adapter(e)) => {
+            tracing::debug!(
+                event,
+                "cluster broadcast failed ({e}); delivering on this node"
+            );
+            if let Err(e) = op.local().emit(event, data).await {
+                tracing::debug!(event, "local broadcast failed: {e}");
+            }
+        }
+        Err(e) => tracing::debug!(event, "broadcast incomplete: {e}"),
+    }
+}

@@ -1,0 +1,268 @@
+//! Several real switchboard processes sharing Redis (a key prefix per test)
+//! and one PostgreSQL: clients on different nodes see each other.
+
+#[path = "realtime/client.rs"]
+#[allow(dead_code)]
+mod client;
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use client::Client;
+use common::{PgDb, Proc, token};
+use serde_json::json;
+
+const REDIS: &str = "127.0.0.1:6379";
+const KEY: &str = "cluster-test-api-key";
+
+fn prefix() -> String {
+    format!(
+        "sbtest-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos() ^ rand_ish()
+    )
+}
+
+fn rand_ish() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn node(redis: &str, prefix: &str, db: &str) -> Proc {
+    Proc::start(&[
+        "--redis-url",
+        &format!("redis://{redis}"),
+        "--redis-prefix",
+        prefix,
+        "--database-url",
+        db,
+        "--api-key",
+        KEY,
+    ])
+}
+
+async fn join(p: &Proc, sub: &str, room: &str) -> Client {
+    let mut c = Client::connect(p.addr, "/", Some(json!({ "token": token(sub) })))
+        .await
+        .unwrap_or_else(|e| panic!("connect {sub}: {e:?}"));
+    assert_eq!(c.ack("room:join", json!(room)).await["success"], true);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_rooms_messages_typing_and_acks() {
+    let db = PgDb::create().await;
+    let pre = prefix();
+    let nodes: Vec<Proc> = (0..3).map(|_| node(REDIS, &pre, &db.url)).collect();
+    let mut a = join(&nodes[0], "alice", "general").await;
+    let mut b = join(&nodes[1], "bob", "general").await;
+    let c = join(&nodes[2], "carol", "general").await;
+
+    // A message from node A reaches B and C.
+    let sent = a
+        .ack(
+            "chat:send",
+            json!({ "roomId": "general", "content": "hello cluster" }),
+        )
+        .await;
+    assert_eq!(sent["success"], true);
+    for x in [&b, &c] {
+        assert_eq!(x.recv("chat:message").await["content"], "hello cluster");
+    }
+    // Typing crosses nodes too.
+    b.emit("typing:start", json!("general"));
+    assert_eq!(a.recv("typing:user").await["userId"], "bob");
+
+    // Writers on every node: seq stays gap-free (one PostgreSQL).
+    let mut writers = Vec::new();
+    for (i, p) in nodes.iter().enumerate() {
+        let mut w = join(p, &format!("w{i}"), "busy").await;
+        writers.push(tokio::spawn(async move {
+            let rxs: Vec<_> = (0..40)
+                .map(|k| {
+                    w.emit_ack(
+                        "chat:send",
+                        json!({ "roomId": "busy", "content": format!("{k}") }),
+                    )
+                })
+                .collect();
+            let mut seqs = Vec::new();
+            for rx in rxs {
+                let a = tokio::time::timeout(Duration::from_secs(20), rx)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                seqs.push(a["seq"].as_u64().unwrap());
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for w in writers {
+        all.extend(w.await.unwrap());
+    }
+    all.sort();
+    assert_eq!(all, (1..=120).collect::<Vec<_>>());
+
+    // The HTTP API on node A reaches a socket on node C, with its ack.
+    c.auto_ack("confirm", json!({ "from": "carol" }));
+    let res = reqwest::Client::new()
+        .post(format!("http://{}/api/users/carol/emit", nodes[0].addr))
+        .bearer_auth(KEY)
+        .json(&json!({ "event": "confirm", "data": {}, "ackTimeoutMs": 3000 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["acks"], json!([{ "from": "carol" }]));
+    // Presence of a user connected elsewhere, and disconnecting them from here.
+    let res = reqwest::Client::new()
+        .get(format!("http://{}/api/users/carol/presence", nodes[1].addr))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap(),
+        json!({ "online": true, "connections": 1 })
+    );
+    let res = reqwest::Client::new()
+        .post(format!(
+            "http://{}/api/users/carol/disconnect",
+            nodes[0].addr
+        ))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap()["disconnected"],
+        1
+    );
+    assert!(c.closed(Duration::from_secs(5)).await);
+    drop(b.ack("room:leave", json!("general")).await);
+    drop(nodes);
+    db.drop_db().await;
+}
+
+/// A TCP proxy in front of Redis that the test can cut and restore.
+struct Proxy {
+    addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Proxy {
+    async fn start(target: &str) -> Proxy {
+        let target: SocketAddr = target.parse().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let links = Arc::new(Mutex::new(Vec::new()));
+        let (c, l) = (cut.clone(), links.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if c.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                l.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Proxy { addr, cut, links }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for l in self.links.lock().unwrap().drain(..) {
+            l.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+async fn readyz(addr: SocketAddr) -> u16 {
+    reqwest::get(format!("http://{addr}/readyz"))
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_then_delivery_resumes_without_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/c.db", dir.path().display());
+    let proxy = Proxy::start(REDIS).await;
+    let pre = prefix();
+    let a_node = node(&proxy.addr.to_string(), &pre, &db);
+    let b_node = node(&proxy.addr.to_string(), &pre, &db);
+    let mut a = join(&a_node, "alice", "general").await;
+    let b = join(&b_node, "bob", "general").await;
+    a.ack(
+        "chat:send",
+        json!({ "roomId": "general", "content": "before" }),
+    )
+    .await;
+    assert_eq!(b.recv("chat:message").await["content"], "before");
+
+    proxy.cut();
+    // Each node keeps serving its own clients.
+    let local = a
+        .ack(
+            "chat:send",
+            json!({ "roomId": "general", "content": "during" }),
+        )
+        .await;
+    assert_eq!(local["success"], true, "{local}");
+    assert_eq!(a.recv("chat:message").await["content"], "before");
+    assert_eq!(a.recv("chat:message").await["content"], "during");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while readyz(a_node.addr).await != 503 {
+        assert!(
+            Instant::now() < deadline,
+            "/readyz stayed 200 with Redis gone"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    proxy.restore();
+    // Delivery across nodes resumes by itself; measure how long it takes.
+    let restored = Instant::now();
+    let mut n = 0;
+    let gap = loop {
+        n += 1;
+        a.emit(
+            "chat:send",
+            json!({ "roomId": "general", "content": format!("after-{n}") }),
+        );
+        if let Some(m) = b.try_recv("chat:message", Duration::from_millis(250)).await
+            && m["content"].as_str().unwrap_or("").starts_with("after-")
+        {
+            break restored.elapsed();
+        }
+        assert!(
+            restored.elapsed() < Duration::from_secs(20),
+            "no delivery 20 s after Redis came back"
+        );
+    };
+    eprintln!("cross-node delivery resumed {gap:?} after Redis came back");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while readyz(a_node.addr).await != 200 {
+        assert!(Instant::now() < deadline, "/readyz did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
