@@ -196,7 +196,7 @@ impl Hub {
     pub async fn room_members(&self, ns: &str, room: &str) -> Result<Vec<Member>, HubError> {
         Self::check_room(room)?;
         self.check_namespace(ns)?;
-        Ok(self.ctx.presence.members(ns, room))
+        Ok(crate::realtime::rooms::room_members(&self.ctx, ns, room).await)
     }
 
     /// Whether `user` has sockets in `ns` (on any node), and how many.

@@ -83,6 +83,9 @@ impl Switchboard {
             typing: Default::default(),
             feeds: Default::default(),
             redis: driver.as_ref().map(|d| d.connection()),
+            cluster: driver.as_ref().map(|d| {
+                presence::cluster::ClusterPresence::new(d.connection(), &config.redis_prefix)
+            }),
             config: config.clone(),
         });
         let builder = SocketIo::builder()
@@ -122,6 +125,9 @@ impl Switchboard {
                 )
             }
         };
+        if ctx.cluster.is_some() {
+            tokio::spawn(cluster::heartbeat::run(ctx.clone(), io.clone()));
+        }
         let hub = Hub::new(io.clone(), ctx.clone());
         let key = match config.api_key.clone().or(opts.dev_api_key) {
             Some(k) => http::ApiKey::Key(k),

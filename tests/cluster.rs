@@ -266,3 +266,79 @@ async fn redis_outage_then_delivery_resumes_without_restarts() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+async fn members(p: &Proc, room: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("http://{}/api/rooms/{room}/members", p.addr))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()["members"]
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_per_user_across_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/p.db", dir.path().display());
+    let pre = prefix();
+    let (n1, n2) = (node(REDIS, &pre, &db), node(REDIS, &pre, &db));
+    let mut watcher = join(&n1, "watcher", "lobby").await;
+    let tab_a = join(&n1, "alice", "lobby").await;
+    assert_eq!(watcher.recv("room:user-joined").await["userId"], "alice");
+    let mut tab_b = join(&n2, "alice", "lobby").await;
+    // A second tab on another node is not a new member.
+    watcher
+        .expect_none("room:user-joined", Duration::from_millis(400))
+        .await;
+    let m = watcher.ack("room:members", json!("lobby")).await;
+    assert_eq!(
+        m["members"],
+        json!([
+            { "userId": "alice", "username": "alice", "connections": 2 },
+            { "userId": "watcher", "username": "watcher", "connections": 1 },
+        ])
+    );
+    assert_eq!(members(&n2, "lobby").await, m["members"]);
+    // The tab on node 1 goes: alice is still there (node 2).
+    tab_a.close();
+    watcher
+        .expect_none("room:user-left", Duration::from_millis(500))
+        .await;
+    // The last one goes: now she left, and everyone hears it once.
+    tab_b.ack("room:leave", json!("lobby")).await;
+    assert_eq!(watcher.recv("room:user-left").await["userId"], "alice");
+    let m = members(&n2, "lobby").await;
+    assert_eq!(m.as_array().unwrap().len(), 1, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_users_leave_within_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/k.db", dir.path().display());
+    let pre = prefix();
+    let survivor = node(REDIS, &pre, &db);
+    let doomed = node(REDIS, &pre, &db);
+    let mut watcher = join(&survivor, "watcher", "lobby").await;
+    let _bob = join(&doomed, "bob", "lobby").await;
+    assert_eq!(watcher.recv("room:user-joined").await["userId"], "bob");
+    assert_eq!(
+        members(&survivor, "lobby").await.as_array().unwrap().len(),
+        2
+    );
+    let killed = Instant::now();
+    doomed.kill();
+    let left = watcher
+        .try_recv("room:user-left", Duration::from_secs(20))
+        .await
+        .expect("room:user-left for the dead node's user");
+    let took = killed.elapsed();
+    eprintln!("dead node's user left after {took:?}");
+    assert_eq!(left, json!({ "userId": "bob", "roomId": "lobby" }));
+    assert!(took <= Duration::from_secs(15), "took {took:?}");
+    let m = watcher.ack("room:members", json!("lobby")).await;
+    assert_eq!(m["members"].as_array().unwrap().len(), 1, "{m}");
+}

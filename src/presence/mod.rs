@@ -1,6 +1,8 @@
 //! Who is in which room, per user: a user with two tabs in a room is one
 //! member with two connections. Keyed by namespace so tenants stay apart.
 
+pub mod cluster;
+
 use std::collections::{HashMap, HashSet};
 
 use dashmap::DashMap;
@@ -32,15 +34,33 @@ impl Presence {
         Self::default()
     }
 
-    /// Records that socket `sid` of `user_id` is in the room. Returns true when
-    /// it is the user's first socket there (the user just joined).
-    pub fn join(&self, ns: &str, room: &str, user_id: &str, name: &str, sid: &str) -> bool {
+    /// Records that socket `sid` of `user_id` is in the room. Returns
+    /// (socket newly added, first socket of the user here).
+    pub fn join(&self, ns: &str, room: &str, user_id: &str, name: &str, sid: &str) -> (bool, bool) {
         let mut users = self.rooms.entry((ns.into(), room.into())).or_default();
         let entry = users.entry(user_id.into()).or_default();
         entry.name = name.into();
         let was_empty = entry.sockets.is_empty();
-        entry.sockets.insert(sid.into());
-        was_empty
+        let added = entry.sockets.insert(sid.into());
+        (added, was_empty)
+    }
+
+    /// Every (namespace, room, user, name, sockets) on this node.
+    pub fn entries(&self) -> Vec<(String, String, String, String, usize)> {
+        let mut out = Vec::new();
+        for r in self.rooms.iter() {
+            let (ns, room) = r.key();
+            for (user, e) in r.value() {
+                out.push((
+                    ns.clone(),
+                    room.clone(),
+                    user.clone(),
+                    e.name.clone(),
+                    e.sockets.len(),
+                ));
+            }
+        }
+        out
     }
 
     /// Removes socket `sid`. Returns true when that was the user's last socket
@@ -101,9 +121,11 @@ mod tests {
     #[test]
     fn two_tabs_are_one_member() {
         let p = Presence::new();
-        assert!(p.join("/", "r", "alice", "Alice", "s1"));
-        assert!(!p.join("/", "r", "alice", "Alice", "s2"));
-        assert!(p.join("/", "r", "bob", "Bob", "s3"));
+        assert_eq!(p.join("/", "r", "alice", "Alice", "s1"), (true, true));
+        assert_eq!(p.join("/", "r", "alice", "Alice", "s2"), (true, false));
+        assert_eq!(p.join("/", "r", "alice", "Alice", "s2"), (false, false));
+        assert_eq!(p.join("/", "r", "bob", "Bob", "s3"), (true, true));
+        assert_eq!(p.entries().len(), 2);
         let m = p.members("/", "r");
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].connections, 2);

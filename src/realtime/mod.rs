@@ -36,6 +36,8 @@ pub struct Ctx {
     pub feeds: crate::feeds::Feeds,
     /// The Redis connection when running as one of several nodes.
     pub redis: Option<redis::aio::ConnectionManager>,
+    /// Presence across nodes, when running as one of several.
+    pub cluster: Option<crate::presence::cluster::ClusterPresence>,
 }
 
 /// A refused connection; the client reads the display text as `err.message`.
@@ -148,7 +150,7 @@ pub(crate) async fn dispatch<A: Adapter>(
         "room:join" => rooms::join(session, socket, data, ack, rooms::Dialect::Room).await,
         "chat:join" => rooms::join(session, socket, data, ack, rooms::Dialect::Chat).await,
         "room:leave" => rooms::leave(session, socket, data, ack).await,
-        "room:members" => rooms::members(session, socket, data, ack),
+        "room:members" => rooms::members(session, socket, data, ack).await,
         "chat:send" => chat::send(session, socket, data, ack, chat::Dialect::Send).await,
         "chat:message" => chat::send(session, socket, data, ack, chat::Dialect::Message).await,
         "private:send" => private::send(session, socket, data, ack).await,

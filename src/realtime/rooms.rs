@@ -12,6 +12,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef};
 use socketioxide::operators::BroadcastOperators;
 
+use super::Ctx;
 use super::broadcast::broadcast;
 use super::reply::{self, Code, Refusal};
 use super::session::Session;
@@ -33,6 +34,51 @@ pub fn others<A: Adapter>(
     socket
         .within(client_room(room_id))
         .except(session.user_room())
+}
+
+/// Records a socket joining; true when it is the user's first socket in the
+/// room on any node. If Redis fails, this node's view decides.
+async fn record_join(ctx: &Ctx, ns: &str, room: &str, user: &str, name: &str, sid: &str) -> bool {
+    let (added, first_here) = ctx.presence.join(ns, room, user, name, sid);
+    match &ctx.cluster {
+        None => first_here,
+        Some(_) if !added => false,
+        Some(c) => match c.join(ns, room, user, name).await {
+            Ok(total) => total == 1,
+            Err(e) => {
+                tracing::debug!("cluster presence unavailable ({e}); using this node's");
+                first_here
+            }
+        },
+    }
+}
+
+/// Records a socket leaving; true when it was the user's last socket in the
+/// room on any node.
+async fn record_leave(ctx: &Ctx, ns: &str, room: &str, user: &str, sid: &str) -> bool {
+    let last_here = ctx.presence.leave(ns, room, user, sid);
+    match &ctx.cluster {
+        None => last_here,
+        Some(c) => match c.leave(ns, room, user).await {
+            Ok(left) if left >= 0 => left == 0,
+            Ok(_) => last_here, // joined while Redis was away: not counted there
+            Err(e) => {
+                tracing::debug!("cluster presence unavailable ({e}); using this node's");
+                last_here
+            }
+        },
+    }
+}
+
+/// A room's members: across nodes when clustered (this node's view if Redis fails).
+pub async fn room_members(ctx: &Ctx, ns: &str, room: &str) -> Vec<crate::presence::Member> {
+    if let Some(c) = &ctx.cluster {
+        match c.members(ns, room).await {
+            Ok(m) => return m,
+            Err(e) => tracing::debug!("cluster presence unavailable ({e}); using this node's"),
+        }
+    }
+    ctx.presence.members(ns, room)
 }
 
 /// Which family of client documents the join came from; it decides the name
@@ -83,9 +129,7 @@ pub async fn join<A: Adapter>(
     let id = &session.identity;
     socket.join(client_room(&room_id));
     let sid = socket.id.to_string();
-    let first = ctx
-        .presence
-        .join(socket.ns(), &room_id, &id.user_id, &id.name, &sid);
+    let first = record_join(ctx, socket.ns(), &room_id, &id.user_id, &id.name, &sid).await;
     if first {
         let others = others(session, socket, &room_id);
         let (event, payload) = match dialect {
@@ -100,7 +144,7 @@ pub async fn join<A: Adapter>(
         };
         broadcast(others, event, &payload).await;
     }
-    ack_members(session, socket, &room_id, ack);
+    ack_members(session, socket, &room_id, ack).await;
 }
 
 pub async fn leave<A: Adapter>(
@@ -133,7 +177,7 @@ async fn leave_presence<A: Adapter>(session: &Session<A>, socket: &SocketRef<A>,
     let ctx = &session.ctx;
     let user = &session.identity.user_id;
     let sid = socket.id.to_string();
-    if !ctx.presence.leave(socket.ns(), room_id, user, &sid) {
+    if !record_leave(ctx, socket.ns(), room_id, user, &sid).await {
         return;
     }
     let others = others(session, socket, room_id);
@@ -142,7 +186,7 @@ async fn leave_presence<A: Adapter>(session: &Session<A>, socket: &SocketRef<A>,
     broadcast(others, "room:user-left", &payload).await;
 }
 
-pub fn members<A: Adapter>(
+pub async fn members<A: Adapter>(
     session: &Arc<Session<A>>,
     socket: &SocketRef<A>,
     data: Option<serde_json::Value>,
@@ -152,17 +196,17 @@ pub fn members<A: Adapter>(
         Ok(r) => r,
         Err(r) => return reply::refuse(ack, &r),
     };
-    ack_members(session, socket, &room_id, ack);
+    ack_members(session, socket, &room_id, ack).await;
 }
 
 /// Acks `{ success, roomId, members }` (for joins and member queries).
-fn ack_members<A: Adapter>(
+async fn ack_members<A: Adapter>(
     session: &Session<A>,
     socket: &SocketRef<A>,
     room_id: &str,
     ack: Option<AckSender<A>>,
 ) {
-    let members = session.ctx.presence.members(socket.ns(), room_id);
+    let members = room_members(&session.ctx, socket.ns(), room_id).await;
     reply::ok(
         ack,
         &Joined {

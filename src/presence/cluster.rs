@@ -1,0 +1,233 @@
+//! Presence across nodes, in Redis.
+//!
+//! Keys (under the configured prefix):
+//! * `pres:{ns}:{room}`: hash user -> sockets of that user in the room, all nodes;
+//! * `pres-node:{node}`: hash `ns␟room␟user` -> this node's share of those counts,
+//!   so a dead node's share can be taken back;
+//! * `names:{ns}`: hash user -> display name;
+//! * `node:{node}`: a key with a TTL that the node refreshes (its heartbeat);
+//! * `nodes`: the set of node ids.
+//!
+//! Every change is one Lua script, so concurrent joins and leaves on several
+//! nodes see consistent totals: `room:user-joined` goes out for a user's
+//! first socket anywhere, `room:user-left` for the last.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+
+use super::Member;
+
+/// How long a node stays alive without a heartbeat.
+pub const NODE_TTL: Duration = Duration::from_secs(10);
+/// How often a node refreshes its heartbeat and looks for dead nodes.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
+
+const SEP: char = '\u{1f}';
+
+pub struct ClusterPresence {
+    conn: ConnectionManager,
+    prefix: String,
+    pub node_id: String,
+    join: Script,
+    leave: Script,
+    reap: Script,
+}
+
+/// A user whose last socket in a room went away with a dead node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Departed {
+    pub ns: String,
+    pub room: String,
+    pub user: String,
+}
+
+impl ClusterPresence {
+    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+        ClusterPresence {
+            conn,
+            prefix: prefix.to_string(),
+            node_id: ulid::Ulid::new().to_string(),
+            // KEYS: room hash, node hash, names; ARGV: user, node field, name
+            join: Script::new(
+                r#"
+                local total = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+                redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+                redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+                return total
+                "#,
+            ),
+            // KEYS: room hash, node hash; ARGV: user, node field.
+            // Returns the user's sockets left in the room, or -1 if this node
+            // had not counted that socket.
+            leave: Script::new(
+                r#"
+                local mine = redis.call('HINCRBY', KEYS[2], ARGV[2], -1)
+                if mine <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
+                if mine < 0 then return -1 end
+                local total = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+                if total <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]); return 0 end
+                return total
+                "#,
+            ),
+            // KEYS: node hash, nodes set; ARGV: room-hash key prefix, node id.
+            // Takes a node's whole share back; returns the fields whose user
+            // has no socket left in that room.
+            reap: Script::new(
+                r#"
+                local share = redis.call('HGETALL', KEYS[1])
+                local gone = {}
+                for i = 1, #share, 2 do
+                    local field, n = share[i], tonumber(share[i + 1])
+                    local ns, room, user = string.match(field, '^(.-)\31(.-)\31(.*)$')
+                    if ns then
+                        local key = ARGV[1] .. ns .. ':' .. room
+                        local total = redis.call('HINCRBY', key, user, -n)
+                        if total <= 0 then
+                            redis.call('HDEL', key, user)
+                            table.insert(gone, field)
+                        end
+                    end
+                end
+                redis.call('DEL', KEYS[1])
+                redis.call('SREM', KEYS[2], ARGV[2])
+                return gone
+                "#,
+            ),
+        }
+    }
+
+    fn room_key(&self, ns: &str, room: &str) -> String {
+        format!("{}:pres:{ns}:{room}", self.prefix)
+    }
+
+    fn node_key(&self, node: &str) -> String {
+        format!("{}:pres-node:{node}", self.prefix)
+    }
+
+    fn names_key(&self, ns: &str) -> String {
+        format!("{}:names:{ns}", self.prefix)
+    }
+
+    /// One more socket of `user` in the room; returns the user's total there.
+    pub async fn join(
+        &self,
+        ns: &str,
+        room: &str,
+        user: &str,
+        name: &str,
+    ) -> redis::RedisResult<i64> {
+        let field = format!("{ns}{SEP}{room}{SEP}{user}");
+        self.join
+            .key(self.room_key(ns, room))
+            .key(self.node_key(&self.node_id))
+            .key(self.names_key(ns))
+            .arg(user)
+            .arg(field)
+            .arg(name)
+            .invoke_async(&mut self.conn.clone())
+            .await
+    }
+
+    /// One socket fewer; returns the user's sockets left (0: the user left).
+    pub async fn leave(&self, ns: &str, room: &str, user: &str) -> redis::RedisResult<i64> {
+        let field = format!("{ns}{SEP}{room}{SEP}{user}");
+        self.leave
+            .key(self.room_key(ns, room))
+            .key(self.node_key(&self.node_id))
+            .arg(user)
+            .arg(field)
+            .invoke_async(&mut self.conn.clone())
+            .await
+    }
+
+    /// The room's members across nodes, sorted by user id.
+    pub async fn members(&self, ns: &str, room: &str) -> redis::RedisResult<Vec<Member>> {
+        let mut conn = self.conn.clone();
+        let counts: Vec<(String, i64)> = conn.hgetall(self.room_key(ns, room)).await?;
+        let counts: Vec<(String, i64)> = counts.into_iter().filter(|(_, n)| *n > 0).collect();
+        if counts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let users: Vec<&str> = counts.iter().map(|(u, _)| u.as_str()).collect();
+        let names: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.names_key(ns))
+            .arg(&users)
+            .query_async(&mut conn)
+            .await?;
+        let mut members: Vec<Member> = counts
+            .iter()
+            .zip(names)
+            .map(|((user, n), name)| Member {
+                user_id: user.clone(),
+                username: name.unwrap_or_else(|| user.clone()),
+                connections: *n as usize,
+            })
+            .collect();
+        members.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        Ok(members)
+    }
+
+    /// Refreshes this node's heartbeat.
+    pub async fn heartbeat(&self) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        let _: () = conn
+            .set_ex(
+                format!("{}:node:{}", self.prefix, self.node_id),
+                1,
+                NODE_TTL.as_secs(),
+            )
+            .await?;
+        let _: () = conn
+            .sadd(format!("{}:nodes", self.prefix), &self.node_id)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes back the share of every node whose heartbeat lapsed; returns the
+    /// users who thereby left their rooms.
+    pub async fn reap_dead(&self) -> redis::RedisResult<Vec<Departed>> {
+        let mut conn = self.conn.clone();
+        let nodes: Vec<String> = conn.smembers(format!("{}:nodes", self.prefix)).await?;
+        let mut departed = Vec::new();
+        for node in nodes {
+            if node == self.node_id {
+                continue;
+            }
+            let alive: bool = conn.exists(format!("{}:node:{node}", self.prefix)).await?;
+            if !alive {
+                tracing::warn!(
+                    node,
+                    "a node stopped its heartbeat; removing its users from presence"
+                );
+                departed.extend(self.reap(&node).await?);
+            }
+        }
+        Ok(departed)
+    }
+
+    /// Takes back `node`'s whole share (a dead node's, or this node's own
+    /// before it re-registers after a Redis outage).
+    pub async fn reap(&self, node: &str) -> redis::RedisResult<Vec<Departed>> {
+        let gone: Vec<String> = self
+            .reap
+            .key(self.node_key(node))
+            .key(format!("{}:nodes", self.prefix))
+            .arg(format!("{}:pres:", self.prefix))
+            .arg(node)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(gone
+            .into_iter()
+            .filter_map(|f| {
+                let mut parts = f.splitn(3, SEP);
+                Some(Departed {
+                    ns: parts.next()?.to_string(),
+                    room: parts.next()?.to_string(),
+                    user: parts.next()?.to_string(),
+                })
+            })
+            .collect())
+    }
+}
