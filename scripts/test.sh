@@ -25,6 +25,11 @@ if command -v redis-cli >/dev/null && ! redis-cli -h 127.0.0.1 -p 6379 ping >/de
   exit 1
 fi
 
+if [ ! -x "${NGINX_BIN:-/usr/sbin/nginx}" ]; then
+  echo "nginx is needed by the deploy test (Debian: apt-get install nginx-light)" >&2
+  exit 1
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

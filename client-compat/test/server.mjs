@@ -35,10 +35,10 @@ export function tempDb() {
 }
 
 /** Starts the binary on `port` (or a free one) with SQLite database `db` (or a fresh one). */
-export async function startServer(port, db) {
+export async function startServer(port, db, extra = []) {
   port = port ?? (await freePort());
   db = db ?? tempDb();
-  const args = ["--listen", `127.0.0.1:${port}`, "--jwt-secret", SECRET, "--namespace", "/acme", "--database-url", db];
+  const args = ["--listen", `127.0.0.1:${port}`, "--jwt-secret", SECRET, "--namespace", "/acme", "--database-url", db, ...extra];
   const child = spawn(BIN, args, {
     env: { ...process.env, RUST_LOG: "warn" },
     stdio: ["ignore", "inherit", "inherit"],
