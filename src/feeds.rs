@@ -17,9 +17,20 @@ pub struct FeedEvent {
 /// Events one slow SSE client may have waiting before it misses some.
 pub const FEED_BUFFER: usize = 256;
 
+/// A feed event on its way to the other nodes.
+#[derive(Debug, Clone)]
+pub struct RemoteFeed {
+    pub ns: String,
+    pub user: String,
+    pub event: Arc<str>,
+    pub data: Arc<str>,
+}
+
 #[derive(Debug, Default)]
 pub struct Feeds {
     subscribers: DashMap<(String, String), Vec<mpsc::Sender<FeedEvent>>>,
+    /// Set when clustered: feed events also go to the other nodes.
+    remote: std::sync::OnceLock<mpsc::UnboundedSender<RemoteFeed>>,
 }
 
 impl Feeds {
@@ -33,7 +44,12 @@ impl Feeds {
         rx
     }
 
-    /// Hands `event` to the user's open feeds, dropping the closed ones.
+    /// Sends feed events to the other nodes too (see `cluster::feeds`).
+    pub fn relay_to(&self, remote: mpsc::UnboundedSender<RemoteFeed>) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// Hands `event` to the user's open feeds, here and on the other nodes.
     pub fn publish<T: serde::Serialize + ?Sized>(
         &self,
         ns: &str,
@@ -41,13 +57,27 @@ impl Feeds {
         event: &str,
         data: &T,
     ) {
+        let Ok(data) = serde_json::to_string(data) else {
+            return;
+        };
+        let data: Arc<str> = data.into();
+        if let Some(remote) = self.remote.get() {
+            let _ = remote.send(RemoteFeed {
+                ns: ns.to_string(),
+                user: user.to_string(),
+                event: event.into(),
+                data: data.clone(),
+            });
+        }
+        self.deliver_local(ns, user, event, data);
+    }
+
+    /// Hands an event (data already JSON) to this node's open feeds of the
+    /// user, dropping the closed ones.
+    pub fn deliver_local(&self, ns: &str, user: &str, event: &str, data: Arc<str>) {
         let key = (ns.to_string(), user.to_string());
         let Some(mut subs) = self.subscribers.get_mut(&key) else {
             return;
-        };
-        let data: Arc<str> = match serde_json::to_string(data) {
-            Ok(d) => d.into(),
-            Err(_) => return,
         };
         let ev = FeedEvent {
             event: event.into(),

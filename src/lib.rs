@@ -64,18 +64,18 @@ impl Switchboard {
         };
         // With a Redis URL, connect first: a node that cannot reach Redis at
         // start says so rather than running alone by mistake.
-        let driver = match &config.redis_url {
+        let redis = match &config.redis_url {
             Some(url) => {
                 let client = redis::Client::open(cluster::resp3_url(url))
                     .map_err(|e| ConfigError::Redis(e.to_string()))?;
-                Some(
-                    cluster::ReconnectingDriver::connect(client)
-                        .await
-                        .map_err(|e| ConfigError::Redis(e.to_string()))?,
-                )
+                let driver = cluster::ReconnectingDriver::connect(client.clone())
+                    .await
+                    .map_err(|e| ConfigError::Redis(e.to_string()))?;
+                Some((client, driver))
             }
             None => None,
         };
+        let driver = redis.as_ref().map(|(_, d)| d.clone());
         let ctx = Arc::new(Ctx {
             verifier,
             store,
@@ -125,8 +125,16 @@ impl Switchboard {
                 )
             }
         };
-        if ctx.cluster.is_some() {
+        if let (Some((client, driver)), Some(cluster)) = (&redis, &ctx.cluster) {
             tokio::spawn(cluster::heartbeat::run(ctx.clone(), io.clone()));
+            let relay = cluster::feeds::start(
+                ctx.feeds.clone(),
+                client.clone(),
+                driver.connection(),
+                &config.redis_prefix,
+                cluster.node_id.clone(),
+            );
+            ctx.feeds.relay_to(relay);
         }
         let hub = Hub::new(io.clone(), ctx.clone());
         let key = match config.api_key.clone().or(opts.dev_api_key) {

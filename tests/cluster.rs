@@ -342,3 +342,66 @@ async fn a_killed_nodes_users_leave_within_the_bound() {
     let m = watcher.ack("room:members", json!("lobby")).await;
     assert_eq!(m["members"].as_array().unwrap().len(), 1, "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_on_one_node_gets_events_from_another() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/e.db", dir.path().display());
+    let pre = prefix();
+    let (n1, n2) = (node(REDIS, &pre, &db), node(REDIS, &pre, &db));
+    let res = reqwest::get(format!(
+        "http://{}/events?token={}",
+        n1.addr,
+        token("alice")
+    ))
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    let mut stream = res.bytes_stream();
+    let mut seen = String::new();
+    wait_for(&mut stream, &mut seen, "event: connected").await;
+    // A private message sent by a socket on node 2.
+    let mut bob = Client::connect(n2.addr, "/", Some(json!({ "token": token("bob") })))
+        .await
+        .unwrap();
+    let a = bob
+        .ack(
+            "private:send",
+            json!({ "toUserId": "alice", "content": "across" }),
+        )
+        .await;
+    assert_eq!(a["success"], true);
+    wait_for(&mut stream, &mut seen, "event: private:message").await;
+    assert!(seen.contains("across"));
+    // A backend emit through node 2's API.
+    let res = reqwest::Client::new()
+        .post(format!("http://{}/api/users/alice/emit", n2.addr))
+        .bearer_auth(KEY)
+        .json(&json!({ "event": "invoice", "data": { "id": 42 } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    wait_for(&mut stream, &mut seen, "event: invoice").await;
+    // Delivered once, not once per node.
+    assert_eq!(seen.matches("event: private:message").count(), 1);
+}
+
+/// Reads the SSE stream into `seen` until it contains `needle`.
+async fn wait_for(
+    stream: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    seen: &mut String,
+    needle: &str,
+) {
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !seen.contains(needle) {
+        let chunk = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {needle} on the SSE stream: {seen}"))
+            .unwrap()
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}

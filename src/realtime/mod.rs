@@ -33,7 +33,7 @@ pub struct Ctx {
     pub store: Arc<dyn MessageStore>,
     pub presence: Presence,
     pub typing: Typing,
-    pub feeds: crate::feeds::Feeds,
+    pub feeds: Arc<crate::feeds::Feeds>,
     /// The Redis connection when running as one of several nodes.
     pub redis: Option<redis::aio::ConnectionManager>,
     /// Presence across nodes, when running as one of several.
