@@ -345,7 +345,6 @@ async fn a_killed_nodes_users_leave_within_the_bound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_on_one_node_gets_events_from_another() {
-    use futures_util::StreamExt;
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/e.db", dir.path().display());
     let pre = prefix();
