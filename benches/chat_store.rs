@@ -12,138 +12,24 @@
 //! one store write and one delivery. Latency is from the moment a message was
 //! due to be sent (fixed-rate runs) or was sent (throughput runs) to its ack.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{Server, Ws, connect, new_hist, self_cpu_secs, which};
 
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use sqlx::Connection;
 use tokio_tungstenite::tungstenite::Message;
 
-const SECRET: &str = "bench-secret-bench-secret-bench-secret";
 const RUN: Duration = Duration::from_secs(5);
 const WARMUP: Duration = Duration::from_millis(500);
 /// Messages one throughput sender keeps in flight.
 const WINDOW: usize = 32;
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(db: &str) -> Server {
-        let bin = env!("CARGO_BIN_EXE_switchboard");
-        let mut cmd = if which("taskset") {
-            let mut c = Command::new("taskset");
-            c.args(["-c", "0", bin]);
-            c
-        } else {
-            Command::new(bin)
-        };
-        let mut child = cmd
-            .args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
-            .args(["--database-url", db])
-            .env("RUST_LOG", "warn,switchboard=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start server");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("server exited").unwrap();
-            if let Some(a) = line.split("listening on http://").nth(1) {
-                break a.trim().parse().unwrap();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, addr }
-    }
-
-    /// User + system CPU seconds the server has used.
-    fn cpu_secs(&self) -> f64 {
-        proc_cpu_secs(self.child.id())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn which(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn proc_cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
-        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
-    });
-    ticks / 100.0
-}
-
-fn self_cpu_secs() -> f64 {
-    proc_cpu_secs(std::process::id())
-}
-
-fn token(sub: &str) -> String {
-    switchboard::mint_hs256(
-        SECRET.as_bytes(),
-        &switchboard::TokenSpec {
-            sub: sub.into(),
-            ttl_secs: 3600,
-            ..Default::default()
-        },
-    )
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Connects, authenticates and joins room `r{i}`.
-async fn connect(addr: SocketAddr, i: usize) -> Ws {
-    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
-        .await
-        .expect("ws");
-    let auth = format!("40{{\"token\":\"{}\"}}", token(&format!("sender{i}")));
-    ws.send(Message::text(auth)).await.unwrap();
-    wait_for(&mut ws, |t| t.starts_with("40")).await;
-    ws.send(Message::text(format!("420[\"room:join\",\"r{i}\"]")))
-        .await
-        .unwrap();
-    wait_for(&mut ws, |t| t.starts_with("430")).await;
-    ws
-}
-
-async fn wait_for(ws: &mut Ws, pred: impl Fn(&str) -> bool) {
-    while let Some(Ok(m)) = ws.next().await {
-        if let Message::Text(t) = m {
-            if t.as_str() == "2" {
-                ws.send(Message::text("3")).await.unwrap();
-            } else if pred(t.as_str()) {
-                return;
-            }
-        }
-    }
-    panic!("connection closed");
-}
 
 /// `43<id>[...]` -> (id, success)
 fn parse_ack(t: &str) -> Option<(u64, bool)> {
@@ -164,10 +50,6 @@ struct Tally {
     acked: u64,
     failed: u64,
     hist: Option<Histogram<u64>>,
-}
-
-fn new_hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()
 }
 
 /// One sender keeping `WINDOW` messages in flight until `end`.
@@ -296,10 +178,10 @@ impl Outcome {
 }
 
 async fn run(store: &'static str, db: &str, senders: usize, rate: Option<f64>) -> Outcome {
-    let server = Server::start(db);
+    let server = Server::start(&["--database-url", db]);
     let mut conns = Vec::new();
     for i in 0..senders {
-        conns.push(connect(server.addr, i).await);
+        conns.push(connect(server.addr, i, &format!("r{i}")).await);
     }
     let cpu0 = server.cpu_secs();
     let gen0 = self_cpu_secs();

@@ -1,0 +1,135 @@
+//! Helpers shared by the benchmark programs: the server process, a raw
+//! Socket.IO websocket connection, CPU accounting, histograms.
+#![allow(dead_code)]
+
+use std::io::BufRead;
+use std::io::BufReader;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use tokio_tungstenite::tungstenite::Message;
+
+pub const SECRET: &str = "bench-secret-bench-secret-bench-secret";
+
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts the release binary pinned to CPU 0 with `args` after the defaults.
+    pub fn start(args: &[&str]) -> Server {
+        let bin = env!("CARGO_BIN_EXE_switchboard");
+        let mut cmd = if which("taskset") {
+            let mut c = Command::new("taskset");
+            c.args(["-c", "0", bin]);
+            c
+        } else {
+            Command::new(bin)
+        };
+        let mut child = cmd
+            .args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
+            .args(args)
+            .env("RUST_LOG", "warn,switchboard=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start server");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("server exited").unwrap();
+            if let Some(a) = line.split("listening on http://").nth(1) {
+                break a.trim().parse().unwrap();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, addr }
+    }
+
+    /// User + system CPU seconds the server has used.
+    pub fn cpu_secs(&self) -> f64 {
+        proc_cpu_secs(self.child.id())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn which(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+pub fn proc_cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+    });
+    ticks / 100.0
+}
+
+pub fn self_cpu_secs() -> f64 {
+    proc_cpu_secs(std::process::id())
+}
+
+pub fn token(sub: &str) -> String {
+    switchboard::mint_hs256(
+        SECRET.as_bytes(),
+        &switchboard::TokenSpec {
+            sub: sub.into(),
+            ttl_secs: 3600,
+            ..Default::default()
+        },
+    )
+}
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connects user `sender{i}`, authenticates and joins `room`.
+pub async fn connect(addr: SocketAddr, i: usize, room: &str) -> Ws {
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+        .await
+        .expect("ws");
+    let auth = format!("40{{\"token\":\"{}\"}}", token(&format!("sender{i}")));
+    ws.send(Message::text(auth)).await.unwrap();
+    wait_for(&mut ws, |t| t.starts_with("40")).await;
+    ws.send(Message::text(format!("420[\"room:join\",\"{room}\"]")))
+        .await
+        .unwrap();
+    wait_for(&mut ws, |t| t.starts_with("430")).await;
+    ws
+}
+
+pub async fn wait_for(ws: &mut Ws, pred: impl Fn(&str) -> bool) {
+    while let Some(Ok(m)) = ws.next().await {
+        if let Message::Text(t) = m {
+            if t.as_str() == "2" {
+                ws.send(Message::text("3")).await.unwrap();
+            } else if pred(t.as_str()) {
+                return;
+            }
+        }
+    }
+    panic!("connection closed");
+}
+
+pub fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()
+}
