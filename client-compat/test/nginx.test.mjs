@@ -103,4 +103,27 @@ http {
     await direct.emitWithAck("chat:send", { roomId: "front", content: "from node 2" });
     assert.equal((await atPolling).content, "from node 2");
   });
+
+  it("a client whose node is killed reconnects through nginx to the other one", async () => {
+    const c = open(url, { auth: { token: token("kim") }, transports: ["websocket"], reconnection: true, reconnectionDelay: 100, reconnectionDelayMax: 300 });
+    await next(c, "connect");
+    await c.emitWithAck("room:join", "front");
+    // Which node holds it: the one whose local connection gauge counts it.
+    const local = async (n) => {
+      const text = await (await fetch(`${n.url}/metrics`)).text();
+      const line = text.split("\n").find((l) => l.startsWith('switchboard_connections{namespace="/"}'));
+      return Number(line?.split(" ").pop() ?? 0);
+    };
+    const counts = await Promise.all(nodes.map(local));
+    const victim = counts[0] >= counts[1] ? 0 : 1;
+    const disconnected = next(c, "disconnect");
+    nodes[victim].child.kill("SIGKILL");
+    await disconnected;
+    await next(c, "connect", 15_000);
+    const ack = await c.emitWithAck("room:join", "front");
+    assert.equal(ack.success, true);
+    const sent = await c.emitWithAck("chat:send", { roomId: "front", content: "still here" });
+    assert.equal(sent.success, true);
+    assert.ok((await local(nodes[1 - victim])) >= 1, "now on the surviving node");
+  });
 });
