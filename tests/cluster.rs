@@ -260,6 +260,15 @@ async fn redis_outage_then_delivery_resumes_without_restarts() {
         );
     };
     eprintln!("cross-node delivery resumed {gap:?} after Redis came back");
+    for n in [&a_node, &b_node] {
+        let log = n.log();
+        assert!(
+            log.matches("redis unreachable").count() <= 1,
+            "an outage is logged once:\n{log}"
+        );
+    }
+    assert_eq!(a_node.log().matches("redis unreachable").count(), 1);
+    assert!(a_node.log().contains("redis is back"));
     let deadline = Instant::now() + Duration::from_secs(10);
     while readyz(a_node.addr).await != 200 {
         assert!(Instant::now() < deadline, "/readyz did not recover");
