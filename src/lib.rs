@@ -84,7 +84,11 @@ impl Switchboard {
             feeds: Default::default(),
             redis: driver.as_ref().map(|d| d.connection()),
             cluster: driver.as_ref().map(|d| {
-                presence::cluster::ClusterPresence::new(d.connection(), &config.redis_prefix)
+                presence::cluster::ClusterPresence::new(
+                    d.connection(),
+                    d.up_flag(),
+                    &config.redis_prefix,
+                )
             }),
             config: config.clone(),
         });

@@ -238,6 +238,15 @@ async fn redis_outage_then_delivery_resumes_without_restarts() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Joining still answers at once (this node's view of presence).
+    let t = Instant::now();
+    let j = a.ack("room:join", json!("other")).await;
+    assert_eq!(j["success"], true);
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "join waited on Redis: {:?}",
+        t.elapsed()
+    );
 
     proxy.restore();
     // Delivery across nodes resumes by itself; measure how long it takes.

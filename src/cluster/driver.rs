@@ -91,6 +91,12 @@ impl ReconnectingDriver {
         })
     }
 
+    /// The flag behind [`Self::is_up`], for others that should not wait on a
+    /// Redis known to be down.
+    pub fn up_flag(&self) -> Arc<AtomicBool> {
+        self.up.clone()
+    }
+
     /// Whether Redis answered the last publish or probe.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)

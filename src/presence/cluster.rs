@@ -12,6 +12,8 @@
 //! nodes see consistent totals: `room:user-joined` goes out for a user's
 //! first socket anywhere, `room:user-left` for the last.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -28,6 +30,9 @@ const SEP: char = '\u{1f}';
 
 pub struct ClusterPresence {
     conn: ConnectionManager,
+    /// The driver's view of Redis: while down, calls fail at once and the
+    /// callers use this node's presence instead of waiting.
+    up: Arc<AtomicBool>,
     prefix: String,
     pub node_id: String,
     join: Script,
@@ -44,9 +49,10 @@ pub struct Departed {
 }
 
 impl ClusterPresence {
-    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+    pub fn new(conn: ConnectionManager, up: Arc<AtomicBool>, prefix: &str) -> Self {
         ClusterPresence {
             conn,
+            up,
             prefix: prefix.to_string(),
             node_id: ulid::Ulid::new().to_string(),
             // KEYS: room hash, node hash, names; ARGV: user, node field, name
@@ -98,6 +104,17 @@ impl ClusterPresence {
         }
     }
 
+    fn check_up(&self) -> redis::RedisResult<()> {
+        if self.up.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "redis is down",
+            )))
+        }
+    }
+
     fn room_key(&self, ns: &str, room: &str) -> String {
         format!("{}:pres:{ns}:{room}", self.prefix)
     }
@@ -118,6 +135,7 @@ impl ClusterPresence {
         user: &str,
         name: &str,
     ) -> redis::RedisResult<i64> {
+        self.check_up()?;
         let field = format!("{ns}{SEP}{room}{SEP}{user}");
         self.join
             .key(self.room_key(ns, room))
@@ -132,6 +150,7 @@ impl ClusterPresence {
 
     /// One socket fewer; returns the user's sockets left (0: the user left).
     pub async fn leave(&self, ns: &str, room: &str, user: &str) -> redis::RedisResult<i64> {
+        self.check_up()?;
         let field = format!("{ns}{SEP}{room}{SEP}{user}");
         self.leave
             .key(self.room_key(ns, room))
@@ -144,6 +163,7 @@ impl ClusterPresence {
 
     /// The room's members across nodes, sorted by user id.
     pub async fn members(&self, ns: &str, room: &str) -> redis::RedisResult<Vec<Member>> {
+        self.check_up()?;
         let mut conn = self.conn.clone();
         let counts: Vec<(String, i64)> = conn.hgetall(self.room_key(ns, room)).await?;
         let counts: Vec<(String, i64)> = counts.into_iter().filter(|(_, n)| *n > 0).collect();
