@@ -16,10 +16,9 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, Ws, connect, new_hist, self_cpu_secs, which};
+use common::{Server, Ws, connect, new_hist, self_cpu_secs};
 
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
@@ -243,16 +242,7 @@ fn fsync_probe(dir: &std::path::Path, run: Duration) -> String {
 }
 
 fn main() {
-    if which("taskset") {
-        let _ = Command::new("taskset")
-            .args(["-cp", "1", &std::process::id().to_string()])
-            .stdout(Stdio::null())
-            .status();
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::generator_runtime();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let admin = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL")

@@ -10,10 +10,9 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, Ws, connect, new_hist, self_cpu_secs, which};
+use common::{Server, Ws, connect, new_hist, self_cpu_secs};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use tokio_tungstenite::tungstenite::Message;
@@ -219,16 +218,7 @@ async fn cross_node(rate: f64) -> Row {
 }
 
 fn main() {
-    if which("taskset") {
-        let _ = Command::new("taskset")
-            .args(["-cp", "1", &std::process::id().to_string()])
-            .stdout(Stdio::null())
-            .status();
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::generator_runtime();
     rt.block_on(async {
         let mut rows = Vec::new();
         for rate in [1000.0, 5000.0] {

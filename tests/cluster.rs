@@ -7,12 +7,10 @@ mod client;
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use client::Client;
-use common::{PgDb, Proc, token};
+use common::{PgDb, Proc, Proxy, token};
 use serde_json::json;
 
 const REDIS: &str = "127.0.0.1:6379";
@@ -151,49 +149,6 @@ async fn three_nodes_share_rooms_messages_typing_and_acks() {
     db.drop_db().await;
 }
 
-/// A TCP proxy in front of Redis that the test can cut and restore.
-struct Proxy {
-    addr: SocketAddr,
-    cut: Arc<AtomicBool>,
-    links: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
-}
-
-impl Proxy {
-    async fn start(target: &str) -> Proxy {
-        let target: SocketAddr = target.parse().unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cut = Arc::new(AtomicBool::new(false));
-        let links = Arc::new(Mutex::new(Vec::new()));
-        let (c, l) = (cut.clone(), links.clone());
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if c.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let task = tokio::spawn(async move {
-                    if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                    }
-                });
-                l.lock().unwrap().push(task.abort_handle());
-            }
-        });
-        Proxy { addr, cut, links }
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for l in self.links.lock().unwrap().drain(..) {
-            l.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-}
-
 async fn readyz(addr: SocketAddr) -> u16 {
     reqwest::get(format!("http://{addr}/readyz"))
         .await
@@ -206,7 +161,7 @@ async fn readyz(addr: SocketAddr) -> u16 {
 async fn redis_outage_then_delivery_resumes_without_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/c.db", dir.path().display());
-    let proxy = Proxy::start(REDIS).await;
+    let proxy = Proxy::start(REDIS.parse().unwrap()).await;
     let pre = prefix();
     let a_node = node(&proxy.addr.to_string(), &pre, &db);
     let b_node = node(&proxy.addr.to_string(), &pre, &db);

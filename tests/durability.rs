@@ -8,12 +8,10 @@ mod client;
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use client::Client;
-use common::{PgDb, Proc, token};
+use common::{PgDb, Proc, Proxy, token};
 use serde_json::{Value, json};
 
 async fn user(p: &Proc, sub: &str, room: &str) -> Client {
@@ -154,48 +152,6 @@ async fn client_msg_id_survives_restart() {
     assert_eq!(retry["success"], true);
     assert_eq!(retry["messageId"], first["messageId"]);
     assert_eq!(full_history(&mut c, "general").await.len(), 1);
-}
-
-/// A TCP proxy in front of PostgreSQL that the test can cut and restore.
-struct Proxy {
-    addr: SocketAddr,
-    cut: Arc<AtomicBool>,
-    links: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
-}
-
-impl Proxy {
-    async fn start(target: SocketAddr) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cut = Arc::new(AtomicBool::new(false));
-        let links = Arc::new(Mutex::new(Vec::new()));
-        let (c, l) = (cut.clone(), links.clone());
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if c.load(Ordering::SeqCst) {
-                    continue; // dropped: connection closed at once
-                }
-                let task = tokio::spawn(async move {
-                    if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                    }
-                });
-                l.lock().unwrap().push(task.abort_handle());
-            }
-        });
-        Proxy { addr, cut, links }
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for l in self.links.lock().unwrap().drain(..) {
-            l.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
 }
 
 async fn readyz(addr: SocketAddr) -> u16 {

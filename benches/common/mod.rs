@@ -133,3 +133,17 @@ pub async fn wait_for(ws: &mut Ws, pred: impl Fn(&str) -> bool) {
 pub fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()
 }
+
+/// The load generator's runtime: one thread, pinned to CPU 1 (the server gets CPU 0).
+pub fn generator_runtime() -> tokio::runtime::Runtime {
+    if which("taskset") {
+        let _ = Command::new("taskset")
+            .args(["-cp", "1", &std::process::id().to_string()])
+            .stdout(Stdio::null())
+            .status();
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
