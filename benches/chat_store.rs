@@ -320,6 +320,10 @@ fn main() {
             println!("\nDebug build: figures not written to benches/results (use cargo bench).");
             return;
         }
+        if std::env::var("CHAT_BENCH_ONLY").is_ok() {
+            println!("\nPartial run (CHAT_BENCH_ONLY): figures not written to benches/results.");
+            return;
+        }
         let results = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/results");
         std::fs::create_dir_all(results).unwrap();
         let mut f = std::fs::File::create(format!("{results}/chat_store.json")).unwrap();
