@@ -147,3 +147,15 @@ pub fn generator_runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("tokio runtime")
 }
+
+/// Connects user `sender{i}` to `/` and authenticates; joins nothing.
+pub async fn connect_auth_only(addr: SocketAddr, i: usize) -> Ws {
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+        .await
+        .expect("ws");
+    let auth = format!("40{{\"token\":\"{}\"}}", token(&format!("sender{i}")));
+    ws.send(Message::text(auth)).await.unwrap();
+    wait_for(&mut ws, |t| t.starts_with("40")).await;
+    ws
+}
