@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use client::Client;
-use common::{PgDb, Proc, Proxy, token};
+use common::{PgDb, Proc, Proxy, readyz, token};
 use serde_json::json;
 
 const REDIS: &str = "127.0.0.1:6379";
@@ -147,14 +147,6 @@ async fn three_nodes_share_rooms_messages_typing_and_acks() {
     drop(b.ack("room:leave", json!("general")).await);
     drop(nodes);
     db.drop_db().await;
-}
-
-async fn readyz(addr: SocketAddr) -> u16 {
-    reqwest::get(format!("http://{addr}/readyz"))
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

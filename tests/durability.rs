@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use client::Client;
-use common::{PgDb, Proc, Proxy, token};
+use common::{PgDb, Proc, Proxy, readyz, token};
 use serde_json::{Value, json};
 
 async fn user(p: &Proc, sub: &str, room: &str) -> Client {
@@ -152,14 +152,6 @@ async fn client_msg_id_survives_restart() {
     assert_eq!(retry["success"], true);
     assert_eq!(retry["messageId"], first["messageId"]);
     assert_eq!(full_history(&mut c, "general").await.len(), 1);
-}
-
-async fn readyz(addr: SocketAddr) -> u16 {
-    reqwest::get(format!("http://{addr}/readyz"))
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

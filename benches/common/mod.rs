@@ -103,13 +103,7 @@ pub type Ws =
 
 /// Connects user `sender{i}`, authenticates and joins `room`.
 pub async fn connect(addr: SocketAddr, i: usize, room: &str) -> Ws {
-    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
-        .await
-        .expect("ws");
-    let auth = format!("40{{\"token\":\"{}\"}}", token(&format!("sender{i}")));
-    ws.send(Message::text(auth)).await.unwrap();
-    wait_for(&mut ws, |t| t.starts_with("40")).await;
+    let mut ws = connect_auth_only(addr, i).await;
     ws.send(Message::text(format!("420[\"room:join\",\"{room}\"]")))
         .await
         .unwrap();
