@@ -162,6 +162,10 @@ fn main() {
             println!("\nDebug build: figures not written to benches/results (use cargo bench).");
             return;
         }
+        if std::env::var("IDLE_SIZES").is_ok() {
+            println!("\nCustom sizes (IDLE_SIZES): figures not written to benches/results.");
+            return;
+        }
         let results = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/results");
         std::fs::create_dir_all(results).unwrap();
         let mut f = std::fs::File::create(format!("{results}/idle.json")).unwrap();

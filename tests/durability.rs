@@ -7,7 +7,6 @@
 mod client;
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use client::Client;
