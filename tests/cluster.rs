@@ -6,7 +6,6 @@
 mod client;
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use client::Client;
