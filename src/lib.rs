@@ -13,6 +13,7 @@ pub mod hub;
 pub mod metrics;
 pub mod presence;
 pub mod realtime;
+pub mod serve;
 pub mod store;
 
 use std::sync::Arc;

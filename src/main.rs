@@ -1,6 +1,5 @@
 //! The `switchboard` binary: parse configuration, serve, shut down gracefully.
 
-use std::future::IntoFuture;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -105,20 +104,10 @@ async fn serve(config: switchboard::Config) -> ExitCode {
         println!("dev mode HTTP API key: {key}");
     }
     tracing::info!("switchboard listening on http://{local}");
-    // Small frames (acks, typing) must not wait for Nagle + delayed ACK.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY: {e}");
-        }
-    });
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(
-        axum::serve(listener, sb.router)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .into_future(),
-    );
+    let mut server = tokio::spawn(switchboard::serve::serve(listener, sb.router, async {
+        let _ = stopped.await;
+    }));
     tokio::select! {
         _ = shutdown_signal() => {}
         res = &mut server => {
