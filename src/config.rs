@@ -181,6 +181,8 @@ pub enum ConfigError {
     Namespace(String),
     #[error("--{0} must be greater than zero")]
     Zero(&'static str),
+    #[error("--cors-origin '{0}' is not an origin such as https://app.example.com")]
+    CorsOrigin(String),
     #[error("--api-key must be at least 16 characters")]
     ShortApiKey,
     #[error("--database-url {0}")]
@@ -235,6 +237,16 @@ impl Config {
             && key.len() < 16
         {
             return Err(ConfigError::ShortApiKey);
+        }
+        for origin in &self.cors_origins {
+            let valid = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && origin.parse::<axum::http::HeaderValue>().is_ok()
+                && !origin
+                    .trim_end_matches('/')
+                    .contains(|c: char| c.is_whitespace());
+            if !valid {
+                return Err(ConfigError::CorsOrigin(origin.clone()));
+            }
         }
         for ns in &self.namespaces {
             if !ns.starts_with('/') || ns == "/" {

@@ -72,6 +72,7 @@ fn bad_configuration_exits_2_with_one_line() {
         "cannot open SQLite /proc/switchboard-test.db",
     );
     fails_with(&["--database-url", "mysql://x"], &[], "--database-url");
+    fails_with(&["--cors-origin", "app.example.com"], &[], "--cors-origin");
     fails_with(
         &["--database-url", "postgres://postgres@127.0.0.1:1/none"],
         &[],

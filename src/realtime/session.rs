@@ -144,22 +144,30 @@ impl<A: Adapter> Session<A> {
 /// feeds does nothing else.
 pub struct Enqueued;
 
+/// Why an event could not be queued (the handler then does not run).
 #[derive(Debug, thiserror::Error)]
-#[error("socket has no session")]
-pub struct NoSession;
+pub enum NotQueued {
+    #[error("socket has no session")]
+    NoSession,
+    #[error("unreadable event name")]
+    BadEvent,
+}
 
 impl<A: Adapter> FromMessage<A> for Enqueued {
-    type Error = NoSession;
+    type Error = NotQueued;
 
     fn from_message(
         s: Arc<Socket<A>>,
         mut v: Value,
         ack_id: Option<i64>,
-    ) -> Result<Self, NoSession> {
-        let session = s.extensions.get::<Arc<Session<A>>>().ok_or(NoSession)?;
+    ) -> Result<Self, NotQueued> {
+        let session = s
+            .extensions
+            .get::<Arc<Session<A>>>()
+            .ok_or(NotQueued::NoSession)?;
         let event = match Event::from_message_parts(&s, &mut v, &ack_id) {
             Ok(Event(e)) => e,
-            Err(_) => return Err(NoSession),
+            Err(_) => return Err(NotQueued::BadEvent),
         };
         let Ok::<_, Infallible>(TryData(data)) =
             TryData::<serde_json::Value>::from_message_parts(&s, &mut v, &ack_id);

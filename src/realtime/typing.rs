@@ -39,11 +39,6 @@ impl Typing {
     fn stop(&self, key: &Key) -> bool {
         self.deadlines.remove(key).is_some()
     }
-
-    /// Number of indicators on (for tests and metrics).
-    pub fn active(&self) -> usize {
-        self.deadlines.len()
-    }
 }
 
 fn key<A: Adapter>(session: &Session<A>, socket: &SocketRef<A>, room_id: &str) -> Key {
