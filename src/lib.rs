@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod detach;
 pub mod feeds;
 pub mod http;
 pub mod hub;
@@ -31,6 +32,9 @@ pub use store::{MemoryStore, MessageStore, SqlStore};
 
 /// Packets that may wait for one socket's transport before emits to it fail.
 pub const OUTGOING_BUFFER_PACKETS: usize = 8192;
+
+/// Initial websocket read buffer per connection, in bytes.
+pub const WS_READ_BUFFER: usize = 1024;
 
 /// A built server: the router to serve (or merge into your own), the Hub for
 /// backend code, and the Socket.IO handle.
@@ -101,6 +105,9 @@ impl Switchboard {
             // waiting; a burst of sends easily queues more. tokio's channel
             // allocates as it fills, so a large bound costs idle sockets nothing.
             .max_buffer_size(OUTGOING_BUFFER_PACKETS)
+            // engineioxide reserves this much per websocket up front (4 KiB by
+            // default); chat frames are small and a larger one still grows it.
+            .ws_read_buffer_size(WS_READ_BUFFER)
             .with_state(ctx.clone());
         // The adapter is chosen once, here; everything after is generic.
         let (io, socketio_layer): (IoHandle, Box<dyn FnOnce(Router) -> Router>) = match driver {
@@ -146,7 +153,9 @@ impl Switchboard {
             Some(k) => http::ApiKey::Key(k),
             None => http::ApiKey::Disabled,
         };
-        let router = socketio_layer(http::routes(hub.clone(), key)).layer(cors(&config));
+        let router = socketio_layer(http::routes(hub.clone(), key))
+            .layer(tower::util::MapRequestLayer::new(detach::detach_request))
+            .layer(cors(&config));
         Ok(Switchboard {
             router,
             hub,

@@ -19,7 +19,9 @@ pub const HTTP1_MAX_BUF: usize = 8192;
 /// accepting and waits for the open HTTP connections to finish (upgraded
 /// websockets are closed separately, by closing the Socket.IO server).
 pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()>) {
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1 only: browsers speak HTTP/2 only over TLS, which a proxy ends;
+    // skipping the version sniff saves a buffer per connection.
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder.http1().max_buf_size(HTTP1_MAX_BUF);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);

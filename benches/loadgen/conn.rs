@@ -1,0 +1,216 @@
+//! A minimal Engine.IO v4 / Socket.IO v5 client over tokio-tungstenite:
+//! only what the scenarios need, written out so that its own cost is small
+//! and known.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+pub type Error = Box<dyn std::error::Error>;
+
+/// A TCP connection to `addr` from source address `src` (127.0.0.x): each
+/// source address has its own ~28k ephemeral ports. `IP_BIND_ADDRESS_NO_PORT`
+/// lets the kernel pick the port at connect time, per destination.
+/// `linger0` closes with a reset instead of leaving the port in TIME_WAIT,
+/// which a connect-rate run would otherwise exhaust in seconds.
+pub async fn tcp(addr: SocketAddr, src: Option<Ipv4Addr>, linger0: bool) -> io::Result<TcpStream> {
+    let sock = TcpSocket::new_v4()?;
+    if let Some(ip) = src {
+        let one: libc::c_int = 1;
+        // SAFETY: a valid fd and a c_int option value of the right size.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                &one as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        sock.bind(SocketAddr::new(ip.into(), 0))?;
+    }
+    if linger0 {
+        // Deprecated because a non-zero linger blocks on drop; zero resets at once.
+        #[allow(deprecated)]
+        sock.set_linger(Some(std::time::Duration::ZERO))?;
+    }
+    let stream = sock.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// The generator's own buffers stay small: it holds up to 19k of these.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(4096)
+}
+
+/// Opens a websocket to `/socket.io/` with `query` added, over `stream`.
+pub async fn websocket(stream: TcpStream, addr: SocketAddr, query: &str) -> Result<Ws, Error> {
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket{query}");
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())).await?;
+    Ok(ws)
+}
+
+/// Websocket-only handshake: open packet, then CONNECT with the JWT, until
+/// the server's CONNECT reply. Returns the connected socket.
+pub async fn connect(
+    addr: SocketAddr,
+    src: Option<Ipv4Addr>,
+    token: &str,
+    linger0: bool,
+) -> Result<Ws, Error> {
+    let stream = tcp(addr, src, linger0).await?;
+    let mut ws = websocket(stream, addr, "").await?;
+    expect(&mut ws, |t| t.starts_with('0')).await?;
+    ws.send(Message::text(format!("40{{\"token\":\"{token}\"}}")))
+        .await?;
+    let reply = expect(&mut ws, |t| t.starts_with("40") || t.starts_with("44")).await?;
+    if reply.starts_with("44") {
+        return Err(format!("connect refused: {reply}").into());
+    }
+    Ok(ws)
+}
+
+/// Reads until a text frame matches `pred`, answering pings on the way.
+pub async fn expect(ws: &mut Ws, pred: impl Fn(&str) -> bool) -> Result<String, Error> {
+    while let Some(m) = ws.next().await {
+        if let Message::Text(t) = m? {
+            if t.as_str() == "2" {
+                ws.send(Message::text("3")).await?;
+            } else if pred(t.as_str()) {
+                return Ok(t.as_str().to_owned());
+            }
+        }
+    }
+    Err("connection closed".into())
+}
+
+/// Joins `room` and waits for the join's ack.
+pub async fn join(ws: &mut Ws, room: &str) -> Result<(), Error> {
+    ws.send(Message::text(format!("420[\"room:join\",\"{room}\"]")))
+        .await?;
+    let ack = expect(ws, |t| t.starts_with("430")).await?;
+    if !ack.contains("\"success\":true") {
+        return Err(format!("join refused: {ack}").into());
+    }
+    Ok(())
+}
+
+/// tokio's timer fires on whole milliseconds, so a send scheduled for
+/// `intended` leaves up to ~1 ms late even when nothing is wrong. Latency is
+/// measured from the intended time, but lateness within that resolution is
+/// the generator's own and is forgiven; any lateness beyond it (a send that
+/// waited on a slow server) still counts.
+pub fn latency_origin(intended: std::time::Instant) -> std::time::Instant {
+    std::time::Instant::now().min(intended + TIMER_RESOLUTION)
+}
+
+pub const TIMER_RESOLUTION: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// A `chat:send` with ack id `id`.
+pub fn chat_send(id: u64, room: &str, content: &str) -> Message {
+    Message::text(format!(
+        "42{id}[\"chat:send\",{{\"roomId\":\"{room}\",\"content\":\"{content}\"}}]"
+    ))
+}
+
+/// The ack id of an ack packet (`43<id>[...]`).
+pub fn ack_id(t: &str) -> Option<u64> {
+    let rest = t.strip_prefix("43")?;
+    let end = rest.find('[')?;
+    rest[..end].parse().ok()
+}
+
+/// A JWT for user `sub`, signed with the secret both servers are given.
+pub fn token(sub: &str) -> String {
+    switchboard::mint_hs256(
+        crate::servers::SECRET.as_bytes(),
+        &switchboard::TokenSpec {
+            sub: sub.into(),
+            ttl_secs: 3600,
+            ..Default::default()
+        },
+    )
+}
+
+/// One HTTP/1.1 request on a kept-alive connection; returns status and body.
+/// Enough for Engine.IO long-polling and the backend API (Content-Length or
+/// chunked bodies).
+pub async fn http(
+    stream: &mut TcpStream,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> Result<(u16, String), Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::with_capacity(1024);
+    let head_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Err("connection closed mid-response".into());
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("bad status line")?;
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+    };
+    let mut body = buf.split_off(head_end);
+    if let Some(len) = header("content-length:").and_then(|v| v.parse::<usize>().ok()) {
+        while body.len() < len {
+            if stream.read_buf(&mut body).await? == 0 {
+                return Err("connection closed mid-body".into());
+            }
+        }
+        body.truncate(len);
+    } else if header("transfer-encoding:").is_some_and(|v| v.contains("chunked")) {
+        while !body.ends_with(b"0\r\n\r\n") {
+            if stream.read_buf(&mut body).await? == 0 {
+                return Err("connection closed mid-body".into());
+            }
+        }
+        body = dechunk(&body);
+    }
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn dechunk(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = raw;
+    while let Some(p) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..p]).unwrap_or("0").trim(), 16)
+            .unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = p + 2;
+        out.extend_from_slice(&rest[start..(start + size).min(rest.len())]);
+        rest = &rest[(start + size + 2).min(rest.len())..];
+    }
+    out
+}

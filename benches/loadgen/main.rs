@@ -1,0 +1,179 @@
+//! The load generator: one program for every scenario of BENCHMARKS.md,
+//! run against switchboard, the Node.js socket.io 4.8 reference and the
+//! transport floor, alternately, in one run.
+//!
+//!   cargo bench --bench loadgen -- <scenario> [--servers switchboard,node,floor] [--quick]
+//!
+//! Scenarios: idle, fanout, ack, connect, chat, scale, all. Each prints one
+//! JSON line per measurement and a ratio line, and writes
+//! benches/results/<scenario>.json when it ran in full (all its servers,
+//! default sizes, release build). The generator is a current-thread runtime
+//! pinned to CPU 1; servers are pinned to CPU 0.
+//!
+//! `loadgen hold <addr> <n> <secs>` only holds n idle connections to a server
+//! started by hand (for profiling it, e.g. under heaptrack).
+
+mod ack;
+mod conn;
+mod connect;
+mod fanout;
+mod floor;
+mod idle;
+mod report;
+mod scale;
+mod servers;
+
+use std::time::Duration;
+
+use report::Results;
+use servers::Kind;
+
+const USAGE: &str = "usage: loadgen <idle|fanout|ack|connect|chat|scale|all> [--servers a,b] [--sizes n,n] [--quick]";
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    match args.first().map(String::as_str) {
+        Some("floor-server") => return floor::main(),
+        Some("scale-worker") => return scale::worker(&args[1..]),
+        Some("hold") => return idle::hold_main(&args[1..]),
+        _ => {}
+    }
+    let Some(scenario) = args.first().cloned() else {
+        eprintln!("{USAGE}");
+        std::process::exit(2);
+    };
+    let quick = args.iter().any(|a| a == "--quick");
+    let servers_arg = args
+        .iter()
+        .position(|a| a == "--servers")
+        .and_then(|i| args.get(i + 1).cloned());
+    let all_kinds = [Kind::Switchboard, Kind::Node, Kind::Floor];
+    let kinds: Vec<Kind> = match &servers_arg {
+        Some(list) => list
+            .split(',')
+            .map(|s| Kind::parse(s).unwrap_or_else(|| panic!("unknown server {s}")))
+            .collect(),
+        None => all_kinds.to_vec(),
+    };
+    let sizes_arg: Option<Vec<usize>> = args
+        .iter()
+        .position(|a| a == "--sizes")
+        .and_then(|i| args.get(i + 1))
+        .map(|l| {
+            l.split(',')
+                .map(|n| n.parse().expect("--sizes n,n"))
+                .collect()
+        });
+    let complete = servers_arg.is_none() && sizes_arg.is_none() && !quick;
+    servers::pin_self();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let local = tokio::task::LocalSet::new();
+    let scenarios: Vec<&str> = if scenario == "all" {
+        vec!["idle", "fanout", "ack", "connect", "chat", "scale"]
+    } else {
+        vec![scenario.as_str()]
+    };
+    for s in scenarios {
+        println!("\n== {s}");
+        local.block_on(&rt, run(s, &kinds, quick, sizes_arg.clone(), complete));
+    }
+}
+
+async fn run(
+    scenario: &str,
+    kinds: &[Kind],
+    quick: bool,
+    sizes: Option<Vec<usize>>,
+    complete: bool,
+) {
+    let step = Duration::from_secs(if quick { 3 } else { 8 });
+    match scenario {
+        "idle" => {
+            let mut r = Results::new("idle", complete);
+            let opts = idle::Opts {
+                sizes: sizes.unwrap_or(if quick {
+                    vec![1000]
+                } else {
+                    vec![1000, 10_000, 19_000]
+                }),
+                settle: Duration::from_secs(if quick { 5 } else { 30 }),
+            };
+            idle::run(kinds, &opts, &mut r).await;
+            r.save();
+        }
+        "ack" => {
+            let mut r = Results::new("ack", complete);
+            let opts = ack::Opts {
+                connections: if quick { 1000 } else { 10_000 },
+                rates: [1, 5, 10, 15, 20, 25, 30, 35, 40, 50, 60]
+                    .map(|k| k as f64 * 1000.0)
+                    .to_vec(),
+                step,
+                p99_limit_ms: 10.0,
+            };
+            ack::run(kinds, &opts, &mut r).await;
+            r.save();
+        }
+        "chat" => {
+            let mut r = Results::new("chat", complete);
+            let opts = ack::Opts {
+                connections: 1000,
+                rates: vec![
+                    1000.0, 5000.0, 10_000.0, 20_000.0, 30_000.0, 40_000.0, 60_000.0, 80_000.0,
+                ],
+                step,
+                p99_limit_ms: 10.0,
+            };
+            ack::run_chat(&opts, &mut r).await;
+            r.save();
+        }
+        "fanout" => {
+            let mut r = Results::new("fanout", complete);
+            let opts = fanout::Opts {
+                rooms: if quick {
+                    vec![1000]
+                } else {
+                    vec![1000, 10_000]
+                },
+                deliveries: [2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 300.0, 400.0]
+                    .map(|k| k * 1000.0)
+                    .to_vec(),
+                step,
+                sampled: 100,
+                p99_limit_ms: 50.0,
+            };
+            fanout::run(kinds, &opts, &mut r).await;
+            r.save();
+        }
+        "connect" => {
+            let mut r = Results::new("connect", complete);
+            let opts = connect::Opts {
+                concurrency: 32,
+                duration: step,
+            };
+            connect::run(kinds, &opts, &mut r).await;
+            r.save();
+        }
+        "scale" => {
+            let mut r = Results::new("scale", complete);
+            let opts = scale::Opts {
+                nodes: if quick { 2 } else { 6 },
+                connections: if quick { 4000 } else { 100_000 },
+                broadcasts: 5,
+                sampled_per_node: 200,
+            };
+            scale::run(&opts, &mut r).await;
+            r.save();
+        }
+        other => {
+            eprintln!("unknown scenario {other}\n{USAGE}");
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Measuring and reporting: latency histograms, CPU accounting for the
+//! generator and the server, and the JSON written to benches/results/.
+
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+use crate::servers::{Server, self_cpu_secs};
+
+/// Latency in microseconds, 1 µs .. 120 s, 3 significant digits.
+pub fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).unwrap()
+}
+
+pub fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    if h.is_empty() {
+        return f64::NAN;
+    }
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+/// CPU used by the generator and the server over a stretch of wall time.
+pub struct Meter {
+    t0: Instant,
+    gen0: f64,
+    srv0: f64,
+}
+
+pub struct Metered {
+    pub secs: f64,
+    /// Fraction of one core the generator used; over 0.8 marks a run invalid.
+    pub generator_cpu: f64,
+    pub server_cpu_secs: f64,
+}
+
+impl Meter {
+    pub fn start(server: &Server) -> Meter {
+        Meter {
+            t0: Instant::now(),
+            gen0: self_cpu_secs(),
+            srv0: server.cpu_secs(),
+        }
+    }
+
+    pub fn stop(&self, server: &Server) -> Metered {
+        let secs = self.t0.elapsed().as_secs_f64();
+        Metered {
+            secs,
+            generator_cpu: (self_cpu_secs() - self.gen0) / secs,
+            server_cpu_secs: server.cpu_secs() - self.srv0,
+        }
+    }
+}
+
+pub const GENERATOR_CPU_LIMIT: f64 = 0.8;
+
+/// One scenario's rows, written to benches/results/<scenario>.json unless
+/// the run was partial (a subset of servers or sizes) or a debug build.
+pub struct Results {
+    scenario: &'static str,
+    rows: Vec<Value>,
+    summary: Vec<Value>,
+    pub complete: bool,
+}
+
+impl Results {
+    pub fn new(scenario: &'static str, complete: bool) -> Results {
+        Results {
+            scenario,
+            rows: Vec::new(),
+            summary: Vec::new(),
+            complete,
+        }
+    }
+
+    pub fn row(&mut self, row: Value) {
+        println!("{row}");
+        self.rows.push(row);
+    }
+
+    pub fn summary(&mut self, line: Value) {
+        println!("{line}");
+        self.summary.push(line);
+    }
+
+    pub fn save(self) {
+        if cfg!(debug_assertions) || !self.complete {
+            println!(
+                "(partial or debug run: benches/results/{}.json not written)",
+                self.scenario
+            );
+            return;
+        }
+        let doc = json!({
+            "scenario": self.scenario,
+            "date": today(),
+            "machine": machine(),
+            "versions": versions(),
+            "rows": self.rows,
+            "summary": self.summary,
+        });
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/results");
+        std::fs::create_dir_all(dir).unwrap();
+        let path = format!("{dir}/{}.json", self.scenario);
+        std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap() + "\n").unwrap();
+        println!("wrote {path}");
+    }
+}
+
+fn sh(cmd: &str) -> String {
+    std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+pub fn today() -> String {
+    sh("date -u +%Y-%m-%d")
+}
+
+fn machine() -> Value {
+    json!({
+        "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "memory": sh("grep MemTotal /proc/meminfo | awk '{print $2\" kB\"}'"),
+        "kernel": sh("uname -r"),
+    })
+}
+
+fn versions() -> Value {
+    json!({
+        "switchboard": env!("CARGO_PKG_VERSION"),
+        "rustc": sh("rustc --version"),
+        "node": sh("node --version"),
+        "socket.io": sh("node -p \"require('./benches/node-reference/node_modules/socket.io/package.json').version\""),
+    })
+}
