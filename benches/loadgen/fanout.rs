@@ -26,7 +26,9 @@ pub struct Opts {
     pub deliveries: Vec<f64>,
     pub step: Duration,
     pub sampled: usize,
-    pub p99_limit_ms: f64,
+    /// p99 under which a step counts, per room size (same order as `rooms`):
+    /// one broadcast to 10k sockets alone takes the floor ~140 ms here.
+    pub p99_limit_ms: Vec<f64>,
 }
 
 struct Shared {
@@ -34,7 +36,7 @@ struct Shared {
     hist: RefCell<Histogram<u64>>,
     delivered: Cell<u64>,
     last: Cell<Instant>,
-    /// Last frame of any kind, to see the join announcements die down.
+    /// Last frame of any kind, to see the set-up traffic die down.
     last_any: Cell<Instant>,
     sent: Cell<u64>,
 }
@@ -106,15 +108,20 @@ async fn member(
 async fn ladder(
     server: &Server,
     m: usize,
+    limit_ms: f64,
     opts: &Opts,
     results: &mut Results,
 ) -> (f64, Option<f64>) {
     let addr = server.addr;
     let mut conns = Vec::with_capacity(m);
     let ids: Vec<usize> = (0..m).collect();
+    let token = conn::token("fan");
     for batch in ids.chunks(200) {
-        let joined = futures_util::future::join_all(batch.iter().map(|&i| async move {
-            let mut ws = conn::connect(addr, None, &conn::token(&format!("fan{i}")), false).await?;
+        let token = &token;
+        let joined = futures_util::future::join_all(batch.iter().map(|_| async move {
+            // One user with many tabs: presence announces only the user's
+            // first join, where M users would cost M²/2 announcements to set up.
+            let mut ws = conn::connect(addr, None, &token, false).await?;
             conn::join(&mut ws, ROOM).await?;
             Ok::<_, conn::Error>(ws)
         }))
@@ -143,8 +150,7 @@ async fn ladder(
             tokio::task::spawn_local(member(ws, sampled, steps, sh.clone()))
         })
         .collect();
-    // Every join is announced to the members already in (M²/2 frames in all):
-    // wait for that to die down before measuring.
+    // Let anything the joins set off die down before measuring.
     let quiet_by = Instant::now() + Duration::from_secs(180);
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -199,7 +205,7 @@ async fn ladder(
         if !all || p99 >= SATURATED_MS {
             break;
         }
-        if valid && p99 < opts.p99_limit_ms {
+        if valid && p99 < limit_ms {
             best = achieved;
         }
     }
@@ -211,11 +217,11 @@ async fn ladder(
 }
 
 pub async fn run(kinds: &[Kind], opts: &Opts, results: &mut Results) {
-    for &m in &opts.rooms {
+    for (&m, &limit_ms) in opts.rooms.iter().zip(&opts.p99_limit_ms) {
         let mut best = Vec::new();
         for &kind in kinds {
             let server = Server::start(kind, &["--database-url", "memory"]);
-            let (b, p99) = ladder(&server, m, opts, results).await;
+            let (b, p99) = ladder(&server, m, limit_ms, opts, results).await;
             if let Some(p) = p99 {
                 results.summary(json!({
                     "members": m, "server": kind.name(), "figure": "p99_ms_at_100k_deliveries_per_sec", "value": p,
@@ -227,7 +233,7 @@ pub async fn run(kinds: &[Kind], opts: &Opts, results: &mut Results) {
             results,
             "members",
             m as f64,
-            "highest_deliveries_per_sec_p99_under_limit",
+            &format!("highest_deliveries_per_sec_p99_under_{limit_ms}ms"),
             &best,
         );
     }

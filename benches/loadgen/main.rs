@@ -146,7 +146,7 @@ async fn run(
                     .to_vec(),
                 step,
                 sampled: 100,
-                p99_limit_ms: 50.0,
+                p99_limit_ms: vec![50.0, 250.0],
             };
             fanout::run(kinds, &opts, &mut r).await;
             r.save();

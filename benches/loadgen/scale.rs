@@ -121,11 +121,16 @@ pub async fn run(opts: &Opts, results: &mut Results) {
         drop(w.stdin.take()); // tells the worker the broadcasts are over
     }
     let mut h = hist();
-    let (mut received, mut expected) = (0u64, 0u64);
+    let (mut received, mut expected, mut closed) = (0u64, 0u64, 0u64);
     for _ in 0..opts.nodes {
         let (k, line) = recv(&rx, Duration::from_secs(60)).expect("worker report");
         let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("worker {k}: {line}"));
         received += v["received"].as_u64().unwrap();
+        closed += v["closed"].as_u64().unwrap();
+        eprintln!(
+            "worker {k}: received {} of {}, {} closed",
+            v["received"], v["expected"], v["closed"]
+        );
         expected += v["expected"].as_u64().unwrap();
         for us in v["lat_us"].as_array().unwrap() {
             let _ = h.record(us.as_u64().unwrap().max(1));
@@ -139,7 +144,7 @@ pub async fn run(opts: &Opts, results: &mut Results) {
         "connections": per * opts.nodes, "ramp_secs": round2(ramp),
         "rss_kib_per_node": rss, "kib_per_connection": round2(grown as f64 / (per * opts.nodes) as f64),
         "broadcasts": opts.broadcasts, "deliveries": received, "expected": expected,
-        "all_delivered": received == expected,
+        "all_delivered": received == expected, "closed_by_server": closed,
         "sampled": h.len(), "p50_ms": round2(ms(&h, 0.5)), "p99_ms": round2(ms(&h, 0.99)), "max_ms": round2(ms(&h, 1.0)),
     }));
 }
@@ -162,16 +167,28 @@ pub fn worker(args: &[String]) {
         .unwrap();
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let conns = crate::idle::ramp(addr, Some(src), first, count).await;
         let received = std::rc::Rc::new(std::cell::Cell::new(0u64));
         let lat = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
-        let tasks: Vec<_> = conns
-            .into_iter()
-            .enumerate()
-            .map(|(i, ws)| {
-                tokio::task::spawn_local(receive(ws, i < sampled, received.clone(), lat.clone()))
-            })
-            .collect();
+        // Each batch starts answering pings at once: a ramp this long outlasts
+        // the server's ping interval plus timeout.
+        let mut tasks = Vec::with_capacity(count);
+        let ids: Vec<usize> = (first..first + count).collect();
+        for batch in ids.chunks(200) {
+            let conns = futures_util::future::join_all(batch.iter().map(|i| async move {
+                conn::connect(addr, Some(src), &conn::token(&format!("idle{i}")), false).await
+            }))
+            .await;
+            for ws in conns {
+                let ws = ws.unwrap_or_else(|e| panic!("connect: {e}"));
+                let sample = tasks.len() < sampled;
+                tasks.push(tokio::task::spawn_local(receive(
+                    ws,
+                    sample,
+                    received.clone(),
+                    lat.clone(),
+                )));
+            }
+        }
         println!("ready");
         std::io::stdout().flush().unwrap();
         // stdin closes when the orchestrator has sent every broadcast.
@@ -185,7 +202,12 @@ pub fn worker(args: &[String]) {
         }
         println!(
             "{}",
-            json!({"received": received.get(), "expected": expected, "lat_us": *lat.borrow()})
+            json!({
+                "received": received.get(), "expected": expected,
+                // connections the server closed before the end
+                "closed": tasks.iter().filter(|t| t.is_finished()).count(),
+                "lat_us": *lat.borrow(),
+            })
         );
         for t in tasks {
             t.abort();
