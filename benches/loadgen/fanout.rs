@@ -121,7 +121,7 @@ async fn ladder(
         let joined = futures_util::future::join_all(batch.iter().map(|_| async move {
             // One user with many tabs: presence announces only the user's
             // first join, where M users would cost M²/2 announcements to set up.
-            let mut ws = conn::connect(addr, None, &token, false).await?;
+            let mut ws = conn::connect(addr, None, token, false).await?;
             conn::join(&mut ws, ROOM).await?;
             Ok::<_, conn::Error>(ws)
         }))
