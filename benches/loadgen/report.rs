@@ -123,7 +123,8 @@ pub fn today() -> String {
 fn machine() -> Value {
     json!({
         "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
-        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        // Not available_parallelism(): this process is pinned to one core.
+        "cores": sh("nproc --all"),
         "memory": sh("grep MemTotal /proc/meminfo | awk '{print $2\" kB\"}'"),
         "kernel": sh("uname -r"),
     })
