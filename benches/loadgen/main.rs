@@ -111,9 +111,14 @@ async fn run(
             let mut r = Results::new("ack", complete);
             let opts = ack::Opts {
                 connections: if quick { 1000 } else { 10_000 },
-                rates: [1, 5, 10, 15, 20, 25, 30, 35, 40, 50, 60]
-                    .map(|k| k as f64 * 1000.0)
-                    .to_vec(),
+                // 2.5k apart up to 30k: the highest passing step is the figure,
+                // so the steps bound how exact the ratio can be.
+                rates: [
+                    1.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0, 17.5, 20.0, 22.5, 25.0, 27.5, 30.0, 35.0,
+                    40.0, 50.0, 60.0,
+                ]
+                .map(|k| k * 1000.0)
+                .to_vec(),
                 step,
                 p99_limit_ms: 10.0,
             };
@@ -124,9 +129,11 @@ async fn run(
             let mut r = Results::new("chat", complete);
             let opts = ack::Opts {
                 connections: 1000,
-                rates: vec![
-                    1000.0, 5000.0, 10_000.0, 20_000.0, 30_000.0, 40_000.0, 60_000.0, 80_000.0,
-                ],
+                rates: [
+                    1.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0, 17.5, 20.0, 22.5, 25.0, 30.0, 40.0,
+                ]
+                .map(|k| k * 1000.0)
+                .to_vec(),
                 step,
                 p99_limit_ms: 10.0,
             };
@@ -141,9 +148,11 @@ async fn run(
                 } else {
                     vec![1000, 10_000]
                 },
-                deliveries: [2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 300.0, 400.0]
-                    .map(|k| k * 1000.0)
-                    .to_vec(),
+                deliveries: [
+                    2.5, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 150.0, 200.0, 250.0, 300.0, 400.0,
+                ]
+                .map(|k| k * 1000.0)
+                .to_vec(),
                 step,
                 sampled: 100,
                 p99_limit_ms: vec![50.0, 250.0],
