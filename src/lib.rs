@@ -103,7 +103,8 @@ impl Switchboard {
             .max_payload(config.max_payload_bytes)
             // socketioxide drops packets (acks included) once a socket has 128
             // waiting; a burst of sends easily queues more. tokio's channel
-            // allocates as it fills, so a large bound costs idle sockets nothing.
+            // allocates its first block of 32 slots up front whatever the
+            // bound and further blocks as it fills: the large bound is free.
             .max_buffer_size(OUTGOING_BUFFER_PACKETS)
             // engineioxide reserves this much per websocket up front (4 KiB by
             // default); chat frames are small and a larger one still grows it.
