@@ -6,7 +6,8 @@
 //! kept the whole buffer alive: 8 KiB per idle websocket, the largest single
 //! part of its memory. Copying the few hundred bytes that matter frees it.
 //! axum's router adds a clone of the URI (`OriginalUri`) before any layer
-//! runs; that clone is replaced too.
+//! runs; that clone is replaced too. Long-polling requests of an existing
+//! session are not kept, so they are passed through without the copy.
 
 use axum::extract::{OriginalUri, Request};
 use axum::http::{HeaderMap, HeaderValue, Uri};
@@ -14,6 +15,9 @@ use axum::http::{HeaderMap, HeaderValue, Uri};
 /// Replaces the URI and header values with owned copies; extensions (the
 /// pending upgrade among them) and the body are kept as they are.
 pub fn detach_request(req: Request) -> Request {
+    if is_session_poll(req.uri()) {
+        return req;
+    }
     let (mut parts, body) = req.into_parts();
     parts.uri = copy_uri(&parts.uri);
     if let Some(OriginalUri(original)) = parts.extensions.get_mut::<OriginalUri>() {
@@ -21,6 +25,14 @@ pub fn detach_request(req: Request) -> Request {
     }
     parts.headers = copy_headers(&parts.headers);
     Request::from_parts(parts, body)
+}
+
+/// A polling GET or POST of a session that exists (`sid` given): engineioxide
+/// only reads it. Handshakes and websocket upgrades keep their request.
+fn is_session_poll(uri: &Uri) -> bool {
+    let query = uri.query().unwrap_or("");
+    let has = |pair: &str| query.split('&').any(|p| p == pair);
+    has("transport=polling") && query.split('&').any(|p| p.starts_with("sid="))
 }
 
 fn copy_uri(uri: &Uri) -> Uri {
@@ -75,5 +87,30 @@ mod tests {
             !buf.as_ptr_range().contains(&q),
             "OriginalUri still points into the read buffer"
         );
+    }
+
+    #[test]
+    fn polls_of_an_existing_session_pass_through() {
+        let buf = Bytes::from_static(b"/socket.io/?EIO=4&transport=polling&sid=abc");
+        let req = Request::builder()
+            .uri(Uri::from_maybe_shared(buf.clone()).unwrap())
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let out = detach_request(req);
+        let q = out.uri().path_and_query().unwrap().as_str().as_ptr();
+        assert!(buf.as_ptr_range().contains(&q), "a session poll was copied");
+        // The handshake of a polling session is kept by engineioxide: copied.
+        let buf = Bytes::from_static(b"/socket.io/?EIO=4&transport=polling");
+        let req = Request::builder()
+            .uri(Uri::from_maybe_shared(buf.clone()).unwrap())
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let q = detach_request(req)
+            .uri()
+            .path_and_query()
+            .unwrap()
+            .as_str()
+            .as_ptr();
+        assert!(!buf.as_ptr_range().contains(&q));
     }
 }

@@ -18,8 +18,7 @@ use tokio::time::sleep_until;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::conn::{self, Ws};
-use crate::idle::round2;
-use crate::report::{GENERATOR_CPU_LIMIT, Meter, Results, hist, ms};
+use crate::report::{GENERATOR_CPU_LIMIT, Meter, Results, hist, ms, ratio_line, round2};
 use crate::servers::{Kind, Server};
 
 #[derive(Clone, Copy)]
@@ -119,19 +118,16 @@ pub async fn ladder(
     let n = opts.connections;
     let addr = server.addr;
     let mut conns = Vec::with_capacity(n);
-    let ids: Vec<usize> = (0..n).collect();
-    for batch in ids.chunks(200) {
-        let joined = futures_util::future::join_all(batch.iter().map(|&i| async move {
-            let mut ws =
-                conn::connect(addr, None, &conn::token(&format!("acker{i}")), false).await?;
-            conn::join(&mut ws, &format!("a{i}")).await?;
-            Ok::<_, conn::Error>(ws)
-        }))
-        .await;
-        for c in joined {
-            conns.push(c.unwrap_or_else(|e| panic!("{label}: connect: {e}")));
-        }
-    }
+    let token = |i| conn::token(&format!("acker{i}"));
+    conn::ramp(
+        addr,
+        None,
+        0..n,
+        token,
+        |i| Some(format!("a{i}")),
+        |_, ws| conns.push(ws),
+    )
+    .await;
     let sh = Rc::new(Shared {
         hist: RefCell::new(hist()),
         sent: Cell::new(0),
@@ -208,7 +204,7 @@ pub async fn run(kinds: &[Kind], opts: &Opts, results: &mut Results) {
         let b = ladder(&server, kind.name(), opts, results, "ack").await;
         best.push((kind, b));
     }
-    crate::idle::ratio_line(
+    ratio_line(
         results,
         "p99_limit_ms",
         opts.p99_limit_ms,

@@ -83,6 +83,38 @@ pub async fn connect(
     Ok(ws)
 }
 
+/// Connects users `ids`, 200 handshakes at a time: `token(i)` is the JWT of
+/// connection i, `room(i)` the room it joins (if any); `each(i, ws)` gets
+/// every connection as soon as its batch is done, so that it can start
+/// answering pings before a long ramp outlasts the server's ping timeout.
+pub async fn ramp(
+    addr: SocketAddr,
+    src: Option<Ipv4Addr>,
+    ids: std::ops::Range<usize>,
+    token: impl Fn(usize) -> String,
+    room: impl Fn(usize) -> Option<String>,
+    mut each: impl FnMut(usize, Ws),
+) {
+    let ids: Vec<usize> = ids.collect();
+    for batch in ids.chunks(200) {
+        let conns = futures_util::future::join_all(batch.iter().map(|&i| {
+            let (token, room) = (token(i), room(i));
+            async move {
+                let mut ws = connect(addr, src, &token, false).await?;
+                if let Some(room) = room {
+                    join(&mut ws, &room).await?;
+                }
+                Ok::<_, Error>((i, ws))
+            }
+        }))
+        .await;
+        for c in conns {
+            let (i, ws) = c.unwrap_or_else(|e| panic!("connect: {e}"));
+            each(i, ws);
+        }
+    }
+}
+
 /// Reads until a text frame matches `pred`, answering pings on the way.
 pub async fn expect(ws: &mut Ws, pred: impl Fn(&str) -> bool) -> Result<String, Error> {
     while let Some(m) = ws.next().await {
@@ -133,17 +165,7 @@ pub fn ack_id(t: &str) -> Option<u64> {
     rest[..end].parse().ok()
 }
 
-/// A JWT for user `sub`, signed with the secret both servers are given.
-pub fn token(sub: &str) -> String {
-    switchboard::mint_hs256(
-        crate::servers::SECRET.as_bytes(),
-        &switchboard::TokenSpec {
-            sub: sub.into(),
-            ttl_secs: 3600,
-            ..Default::default()
-        },
-    )
-}
+pub use crate::common::token;
 
 /// One HTTP/1.1 request on a kept-alive connection; returns status and body.
 /// Enough for Engine.IO long-polling and the backend API (Content-Length or

@@ -12,8 +12,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::conn::{self, Error};
-use crate::idle::{ratio_line, round2};
-use crate::report::{GENERATOR_CPU_LIMIT, Meter, Results, hist, ms};
+use crate::report::{GENERATOR_CPU_LIMIT, Meter, Results, hist, ms, ratio_line, round2};
 use crate::servers::{Kind, Server};
 
 pub struct Opts {

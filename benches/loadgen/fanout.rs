@@ -16,8 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::ack::Step;
 use crate::conn::{self, Ws};
-use crate::idle::{ratio_line, round2};
-use crate::report::{GENERATOR_CPU_LIMIT, Meter, Results, hist, ms};
+use crate::report::{GENERATOR_CPU_LIMIT, Meter, Results, hist, ms, ratio_line, round2};
 use crate::servers::{Kind, Server};
 
 pub struct Opts {
@@ -114,22 +113,19 @@ async fn ladder(
 ) -> (f64, Option<f64>) {
     let addr = server.addr;
     let mut conns = Vec::with_capacity(m);
-    let ids: Vec<usize> = (0..m).collect();
+    // One user with many tabs: presence announces only the user's first
+    // join, where M users would cost M²/2 announcements to set up.
     let token = conn::token("fan");
-    for batch in ids.chunks(200) {
-        let token = &token;
-        let joined = futures_util::future::join_all(batch.iter().map(|_| async move {
-            // One user with many tabs: presence announces only the user's
-            // first join, where M users would cost M²/2 announcements to set up.
-            let mut ws = conn::connect(addr, None, token, false).await?;
-            conn::join(&mut ws, ROOM).await?;
-            Ok::<_, conn::Error>(ws)
-        }))
-        .await;
-        for c in joined {
-            conns.push(c.unwrap_or_else(|e| panic!("fanout connect: {e}")));
-        }
-    }
+    let room = |_| Some(ROOM.to_owned());
+    conn::ramp(
+        addr,
+        None,
+        0..m,
+        |_| token.clone(),
+        room,
+        |_, ws| conns.push(ws),
+    )
+    .await;
     let sh = Rc::new(Shared {
         epoch: Instant::now(),
         hist: RefCell::new(hist()),

@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::conn::{self, Ws};
-use crate::report::Results;
+use crate::report::{Results, ratio_line, round2};
 use crate::servers::{Kind, Server};
 
 pub struct Opts {
@@ -29,25 +29,22 @@ pub async fn hold(mut ws: Ws) {
     }
 }
 
-/// Connects `n` users (`idle{first+i}`) to `addr`, 200 handshakes at a time.
-pub async fn ramp(
-    addr: std::net::SocketAddr,
-    src: Option<std::net::Ipv4Addr>,
-    first: usize,
-    n: usize,
-) -> Vec<Ws> {
-    let mut all = Vec::with_capacity(n);
-    let ids: Vec<usize> = (first..first + n).collect();
-    for batch in ids.chunks(200) {
-        let conns = futures_util::future::join_all(batch.iter().map(|i| async move {
-            conn::connect(addr, src, &conn::token(&format!("idle{i}")), false).await
-        }))
-        .await;
-        for c in conns {
-            all.push(c.unwrap_or_else(|e| panic!("connect: {e}")));
-        }
-    }
-    all
+/// Connects `n` users and keeps each connection alive in a task of its own.
+async fn hold_many(addr: std::net::SocketAddr, n: usize) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::with_capacity(n);
+    let token = |i| conn::token(&format!("idle{i}"));
+    conn::ramp(
+        addr,
+        None,
+        0..n,
+        token,
+        |_| None,
+        |_, ws| {
+            tasks.push(tokio::task::spawn_local(hold(ws)));
+        },
+    )
+    .await;
+    tasks
 }
 
 pub async fn run(kinds: &[Kind], opts: &Opts, results: &mut Results) {
@@ -58,12 +55,8 @@ pub async fn run(kinds: &[Kind], opts: &Opts, results: &mut Results) {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let before = server.rss_kib();
             let t0 = Instant::now();
-            let conns = ramp(server.addr, None, 0, n).await;
+            let tasks = hold_many(server.addr, n).await;
             let ramp_secs = t0.elapsed().as_secs_f64();
-            let tasks: Vec<_> = conns
-                .into_iter()
-                .map(|c| tokio::task::spawn_local(hold(c)))
-                .collect();
             tokio::time::sleep(opts.settle).await;
             let after = server.rss_kib();
             let kib = after.saturating_sub(before) as f64 / n as f64;
@@ -89,26 +82,6 @@ pub async fn run(kinds: &[Kind], opts: &Opts, results: &mut Results) {
     }
 }
 
-/// Prints and records each server's figure over switchboard's.
-pub fn ratio_line(results: &mut Results, key: &str, at: f64, what: &str, figures: &[(Kind, f64)]) {
-    let Some(&(_, sb)) = figures.iter().find(|(k, _)| *k == Kind::Switchboard) else {
-        return;
-    };
-    for &(k, v) in figures {
-        if k != Kind::Switchboard && v.is_finite() && sb.is_finite() && sb != 0.0 {
-            results.summary(json!({
-                key: at, "figure": what, "switchboard": round2(sb), k.name(): round2(v),
-                "ratio": round2(sb / v),
-                "ratio_of": format!("switchboard / {}", k.name()),
-            }));
-        }
-    }
-}
-
-pub fn round2(v: f64) -> f64 {
-    (v * 100.0).round() / 100.0
-}
-
 /// `hold <addr> <n> <secs>`: n idle connections to a running server.
 pub fn hold_main(args: &[String]) {
     let addr = args[0].parse().expect("addr");
@@ -120,12 +93,8 @@ pub fn hold_main(args: &[String]) {
         .unwrap();
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let conns = ramp(addr, None, 0, n).await;
+        let tasks = hold_many(addr, n).await;
         println!("holding {n} connections for {secs} s");
-        let tasks: Vec<_> = conns
-            .into_iter()
-            .map(|c| tokio::task::spawn_local(hold(c)))
-            .collect();
         tokio::time::sleep(Duration::from_secs(secs)).await;
         for t in tasks {
             t.abort();

@@ -14,6 +14,8 @@
 //! started by hand (for profiling it, e.g. under heaptrack).
 
 mod ack;
+#[path = "../common/mod.rs"]
+mod common;
 mod conn;
 mod connect;
 mod fanout;

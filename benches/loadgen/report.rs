@@ -6,7 +6,7 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-use crate::servers::{Server, self_cpu_secs};
+use crate::servers::{Kind, Server, self_cpu_secs};
 
 /// Latency in microseconds, 1 µs .. 120 s, 3 significant digits.
 pub fn hist() -> Histogram<u64> {
@@ -137,4 +137,25 @@ fn versions() -> Value {
         "node": sh("node --version"),
         "socket.io": sh("node -p \"require('./benches/node-reference/node_modules/socket.io/package.json').version\""),
     })
+}
+
+/// Prints and records each server's figure over switchboard's.
+pub fn ratio_line(results: &mut Results, key: &str, at: f64, what: &str, figures: &[(Kind, f64)]) {
+    let Some(&(_, sb)) = figures.iter().find(|(k, _)| *k == Kind::Switchboard) else {
+        return;
+    };
+    for &(k, v) in figures {
+        if k != Kind::Switchboard && v.is_finite() && sb.is_finite() && sb != 0.0 {
+            results.summary(json!({
+                key: at, "figure": what, "switchboard": round2(sb), k.name(): round2(v),
+                "ratio": round2(sb / v),
+                "ratio_of": format!("switchboard / {}", k.name()),
+            }));
+        }
+    }
+}
+
+/// Two decimals, for the JSON and the tables.
+pub fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
 }

@@ -15,8 +15,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::conn::{self, Ws};
-use crate::idle::round2;
-use crate::report::{Results, hist, ms};
+use crate::report::{Results, hist, ms, round2};
 use crate::servers::{API_KEY, Kind, Server};
 
 pub struct Opts {
@@ -172,23 +171,20 @@ pub fn worker(args: &[String]) {
         // Each batch starts answering pings at once: a ramp this long outlasts
         // the server's ping interval plus timeout.
         let mut tasks = Vec::with_capacity(count);
-        let ids: Vec<usize> = (first..first + count).collect();
-        for batch in ids.chunks(200) {
-            let conns = futures_util::future::join_all(batch.iter().map(|i| async move {
-                conn::connect(addr, Some(src), &conn::token(&format!("idle{i}")), false).await
-            }))
-            .await;
-            for ws in conns {
-                let ws = ws.unwrap_or_else(|e| panic!("connect: {e}"));
+        let token = |i| conn::token(&format!("idle{i}"));
+        conn::ramp(
+            addr,
+            Some(src),
+            first..first + count,
+            token,
+            |_| None,
+            |_, ws| {
                 let sample = tasks.len() < sampled;
-                tasks.push(tokio::task::spawn_local(receive(
-                    ws,
-                    sample,
-                    received.clone(),
-                    lat.clone(),
-                )));
-            }
-        }
+                let (received, lat) = (received.clone(), lat.clone());
+                tasks.push(tokio::task::spawn_local(receive(ws, sample, received, lat)));
+            },
+        )
+        .await;
         println!("ready");
         std::io::stdout().flush().unwrap();
         // stdin closes when the orchestrator has sent every broadcast.

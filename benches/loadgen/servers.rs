@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 
-pub const SECRET: &str = "bench-secret-bench-secret-bench-secret";
+pub use crate::common::{SECRET, proc_cpu_secs, which};
 pub const API_KEY: &str = "bench-api-key-bench-api-key";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -42,21 +42,13 @@ pub struct Server {
 /// `taskset -c <cpus> program` when taskset exists, else the program alone.
 pub fn pinned(cpus: Option<&str>, program: &str) -> Command {
     match cpus {
-        Some(c) if have("taskset") => {
+        Some(c) if which("taskset") => {
             let mut cmd = Command::new("taskset");
             cmd.args(["-c", c, program]);
             cmd
         }
         _ => Command::new(program),
     }
-}
-
-pub fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 impl Server {
@@ -154,21 +146,6 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// User + system CPU seconds of `pid` (all its threads).
-pub fn proc_cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
-        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
-    });
-    ticks / 100.0
-}
-
 pub fn self_cpu_secs() -> f64 {
     proc_cpu_secs(std::process::id())
 }
@@ -185,7 +162,7 @@ pub fn rss_kib(pid: u32) -> u64 {
 
 /// Pins this process to CPU 1, the core the servers do not use.
 pub fn pin_self() {
-    if have("taskset") {
+    if which("taskset") {
         let _ = Command::new("taskset")
             .args(["-acp", "1", &std::process::id().to_string()])
             .stdout(Stdio::null())
