@@ -89,6 +89,8 @@ pub enum AuthError {
     InvalidSubject,
     #[error("wrong tenant")]
     WrongTenant,
+    #[error("claim {0} too large")]
+    ClaimTooLarge(&'static str),
 }
 
 /// Checks tokens against the one configured key and algorithm.
@@ -199,6 +201,7 @@ impl Verifier {
             return Err(AuthError::InvalidSubject);
         }
         let name = c.name.filter(|n| !n.is_empty()).unwrap_or(c.sub.clone());
+        check_claim_sizes(&name, c.rooms.as_deref(), c.tenant.as_deref())?;
         Ok(Identity {
             user_id: c.sub,
             name,
@@ -206,6 +209,32 @@ impl Verifier {
             tenant: c.tenant,
         })
     }
+}
+
+/// Most room patterns a `rooms` claim may list.
+pub const MAX_ROOM_PATTERNS: usize = 256;
+
+/// Bounds the claims that are copied into every message and session: a
+/// display name of at most 128 characters, at most 256 room patterns of at
+/// most 128 characters, a tenant of at most 128.
+fn check_claim_sizes(
+    name: &str,
+    rooms: Option<&[String]>,
+    tenant: Option<&str>,
+) -> Result<(), AuthError> {
+    let max = crate::config::MAX_NAME_CHARS;
+    if name.chars().count() > max {
+        return Err(AuthError::ClaimTooLarge("name"));
+    }
+    if let Some(rooms) = rooms
+        && (rooms.len() > MAX_ROOM_PATTERNS || rooms.iter().any(|r| r.chars().count() > max))
+    {
+        return Err(AuthError::ClaimTooLarge("rooms"));
+    }
+    if tenant.is_some_and(|t| t.chars().count() > max) {
+        return Err(AuthError::ClaimTooLarge("tenant"));
+    }
+    Ok(())
 }
 
 /// Picks the token from, in order: the handshake `auth.token`, an

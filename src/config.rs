@@ -131,7 +131,93 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub namespaces: Vec<String>,
+
+    // --- Limits (README, "Limits and abuse"). 0 means "no limit" where noted. ---
+    /// Longest time a client may take to send a request's headers, and most
+    /// time an idle keep-alive connection is kept, in milliseconds.
+    #[arg(long, env = "SWITCHBOARD_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// Longest time from the Engine.IO handshake to a successful Socket.IO
+    /// CONNECT; a session without one is closed, in milliseconds.
+    #[arg(long, env = "SWITCHBOARD_CONNECT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub connect_timeout_ms: u64,
+    /// Most open TCP connections; 0: the open-file limit less 64.
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+    /// Most open TCP connections from one address (0: no limit).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 1000
+    )]
+    pub max_connections_per_ip: usize,
+    /// A proxy whose `X-Forwarded-For` is believed (exact address); repeatable.
+    #[arg(
+        long = "trusted-proxy",
+        env = "SWITCHBOARD_TRUSTED_PROXY",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Packets that may wait for one socket's transport; past it the socket
+    /// is disconnected as a slow consumer.
+    #[arg(long, env = "SWITCHBOARD_MAX_QUEUED_PACKETS", default_value_t = 8192)]
+    pub max_queued_packets: usize,
+    /// A websocket that cannot write (its client stopped reading) for this
+    /// long is disconnected as a slow consumer, in milliseconds.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_WRITE_STALL_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub write_stall_timeout_ms: u64,
+    /// Chat and private messages per second per user (on this node), sustained.
+    #[arg(long, env = "SWITCHBOARD_MESSAGES_PER_SEC", default_value_t = 20)]
+    pub messages_per_sec: u32,
+    /// Messages a user may send at once above the sustained rate.
+    #[arg(long, env = "SWITCHBOARD_MESSAGE_BURST", default_value_t = 60)]
+    pub message_burst: u32,
+    /// Events of any kind per second per socket, sustained.
+    #[arg(long, env = "SWITCHBOARD_EVENTS_PER_SEC", default_value_t = 100)]
+    pub events_per_sec: u32,
+    /// Events a socket may send at once above the sustained rate.
+    #[arg(long, env = "SWITCHBOARD_EVENT_BURST", default_value_t = 300)]
+    pub event_burst: u32,
+    /// Refusals for rate (rate_limited) within 10 s after which the socket is
+    /// disconnected.
+    #[arg(long, env = "SWITCHBOARD_MAX_RATE_REFUSALS", default_value_t = 100)]
+    pub max_rate_refusals: u32,
+    /// Rooms one socket may be in at once.
+    #[arg(long, env = "SWITCHBOARD_MAX_ROOMS_PER_SOCKET", default_value_t = 128)]
+    pub max_rooms_per_socket: usize,
+    /// Who `private:send` may write to: `any` (limited like every message)
+    /// or `known` (online now, or an existing conversation with the sender).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_PRIVATE_RECIPIENTS",
+        value_enum,
+        default_value_t = PrivateRecipients::Any
+    )]
+    pub private_recipients: PrivateRecipients,
+    /// Seconds before a token's `exp` at which the socket gets `auth:expiring`.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_AUTH_EXPIRY_WARNING_SECS",
+        default_value_t = 30
+    )]
+    pub auth_expiry_warning_secs: u64,
 }
+
+/// Who `private:send` may write to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PrivateRecipients {
+    /// Users online now, or with whom the sender already has a conversation.
+    Known,
+    /// Anyone (still limited like every message).
+    Any,
+}
+
+/// Longest display name (`name` claim), in characters.
+pub const MAX_NAME_CHARS: usize = 128;
 
 impl Default for Config {
     fn default() -> Self {
@@ -154,6 +240,21 @@ impl Default for Config {
             redis_url: None,
             redis_prefix: "switchboard".into(),
             shutdown_timeout_secs: 10,
+            header_timeout_ms: 10_000,
+            connect_timeout_ms: 10_000,
+            max_connections: 0,
+            max_connections_per_ip: 1000,
+            trusted_proxies: Vec::new(),
+            max_queued_packets: 8192,
+            write_stall_timeout_ms: 10_000,
+            messages_per_sec: 20,
+            message_burst: 60,
+            events_per_sec: 100,
+            event_burst: 300,
+            max_rate_refusals: 100,
+            max_rooms_per_socket: 128,
+            private_recipients: PrivateRecipients::Any,
+            auth_expiry_warning_secs: 30,
         }
     }
 }
@@ -217,6 +318,24 @@ impl Config {
         Duration::from_millis(self.ping_timeout_ms)
     }
 
+    /// `--max-connections`, with 0 read as the open-file limit less 64 (the
+    /// store, Redis and the logs need some files too).
+    pub fn effective_max_connections(&self) -> usize {
+        if self.max_connections > 0 {
+            return self.max_connections;
+        }
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes the struct it is given.
+        let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+        if !ok || lim.rlim_cur == libc::RLIM_INFINITY {
+            return 0;
+        }
+        (lim.rlim_cur as usize).saturating_sub(64).max(1)
+    }
+
     /// Checks everything that does not need I/O beyond reading the key file.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let addr = self.listen_addr()?;
@@ -268,6 +387,22 @@ impl Config {
         }
         if self.max_message_chars == 0 {
             return Err(ConfigError::Zero("max-message-chars"));
+        }
+        for (value, name) in [
+            (self.header_timeout_ms, "header-timeout-ms"),
+            (self.connect_timeout_ms, "connect-timeout-ms"),
+            (self.write_stall_timeout_ms, "write-stall-timeout-ms"),
+            (self.max_queued_packets as u64, "max-queued-packets"),
+            (u64::from(self.messages_per_sec), "messages-per-sec"),
+            (u64::from(self.message_burst), "message-burst"),
+            (u64::from(self.events_per_sec), "events-per-sec"),
+            (u64::from(self.event_burst), "event-burst"),
+            (u64::from(self.max_rate_refusals), "max-rate-refusals"),
+            (self.max_rooms_per_socket as u64, "max-rooms-per-socket"),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
         }
         Ok(())
     }

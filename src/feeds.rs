@@ -107,6 +107,12 @@ impl Feeds {
         self.subscribers.remove_if(&key, |_, s| s.is_empty());
     }
 
+    /// Whether `user` has an open feed in `ns` on this node.
+    pub fn has_feed(&self, ns: &str, user: &str) -> bool {
+        self.subscribers
+            .contains_key(&(ns.to_string(), user.to_string()))
+    }
+
     /// Open feeds, all users (for tests and metrics).
     pub fn open(&self) -> usize {
         self.subscribers.iter().map(|e| e.value().len()).sum()

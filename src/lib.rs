@@ -7,8 +7,10 @@
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod conn_limits;
 pub mod detach;
 pub mod feeds;
+pub mod guarded_io;
 pub mod http;
 pub mod hub;
 pub mod metrics;
@@ -16,6 +18,7 @@ pub mod presence;
 pub mod realtime;
 pub mod serve;
 pub mod store;
+pub mod ws_frames;
 
 use std::sync::Arc;
 
@@ -30,9 +33,6 @@ pub use hub::{Audience, Hub, HubError};
 use realtime::Ctx;
 pub use store::{MemoryStore, MessageStore, SqlStore};
 
-/// Packets that may wait for one socket's transport before emits to it fail.
-pub const OUTGOING_BUFFER_PACKETS: usize = 8192;
-
 /// Initial websocket read buffer per connection, in bytes.
 pub const WS_READ_BUFFER: usize = 1024;
 
@@ -43,6 +43,8 @@ pub struct Switchboard {
     pub hub: Hub,
     pub io: IoHandle,
     pub ctx: Arc<Ctx>,
+    /// Every connection accepted by [`serve::serve`]; pass it there.
+    pub connections: Arc<guarded_io::Connections>,
 }
 
 /// Choices made at start that are not plain configuration.
@@ -95,17 +97,29 @@ impl Switchboard {
                     &config.redis_prefix,
                 )
             }),
+            connections: Default::default(),
+            namespaces: realtime::namespaces::DynNamespaces::new(&config.namespaces),
+            limits: realtime::limits::Limits::new(&config),
             config: config.clone(),
         });
         let builder = SocketIo::builder()
             .ping_interval(config.ping_interval())
             .ping_timeout(config.ping_timeout())
             .max_payload(config.max_payload_bytes)
-            // socketioxide drops packets (acks included) once a socket has 128
-            // waiting; a burst of sends easily queues more. tokio's channel
-            // allocates its first block of 32 slots up front whatever the
-            // bound and further blocks as it fills: the large bound is free.
-            .max_buffer_size(OUTGOING_BUFFER_PACKETS)
+            // One limit for both transports: engineioxide's websocket defaults
+            // (64 MiB messages, 16 MiB frames) would buffer that much per
+            // connection before anyone logs in. The accept loop refuses such
+            // frames from their header already; this is the second line.
+            .ws_max_message_size(config.max_payload_bytes as usize)
+            .ws_max_frame_size(config.max_payload_bytes as usize)
+            // A session that has not joined a namespace in time is closed.
+            .connect_timeout(std::time::Duration::from_millis(config.connect_timeout_ms))
+            // socketioxide drops packets (acks included) once a socket has
+            // this many waiting; the socket is then disconnected as a slow
+            // consumer (realtime::slow). tokio's channel allocates its first
+            // block of 32 slots up front whatever the bound and further
+            // blocks as it fills: a large bound is free.
+            .max_buffer_size(config.max_queued_packets)
             // engineioxide reserves this much per websocket up front (4 KiB by
             // default); chat frames are small and a larger one still grows it.
             .ws_read_buffer_size(WS_READ_BUFFER)
@@ -157,10 +171,13 @@ impl Switchboard {
         let router = socketio_layer(http::routes(hub.clone(), key))
             .layer(tower::util::MapRequestLayer::new(detach::detach_request))
             .layer(cors(&config));
+        tokio::spawn(realtime::slow::watch_stalls(ctx.clone()));
+        tokio::spawn(realtime::limits::forget_idle_users(ctx.clone()));
         Ok(Switchboard {
             router,
             hub,
             io,
+            connections: ctx.connections.clone(),
             ctx,
         })
     }

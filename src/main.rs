@@ -105,9 +105,24 @@ async fn serve(config: switchboard::Config) -> ExitCode {
     }
     tracing::info!("switchboard listening on http://{local}");
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(switchboard::serve::serve(listener, sb.router, async {
-        let _ = stopped.await;
-    }));
+    let limits = switchboard::serve::ServeLimits::from_config(&config);
+    tracing::info!(
+        max_connections = limits.max_connections,
+        max_connections_per_ip = limits.max_connections_per_ip,
+        header_timeout_ms = config.header_timeout_ms,
+        connect_timeout_ms = config.connect_timeout_ms,
+        max_payload_bytes = config.max_payload_bytes,
+        "limits"
+    );
+    let mut server = tokio::spawn(switchboard::serve::serve(
+        listener,
+        sb.router,
+        limits,
+        sb.connections.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     tokio::select! {
         _ = shutdown_signal() => {}
         res = &mut server => {

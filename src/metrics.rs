@@ -107,3 +107,29 @@ pub fn http_request(route: &str, status: u16) {
     )
     .increment(1);
 }
+
+/// A connection refused by a connection limit (`reason` is the limit's name).
+pub fn connection_refused(reason: &'static str) {
+    metrics::counter!("switchboard_connections_refused_total", "reason" => reason).increment(1);
+}
+
+/// A client hit a limit (`limit` is the flag's name without dashes' prefix).
+pub fn limit_hit(limit: &'static str) {
+    metrics::counter!("switchboard_limit_hits_total", "limit" => limit).increment(1);
+}
+
+/// A socket disconnected because it could not keep up with what was sent to it.
+pub fn slow_consumer_disconnect() {
+    metrics::counter!("switchboard_slow_consumer_disconnects_total").increment(1);
+}
+
+/// A socket disconnected by the server for a reason of its own (`reason`:
+/// rate_limited, token_expired, ...).
+pub fn server_disconnect(reason: &'static str) {
+    metrics::counter!("switchboard_server_disconnects_total", "reason" => reason).increment(1);
+}
+
+/// An empty child namespace (of a pattern) was removed.
+pub fn namespace_removed() {
+    metrics::counter!("switchboard_namespaces_removed_total").increment(1);
+}

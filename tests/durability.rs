@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use client::Client;
-use common::{PgDb, Proc, Proxy, readyz, token};
+use common::{NO_RATE_LIMITS, PgDb, Proc, Proxy, readyz, token};
 use serde_json::{Value, json};
 
 async fn user(p: &Proc, sub: &str, room: &str) -> Client {
@@ -68,7 +68,7 @@ async fn full_history(c: &mut Client, room: &str) -> Vec<Value> {
 }
 
 async fn crash_keeps_acked_messages(db: &str) {
-    let p = Proc::start(&["--database-url", db]);
+    let p = Proc::start(&[&["--database-url", db][..], &NO_RATE_LIMITS].concat());
     let watcher = user(&p, "watcher", "durable").await;
     let mut c = user(&p, "alice", "durable").await;
     let acks = send_many(&mut c, "durable", 500, "m").await;

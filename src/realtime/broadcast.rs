@@ -28,6 +28,15 @@ pub async fn broadcast<A: Adapter, T: Serialize + ?Sized>(
                 tracing::debug!(event, "local broadcast failed: {e}");
             }
         }
+        Err(BroadcastError::Socket(errs)) => {
+            if errs
+                .iter()
+                .any(|e| matches!(e, socketioxide::SocketError::InternalChannelFull))
+            {
+                super::slow::overflow_seen();
+            }
+            tracing::debug!(event, "broadcast incomplete: {} sockets", errs.len());
+        }
         Err(e) => tracing::debug!(event, "broadcast incomplete: {e}"),
     }
 }

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::json;
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, SocketRef};
+use socketioxide::extract::SocketRef;
 
 use super::broadcast::broadcast;
-use super::reply::{self, Code, Refusal};
+use super::reply::{self, Ack, Code, Refusal};
 use super::rooms::client_room;
 use super::session::Session;
 use crate::store::{Appended, Conversation, Message, NewMessage, StoreError};
@@ -71,6 +71,31 @@ pub fn check_client_msg_id(id: Option<serde_json::Value>) -> Result<Option<Strin
     }
 }
 
+/// Takes one message from the user's bucket (`--messages-per-sec`).
+pub fn check_message_rate<A: Adapter>(session: &Session<A>, ns: &str) -> Result<(), Refusal> {
+    if session.ctx.limits.message(ns, &session.identity.user_id) {
+        return Ok(());
+    }
+    crate::metrics::limit_hit("messages_per_sec");
+    Err(Refusal::new(
+        Code::RateLimited,
+        "too many messages: slow down",
+    ))
+}
+
+/// Refuses an event; `rate_limited` refusals count towards a disconnect.
+pub fn refuse<A: Adapter>(
+    session: &Session<A>,
+    socket: &SocketRef<A>,
+    ack: Option<Ack<A>>,
+    r: &Refusal,
+) {
+    reply::refuse(ack, r);
+    if r.code == Code::RateLimited {
+        session.rate_refused(socket);
+    }
+}
+
 pub fn store_refusal(e: &StoreError) -> Refusal {
     match e {
         StoreError::Unavailable(_) => Refusal::new(Code::Unavailable, "message store unavailable"),
@@ -82,12 +107,12 @@ pub async fn send<A: Adapter>(
     session: &Arc<Session<A>>,
     socket: &SocketRef<A>,
     data: Option<serde_json::Value>,
-    ack: Option<AckSender<A>>,
+    ack: Option<Ack<A>>,
     dialect: Dialect,
 ) {
     let (room_id, msg) = match prepare(session, socket, data, dialect) {
         Ok(v) => v,
-        Err(r) => return reply::refuse(ack, &r),
+        Err(r) => return refuse(session, socket, ack, &r),
     };
     store_then(
         session,
@@ -108,7 +133,7 @@ pub fn store_then<A, F, Fut>(
     session: &Arc<Session<A>>,
     socket: &SocketRef<A>,
     msg: NewMessage,
-    ack: Option<AckSender<A>>,
+    ack: Option<Ack<A>>,
     deliver: F,
 ) where
     A: Adapter,
@@ -168,6 +193,7 @@ fn prepare<A: Adapter>(
             "join the room before posting",
         ));
     }
+    check_message_rate(session, socket.ns())?;
     let msg = NewMessage {
         conversation: Conversation::room(socket.ns(), &p.room_id),
         sender_id: id.user_id.clone(),
@@ -201,7 +227,7 @@ pub async fn history<A: Adapter>(
     session: &Arc<Session<A>>,
     ns: &str,
     data: Option<serde_json::Value>,
-    ack: Option<AckSender<A>>,
+    ack: Option<Ack<A>>,
 ) {
     let (conv, before, limit) = match history_query(session, ns, data) {
         Ok(q) => q,
@@ -257,7 +283,7 @@ fn history_query<A: Adapter>(
 pub fn ping<A: Adapter>(
     socket: &SocketRef<A>,
     data: Option<serde_json::Value>,
-    ack: Option<AckSender<A>>,
+    ack: Option<Ack<A>>,
 ) {
     let ts = data
         .as_ref()

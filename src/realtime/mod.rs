@@ -3,10 +3,13 @@
 
 pub mod broadcast;
 pub mod chat;
+pub mod limits;
+pub mod namespaces;
 pub mod private;
 pub mod reply;
 pub mod rooms;
 pub mod session;
+pub mod slow;
 pub mod typing;
 
 use std::sync::Arc;
@@ -38,6 +41,13 @@ pub struct Ctx {
     pub redis: Option<redis::aio::ConnectionManager>,
     /// Presence across nodes, when running as one of several.
     pub cluster: Option<crate::presence::cluster::ClusterPresence>,
+    /// The connections the accept loop guards (empty when embedded in
+    /// another server).
+    pub connections: Arc<crate::guarded_io::Connections>,
+    /// Child namespaces of patterns, removed when empty.
+    pub namespaces: namespaces::DynNamespaces,
+    /// Message and event rate limits.
+    pub limits: limits::Limits,
 }
 
 /// A refused connection; the client reads the display text as `err.message`.
@@ -92,13 +102,28 @@ async fn authenticate<A: Adapter>(
     s: SocketRef<A>,
     TryData(auth): TryData<serde_json::Value>,
     State(ctx): State<Arc<Ctx>>,
+    io: SocketIo<A>,
+) -> Result<(), AuthFailure> {
+    let connecting = ctx.namespaces.connecting(s.ns());
+    let result = admit(&s, auth.ok(), &ctx);
+    drop(connecting);
+    if result.is_err() {
+        ctx.namespaces.remove_if_empty(&io, s.ns(), None);
+    }
+    result
+}
+
+/// Verifies the token and sets the socket up, or says why not.
+fn admit<A: Adapter>(
+    s: &SocketRef<A>,
+    auth: Option<serde_json::Value>,
+    ctx: &Arc<Ctx>,
 ) -> Result<(), AuthFailure> {
     let parts = s.req_parts();
     let header = parts
         .headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
-    let auth = auth.ok();
     let token = find_token(auth.as_ref(), header, parts.uri.query())
         .ok_or(AuthFailure(AuthError::Missing))?;
     let identity = ctx.verifier.verify(&token).map_err(|e| {
@@ -109,7 +134,7 @@ async fn authenticate<A: Adapter>(
         tracing::debug!(ns = s.ns(), user = identity.user_id, "wrong tenant");
         return Err(AuthFailure(AuthError::WrongTenant));
     }
-    let session = Arc::new(Session::<A>::new(identity, ctx));
+    let session = Arc::new(Session::<A>::new(identity, ctx.clone()));
     s.join(session.user_room());
     s.extensions.insert(session);
     s.on_fallback(async |_: Enqueued| {});
@@ -118,7 +143,12 @@ async fn authenticate<A: Adapter>(
     Ok(())
 }
 
-async fn connected<A: Adapter>(s: SocketRef<A>) {
+async fn connected<A: Adapter>(s: SocketRef<A>, State(ctx): State<Arc<Ctx>>, io: SocketIo<A>) {
+    if !ctx.namespaces.still_registered(&io, &s) {
+        tracing::info!(ns = s.ns(), sid = %s.id, "namespace removed while connecting; closing");
+        let _ = s.disconnect();
+        return;
+    }
     if let Some(session) = s.extensions.get::<Arc<Session<A>>>() {
         tracing::debug!(ns = s.ns(), sid = %s.id, user = session.identity.user_id, "connected");
     }
@@ -126,7 +156,7 @@ async fn connected<A: Adapter>(s: SocketRef<A>) {
 
 /// Runs the socket's clean-up through its queue, after any event still
 /// waiting, so nothing the socket did can outlive it.
-async fn disconnected<A: Adapter>(s: SocketRef<A>) {
+async fn disconnected<A: Adapter>(s: SocketRef<A>, io: SocketIo<A>) {
     let Some(session) = s.extensions.get::<Arc<Session<A>>>() else {
         return;
     };
@@ -135,6 +165,29 @@ async fn disconnected<A: Adapter>(s: SocketRef<A>) {
     let (tx, rx) = oneshot::channel();
     if session.push(s.clone(), Job::Disconnect(tx)).is_ok() {
         let _ = rx.await;
+    }
+    session
+        .ctx
+        .namespaces
+        .remove_if_empty(&io, s.ns(), Some(s.id));
+}
+
+/// Ends `socket` on the server's initiative: it gets `server:closing
+/// { reason }` and then a Socket.IO disconnect (socket.io-client does not
+/// reconnect by itself after one: the application decides, e.g. after
+/// fetching a new token).
+pub fn closing<A: Adapter>(socket: &SocketRef<A>, reason: &'static str) {
+    let _ = socket.emit("server:closing", &serde_json::json!({ "reason": reason }));
+    if let Err(e) = socket.clone().disconnect() {
+        tracing::debug!(sid = %socket.id, "disconnect failed ({e}); closing the connection");
+        if let Some(ctx) = socket
+            .extensions
+            .get::<Arc<Session<A>>>()
+            .map(|s| s.ctx.clone())
+            && let Some(conn) = slow::connection_of(&ctx, socket)
+        {
+            conn.close(crate::ws_frames::CLOSE_POLICY, reason);
+        }
     }
 }
 

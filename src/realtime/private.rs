@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, SocketRef};
+use socketioxide::extract::SocketRef;
 
 use super::chat::{check_client_msg_id, check_content, store_then};
-use super::reply::{self, Refusal};
+use super::reply::{self, Ack, Code, Refusal};
 use super::rooms::user_room;
 use super::session::Session;
+use crate::config::PrivateRecipients;
 use crate::store::{Conversation, NewMessage};
 
 /// A user id as it appears in `sub`: 1–128 characters.
@@ -38,12 +39,15 @@ pub async fn send<A: Adapter>(
     session: &Arc<Session<A>>,
     socket: &SocketRef<A>,
     data: Option<serde_json::Value>,
-    ack: Option<AckSender<A>>,
+    ack: Option<Ack<A>>,
 ) {
     let msg = match prepare(session, socket, data) {
         Ok(m) => m,
-        Err(r) => return reply::refuse(ack, &r),
+        Err(r) => return super::chat::refuse(session, socket, ack, &r),
     };
+    if let Err(r) = recipient_known(session, socket, &msg).await {
+        return reply::refuse(ack, &r);
+    }
     let to = user_room(msg.to_user_id.as_deref().unwrap_or_default());
     store_then(
         session,
@@ -65,6 +69,42 @@ pub async fn send<A: Adapter>(
     );
 }
 
+/// With `--private-recipients known`, a private message goes only to a user
+/// who is online now (a socket on any node, or an SSE stream on this one) or
+/// who already shares a conversation with the sender: made-up user ids cannot
+/// fill the store. With `any` (the default) every message counts against the
+/// sender's `--messages-per-sec` like a room message, which bounds the same.
+async fn recipient_known<A: Adapter>(
+    session: &Session<A>,
+    socket: &SocketRef<A>,
+    msg: &NewMessage,
+) -> Result<(), Refusal> {
+    if session.ctx.config.private_recipients == PrivateRecipients::Any {
+        return Ok(());
+    }
+    let to = msg.to_user_id.as_deref().unwrap_or_default();
+    let room = user_room(to);
+    let online_here = !socket.within(room.clone()).local().sockets().is_empty();
+    let feed_here = session.ctx.feeds.has_feed(socket.ns(), to);
+    if online_here || feed_here || to == session.identity.user_id {
+        return Ok(());
+    }
+    match session.ctx.store.history(&msg.conversation, None, 1).await {
+        Ok(h) if !h.is_empty() => return Ok(()),
+        Ok(_) => {}
+        Err(e) => return Err(super::chat::store_refusal(&e)),
+    }
+    if session.ctx.cluster.is_some()
+        && matches!(socket.within(room).fetch_sockets().await, Ok(s) if !s.is_empty())
+    {
+        return Ok(());
+    }
+    Err(Refusal::new(
+        Code::NotFound,
+        "no such user online, and no conversation with them yet",
+    ))
+}
+
 fn prepare<A: Adapter>(
     session: &Session<A>,
     socket: &SocketRef<A>,
@@ -74,6 +114,7 @@ fn prepare<A: Adapter>(
     check_user_id(&p.to_user_id)?;
     let content = check_content(p.content, session.ctx.config.max_message_chars)?;
     let client_msg_id = check_client_msg_id(p.client_msg_id)?;
+    super::chat::check_message_rate(session, socket.ns())?;
     let me = &session.identity;
     Ok(NewMessage {
         conversation: Conversation::direct(socket.ns(), &me.user_id, &p.to_user_id),

@@ -3,8 +3,9 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use socketioxide::SendError;
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::AckSender;
+use socketioxide::extract::{AckSender, SocketRef};
 
 /// The error codes of PROTOCOL.md §5.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -62,26 +63,45 @@ struct ErrorAck<'a> {
     code: Code,
 }
 
+/// A client's callback: the ack to send, and the socket that waits for it
+/// (a full queue disconnects that socket, see `slow`).
+pub struct Ack<A: Adapter> {
+    sender: AckSender<A>,
+    socket: SocketRef<A>,
+}
+
+impl<A: Adapter> Ack<A> {
+    pub fn new(sender: AckSender<A>, socket: SocketRef<A>) -> Self {
+        Ack { sender, socket }
+    }
+}
+
 /// Sends `data` as the ack, if the client asked for one.
-pub fn ok<A: Adapter, T: Serialize + ?Sized>(ack: Option<AckSender<A>>, data: &T) {
+pub fn ok<A: Adapter, T: Serialize + ?Sized>(ack: Option<Ack<A>>, data: &T) {
     send(ack, data, "success");
 }
 
-fn send<A: Adapter, T: Serialize + ?Sized>(
-    ack: Option<AckSender<A>>,
-    data: &T,
-    outcome: &'static str,
-) {
-    if let Some(ack) = ack {
-        crate::metrics::ack(outcome);
-        if let Err(e) = ack.send(data) {
+/// Counts the ack under `outcome` only once it is queued: one that could not
+/// be is counted as `dropped`, and its socket is disconnected when the
+/// reason is a full queue.
+fn send<A: Adapter, T: Serialize + ?Sized>(ack: Option<Ack<A>>, data: &T, outcome: &'static str) {
+    let Some(Ack { sender, socket }) = ack else {
+        return;
+    };
+    match sender.send(data) {
+        Ok(()) => crate::metrics::ack(outcome),
+        Err(e) => {
+            crate::metrics::ack("dropped");
             tracing::debug!("ack not sent: {e}");
+            if let SendError::Socket(socketioxide::SocketError::InternalChannelFull) = e {
+                super::slow::disconnect(&socket, "ack");
+            }
         }
     }
 }
 
 /// Sends an error ack, if the client asked for one, and logs the refusal.
-pub fn error<A: Adapter>(ack: Option<AckSender<A>>, code: Code, error: &str) {
+pub fn error<A: Adapter>(ack: Option<Ack<A>>, code: Code, error: &str) {
     tracing::debug!(?code, error, "event refused");
     send(
         ack,
@@ -94,7 +114,7 @@ pub fn error<A: Adapter>(ack: Option<AckSender<A>>, code: Code, error: &str) {
     );
 }
 
-pub fn refuse<A: Adapter>(ack: Option<AckSender<A>>, r: &Refusal) {
+pub fn refuse<A: Adapter>(ack: Option<Ack<A>>, r: &Refusal) {
     error(ack, r.code, &r.error);
 }
 

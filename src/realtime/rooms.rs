@@ -9,12 +9,12 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::json;
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, SocketRef};
+use socketioxide::extract::SocketRef;
 use socketioxide::operators::BroadcastOperators;
 
 use super::Ctx;
 use super::broadcast::broadcast;
-use super::reply::{self, Code, Refusal};
+use super::reply::{self, Ack, Code, Refusal};
 use super::session::Session;
 
 pub fn user_room(user_id: &str) -> String {
@@ -118,7 +118,7 @@ pub async fn join<A: Adapter>(
     session: &Arc<Session<A>>,
     socket: &SocketRef<A>,
     data: Option<serde_json::Value>,
-    ack: Option<AckSender<A>>,
+    ack: Option<Ack<A>>,
     dialect: Dialect,
 ) {
     let room_id = match permitted(session, data) {
@@ -127,6 +127,9 @@ pub async fn join<A: Adapter>(
     };
     let ctx = &session.ctx;
     let id = &session.identity;
+    if let Err(r) = room_capacity(session, socket, &room_id) {
+        return reply::refuse(ack, &r);
+    }
     socket.join(client_room(&room_id));
     let sid = socket.id.to_string();
     let first = record_join(ctx, socket.ns(), &room_id, &id.user_id, &id.name, &sid).await;
@@ -147,11 +150,32 @@ pub async fn join<A: Adapter>(
     ack_members(session, socket, &room_id, ack).await;
 }
 
+/// A socket may be in at most `--max-rooms-per-socket` rooms (rejoining
+/// one it is in is always fine).
+fn room_capacity<A: Adapter>(
+    session: &Session<A>,
+    socket: &SocketRef<A>,
+    room_id: &str,
+) -> Result<(), Refusal> {
+    let max = session.ctx.config.max_rooms_per_socket;
+    let target = client_room(room_id);
+    let rooms = socket.rooms();
+    let joined = rooms.iter().filter(|r| r.starts_with("room:")).count();
+    if joined < max || rooms.iter().any(|r| **r == *target) {
+        return Ok(());
+    }
+    crate::metrics::limit_hit("max_rooms_per_socket");
+    Err(Refusal::new(
+        Code::TooLarge,
+        format!("a socket may be in at most {max} rooms: leave one first"),
+    ))
+}
+
 pub async fn leave<A: Adapter>(
     session: &Arc<Session<A>>,
     socket: &SocketRef<A>,
     data: Option<serde_json::Value>,
-    ack: Option<AckSender<A>>,
+    ack: Option<Ack<A>>,
 ) {
     let room_id = match reply::room_arg(data) {
         Ok(r) => r,
@@ -190,7 +214,7 @@ pub async fn members<A: Adapter>(
     session: &Arc<Session<A>>,
     socket: &SocketRef<A>,
     data: Option<serde_json::Value>,
-    ack: Option<AckSender<A>>,
+    ack: Option<Ack<A>>,
 ) {
     let room_id = match permitted(session, data) {
         Ok(r) => r,
@@ -204,7 +228,7 @@ async fn ack_members<A: Adapter>(
     session: &Session<A>,
     socket: &SocketRef<A>,
     room_id: &str,
-    ack: Option<AckSender<A>>,
+    ack: Option<Ack<A>>,
 ) {
     let members = room_members(&session.ctx, socket.ns(), room_id).await;
     reply::ok(

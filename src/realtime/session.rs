@@ -39,7 +39,7 @@ pub struct Incoming<A: Adapter> {
     /// The first argument, or `None` when there was none or it was not JSON.
     pub data: Option<serde_json::Value>,
     /// Present when the client passed a callback.
-    pub ack: Option<AckSender<A>>,
+    pub ack: Option<super::reply::Ack<A>>,
 }
 
 struct QueueState<A: Adapter> {
@@ -54,19 +54,41 @@ pub struct Session<A: Adapter> {
     queue: Mutex<QueueState<A>>,
     /// Completion of the socket's latest pipelined store write (see [`Session::chain`]).
     last_write: Mutex<Option<oneshot::Receiver<()>>>,
+    /// Set once the socket is being disconnected as a slow consumer.
+    pub slow: std::sync::atomic::AtomicBool,
+    /// The socket's event bucket and refusal count.
+    pub limits: super::limits::SocketLimits,
 }
 
 impl<A: Adapter> Session<A> {
     pub fn new(identity: Identity, ctx: Arc<Ctx>) -> Self {
         Session {
-            identity,
-            ctx,
             queue: Mutex::new(QueueState {
                 running: false,
                 jobs: VecDeque::new(),
             }),
             last_write: Mutex::new(None),
+            slow: Default::default(),
+            limits: ctx.limits.socket(),
+            identity,
+            ctx,
         }
+    }
+
+    /// Counts a `rate_limited` refusal; a socket that keeps flooding after
+    /// refusals is told why and disconnected.
+    pub fn rate_refused(&self, socket: &SocketRef<A>) {
+        if !self.limits.refused() {
+            return;
+        }
+        tracing::info!(
+            ns = socket.ns(),
+            sid = %socket.id,
+            user = self.identity.user_id,
+            "socket keeps flooding after rate_limited refusals; disconnecting"
+        );
+        crate::metrics::server_disconnect("rate_limited");
+        super::closing(socket, "rate_limited");
     }
 
     /// Links a new store write into the socket's chain: the returned receiver
@@ -171,14 +193,26 @@ impl<A: Adapter> FromMessage<A> for Enqueued {
         };
         let Ok::<_, Infallible>(TryData(data)) =
             TryData::<serde_json::Value>::from_message_parts(&s, &mut v, &ack_id);
+        let Ok::<_, Infallible>(socket) = SocketRef::from_message_parts(&s, &mut v, &ack_id);
         let ack = match ack_id {
             Some(_) => {
                 let Ok::<_, Infallible>(ack) = AckSender::from_message_parts(&s, &mut v, &ack_id);
-                Some(ack)
+                Some(super::reply::Ack::new(ack, socket.clone()))
             }
             None => None,
         };
-        let Ok::<_, Infallible>(socket) = SocketRef::from_message_parts(&s, &mut v, &ack_id);
+        if !session.limits.event() {
+            crate::metrics::limit_hit("events_per_sec");
+            if let Some(ack) = ack {
+                super::reply::error(
+                    Some(ack),
+                    super::reply::Code::RateLimited,
+                    "too many events: slow down",
+                );
+            }
+            session.rate_refused(&socket);
+            return Ok(Enqueued);
+        }
         let job = Job::Event(Incoming {
             event,
             data: data.ok(),

@@ -9,11 +9,11 @@ use std::time::Duration;
 use dashmap::DashMap;
 use serde_json::json;
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, SocketRef};
+use socketioxide::extract::SocketRef;
 use tokio::time::Instant;
 
 use super::broadcast::broadcast;
-use super::reply::{self, Code};
+use super::reply::{self, Ack, Code};
 use super::rooms::others;
 use super::session::Session;
 
@@ -75,7 +75,7 @@ pub async fn start<A: Adapter>(
     session: &Arc<Session<A>>,
     socket: &SocketRef<A>,
     data: Option<serde_json::Value>,
-    ack: Option<AckSender<A>>,
+    ack: Option<Ack<A>>,
 ) {
     let room_id = match typing_room(session, socket, data) {
         Ok(r) => r,
@@ -123,7 +123,7 @@ pub async fn stop<A: Adapter>(
     session: &Arc<Session<A>>,
     socket: &SocketRef<A>,
     data: Option<serde_json::Value>,
-    ack: Option<AckSender<A>>,
+    ack: Option<Ack<A>>,
 ) {
     let room_id = match typing_room(session, socket, data) {
         Ok(r) => r,

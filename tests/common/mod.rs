@@ -69,6 +69,19 @@ pub struct Proc {
     pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
+/// Flags that lift the per-user and per-socket rate limits, for tests whose
+/// subject is something else (a burst of pipelined sends).
+pub const NO_RATE_LIMITS: [&str; 8] = [
+    "--messages-per-sec",
+    "1000000",
+    "--message-burst",
+    "1000000",
+    "--events-per-sec",
+    "1000000",
+    "--event-burst",
+    "1000000",
+];
+
 pub const SECRET: &str = "durability-secret-durability-secret!!";
 
 impl Proc {
@@ -76,7 +89,11 @@ impl Proc {
     /// waits until it listens.
     pub fn start(args: &[&str]) -> Proc {
         use std::io::{BufRead, BufReader};
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        // SWITCHBOARD_TEST_BIN runs the same test against another build (to
+        // check that a test fails on an older one).
+        let bin = std::env::var("SWITCHBOARD_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_switchboard").to_string());
+        let mut child = std::process::Command::new(bin)
             .args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
             .args(args)
             .env("RUST_LOG", "info")

@@ -198,7 +198,12 @@ async fn client_msg_id_retries_store_once() {
 // handlers in order and would hide reordering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_back_to_back_sends_stay_in_order() {
-    let s = server().await;
+    // The subject is ordering, not the rate limits (tests/abuse has those).
+    let s = crate::server_with(|c| {
+        c.message_burst = 1000;
+        c.event_burst = 1000;
+    })
+    .await;
     let bob = s.in_room("bob", "general").await;
     let mut alice = s.user("alice").await;
     // Not awaiting the join: events from one socket are handled in order.

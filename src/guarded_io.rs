@@ -1,0 +1,411 @@
+//! The wrapper around every accepted TCP connection.
+//!
+//! engineioxide owns a websocket once hyper hands it over, and it can only
+//! drop a connection, not say why. This wrapper sits below both and gives the
+//! server three things they lack:
+//!
+//! * **A size limit read from frame headers.** Once the connection has
+//!   switched protocols, every client frame header is read as it passes; a
+//!   message announced above `--max-payload-bytes` is cut off before its
+//!   payload is read, and the client gets close code 1009.
+//! * **A close with a reason, from anywhere.** A [`ConnHandle`] (in every
+//!   request's extensions, and by Engine.IO session id in [`Connections`])
+//!   asks the connection to close: a close frame with a code and reason is
+//!   put between two outgoing frames, then the connection ends. The client
+//!   reconnects by itself ("transport close").
+//! * **Write stalls.** How long the connection has been unable to write
+//!   (the client stopped reading) is kept, so slow consumers can be found.
+//!
+//! The connection's [`Slot`] lives here, so the counts drop when it closes.
+
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_util::task::AtomicWaker;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::conn_limits::Slot;
+use crate::ws_frames::{CLOSE_TOO_BIG, FrameTracker, Scan, close_frame};
+
+/// What the rest of the server may ask of one connection.
+#[derive(Debug, Default)]
+pub struct ConnShared {
+    close_request: Mutex<Option<(u16, String)>>,
+    closing: AtomicBool,
+    read_waker: AtomicWaker,
+    /// Milliseconds (since [`epoch`]) at which writes started to block; 0 when not blocked.
+    blocked_since_ms: AtomicU64,
+    websocket: AtomicBool,
+    /// The Engine.IO session upgraded on this connection, if any.
+    sid: OnceLock<String>,
+}
+
+/// A handle to one connection (cheap to clone; does not keep it open).
+#[derive(Debug, Clone)]
+pub struct ConnHandle(pub Arc<ConnShared>);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    // +1 so that 0 can mean "not blocked".
+    epoch().elapsed().as_millis() as u64 + 1
+}
+
+impl ConnHandle {
+    /// Ends the connection: a websocket gets a close frame with `code` and
+    /// `reason` first. Idempotent: true for the first request only.
+    pub fn close(&self, code: u16, reason: &str) -> bool {
+        if self.0.closing.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        if let Ok(mut req) = self.0.close_request.lock() {
+            *req = Some((code, reason.to_string()));
+        }
+        self.0.read_waker.wake();
+        true
+    }
+
+    /// How long writes have been blocked (the peer is not reading), if they are.
+    pub fn write_blocked_for(&self) -> Option<Duration> {
+        match self.0.blocked_since_ms.load(Ordering::Acquire) {
+            0 => None,
+            since => Some(Duration::from_millis(now_ms().saturating_sub(since))),
+        }
+    }
+
+    pub fn is_websocket(&self) -> bool {
+        self.0.websocket.load(Ordering::Acquire)
+    }
+}
+
+/// Every open connection, so that stalled ones can be found, and the
+/// websocket that carries each upgraded Engine.IO session.
+#[derive(Debug, Default)]
+pub struct Connections {
+    next_id: AtomicU64,
+    all: Mutex<HashMap<u64, Weak<ConnShared>>>,
+    by_sid: Mutex<HashMap<String, Weak<ConnShared>>>,
+}
+
+impl Connections {
+    fn add(&self, shared: &Arc<ConnShared>) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut all) = self.all.lock() {
+            all.insert(id, Arc::downgrade(shared));
+        }
+        id
+    }
+
+    fn remove(&self, id: u64, shared: &ConnShared) {
+        if let Ok(mut all) = self.all.lock() {
+            all.remove(&id);
+        }
+        if let Some(sid) = shared.sid.get()
+            && let Ok(mut by_sid) = self.by_sid.lock()
+        {
+            by_sid.remove(sid);
+        }
+    }
+
+    /// Records that the websocket `conn` carries Engine.IO session `sid`
+    /// (an upgrade from long-polling).
+    pub fn bind_sid(&self, sid: &str, conn: &ConnHandle) {
+        if conn.0.sid.set(sid.to_string()).is_ok()
+            && let Ok(mut by_sid) = self.by_sid.lock()
+        {
+            by_sid.insert(sid.to_string(), Arc::downgrade(&conn.0));
+        }
+    }
+
+    /// The websocket carrying session `sid`, when it was upgraded from polling.
+    pub fn by_sid(&self, sid: &str) -> Option<ConnHandle> {
+        let by_sid = self.by_sid.lock().ok()?;
+        by_sid.get(sid)?.upgrade().map(ConnHandle)
+    }
+
+    /// The websockets whose writes have been blocked for at least `min`.
+    pub fn stalled(&self, min: Duration) -> Vec<ConnHandle> {
+        let Ok(all) = self.all.lock() else {
+            return Vec::new();
+        };
+        all.values()
+            .filter_map(Weak::upgrade)
+            .map(ConnHandle)
+            .filter(|c| c.is_websocket() && c.write_blocked_for().is_some_and(|d| d >= min))
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.all.lock().map(|a| a.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+enum Phase {
+    Http,
+    /// The 101 answer is being written; this many bytes of it are left.
+    SwitchingProtocols(usize),
+    Websocket,
+}
+
+enum Closing {
+    Open,
+    /// A close frame waits for the next frame boundary; `.1` bytes are written.
+    Queued(Vec<u8>, usize),
+    /// The close frame is out (or there was no websocket): the connection is over.
+    Done,
+}
+
+/// A TCP connection with the guards of the module doc.
+pub struct GuardedIo {
+    inner: TcpStream,
+    shared: Arc<ConnShared>,
+    registry: Arc<Connections>,
+    id: u64,
+    max_message: u64,
+    phase: Phase,
+    read_frames: FrameTracker,
+    write_frames: FrameTracker,
+    closing: Closing,
+    _slot: Arc<Slot>,
+}
+
+impl GuardedIo {
+    pub fn new(
+        inner: TcpStream,
+        slot: Arc<Slot>,
+        registry: Arc<Connections>,
+        max_message: u64,
+    ) -> Self {
+        let shared = Arc::new(ConnShared::default());
+        let id = registry.add(&shared);
+        GuardedIo {
+            inner,
+            shared,
+            registry,
+            id,
+            max_message,
+            phase: Phase::Http,
+            read_frames: FrameTracker::default(),
+            write_frames: FrameTracker::default(),
+            closing: Closing::Open,
+            _slot: slot,
+        }
+    }
+
+    pub fn handle(&self) -> ConnHandle {
+        ConnHandle(self.shared.clone())
+    }
+
+    /// Turns a close request into a queued close frame (or the end, for plain HTTP).
+    fn take_close_request(&mut self) {
+        if !matches!(self.closing, Closing::Open) {
+            return;
+        }
+        let request = self
+            .shared
+            .close_request
+            .lock()
+            .ok()
+            .and_then(|mut r| r.take());
+        if let Some((code, reason)) = request {
+            self.start_closing(code, &reason);
+        }
+    }
+
+    fn start_closing(&mut self, code: u16, reason: &str) {
+        self.closing = match self.phase {
+            Phase::Websocket => Closing::Queued(close_frame(code, reason), 0),
+            _ => Closing::Done,
+        };
+    }
+
+    /// Writes the queued close frame if the outgoing stream is between two
+    /// frames. Ready once it is out (or cannot be written).
+    fn poll_send_close(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let Closing::Queued(frame, written) = &mut self.closing else {
+                return Poll::Ready(());
+            };
+            if !self.write_frames.at_boundary() {
+                return Poll::Pending;
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &frame[*written..]) {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    *written += n;
+                    if *written == frame.len() {
+                        self.closing = Closing::Done;
+                    }
+                }
+                Poll::Ready(_) => {
+                    self.closing = Closing::Done;
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn note_write(&mut self, ready: bool) {
+        let since = &self.shared.blocked_since_ms;
+        if ready {
+            since.store(0, Ordering::Release);
+        } else if since.load(Ordering::Acquire) == 0 {
+            since.store(now_ms(), Ordering::Release);
+        }
+    }
+
+    /// Follows what was written: the end of a 101 answer switches the
+    /// connection to websocket frames.
+    fn after_write(&mut self, written: &[u8]) {
+        let mut rest = written;
+        if let Phase::Http = self.phase
+            && rest.starts_with(b"HTTP/1.1 101 ")
+        {
+            let head_len = rest
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map(|p| p + 4)
+                // The head did not fit this write: assume it ends with it.
+                .unwrap_or(rest.len());
+            self.phase = Phase::SwitchingProtocols(head_len);
+        }
+        if let Phase::SwitchingProtocols(left) = self.phase {
+            let n = left.min(rest.len());
+            rest = &rest[n..];
+            if left == n {
+                self.phase = Phase::Websocket;
+                self.shared.websocket.store(true, Ordering::Release);
+            } else {
+                self.phase = Phase::SwitchingProtocols(left - n);
+            }
+        }
+        if let Phase::Websocket = self.phase {
+            self.write_frames.scan(rest, u64::MAX);
+        }
+    }
+}
+
+impl Drop for GuardedIo {
+    fn drop(&mut self) {
+        self.registry.remove(self.id, &self.shared);
+    }
+}
+
+impl AsyncRead for GuardedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        this.shared.read_waker.register(cx.waker());
+        this.take_close_request();
+        if !matches!(this.closing, Closing::Open) {
+            // Try to get the close frame out now; if the writer is in the
+            // middle of a frame, it goes out after it (see poll_write). The
+            // reader sees the end of the stream either way.
+            let _ = this.poll_send_close(cx);
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
+        if let Phase::Websocket = this.phase {
+            let new = &buf.filled()[before..];
+            if let Scan::TooBig { at } = this.read_frames.scan(new, this.max_message) {
+                buf.set_filled(before + at);
+                tracing::info!(
+                    limit = this.max_message,
+                    "websocket message over --max-payload-bytes; closing with 1009"
+                );
+                crate::metrics::limit_hit("max_payload_bytes");
+                this.start_closing(
+                    CLOSE_TOO_BIG,
+                    &format!("message larger than {} bytes", this.max_message),
+                );
+                let _ = this.poll_send_close(cx);
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for GuardedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        this.take_close_request();
+        match this.closing {
+            Closing::Open => {}
+            Closing::Queued(..) if this.write_frames.at_boundary() => {
+                if this.poll_send_close(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // Nothing may follow a close frame; the writer's own close
+                // and anything after it are dropped.
+                return Poll::Ready(Ok(buf.len()));
+            }
+            // Finish the frame in flight first, no further.
+            Closing::Queued(..) => {}
+            Closing::Done => return Poll::Ready(Ok(buf.len())),
+        }
+        let limit = match (&this.closing, this.write_frames.bytes_to_boundary()) {
+            (Closing::Queued(..), Some(n)) => (n as usize).min(buf.len()),
+            (Closing::Queued(..), None) => 1,
+            _ => buf.len(),
+        };
+        let res = Pin::new(&mut this.inner).poll_write(cx, &buf[..limit]);
+        match &res {
+            Poll::Ready(Ok(n)) => {
+                this.note_write(true);
+                this.after_write(&buf[..*n]);
+            }
+            Poll::Ready(Err(_)) => this.note_write(true),
+            Poll::Pending => this.note_write(false),
+        }
+        res
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if let Closing::Queued(..) = this.closing
+            && this.poll_send_close(cx).is_pending()
+        {
+            return Poll::Pending;
+        }
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if let Closing::Queued(..) = this.closing
+            && this.poll_send_close(cx).is_pending()
+        {
+            return Poll::Pending;
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+
+    // hyper then writes each answer as one buffer, which is what lets
+    // `after_write` see the 101 head whole.
+    fn is_write_vectored(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,153 @@
+//! What one user or one socket may send: token buckets (governor) for
+//! messages per user and events per socket, and the count of refusals after
+//! which a socket that keeps flooding is disconnected.
+//!
+//! * **Messages** (`chat:send`, `chat:message`, `private:send`): per user,
+//!   across all of the user's sockets on this node, `--messages-per-sec`
+//!   sustained with bursts of `--message-burst`.
+//! * **Events** of any kind: per socket, `--events-per-sec` with bursts of
+//!   `--event-burst`, checked on the socket's read path before the event is
+//!   queued, so a flood costs no task and no queue slot.
+//! * Each refusal answers `rate_limited`; more than `--max-rate-refusals`
+//!   within [`REFUSAL_WINDOW`] disconnect the socket.
+
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::config::Config;
+
+/// The window in which refusals are counted.
+pub const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
+
+fn quota(per_sec: u32, burst: u32) -> Quota {
+    let nz = |n: u32| NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
+    Quota::per_second(nz(per_sec)).allow_burst(nz(burst.max(per_sec)))
+}
+
+/// The node-wide limiters.
+pub struct Limits {
+    messages: DefaultKeyedRateLimiter<(String, String)>,
+    event_quota: Quota,
+    max_refusals: u32,
+}
+
+impl std::fmt::Debug for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limits").finish_non_exhaustive()
+    }
+}
+
+impl Limits {
+    pub fn new(config: &Config) -> Self {
+        Limits {
+            messages: RateLimiter::keyed(quota(config.messages_per_sec, config.message_burst)),
+            event_quota: quota(config.events_per_sec, config.event_burst),
+            max_refusals: config.max_rate_refusals,
+        }
+    }
+
+    /// Takes one message from `user`'s bucket in namespace `ns`.
+    pub fn message(&self, ns: &str, user: &str) -> bool {
+        self.messages
+            .check_key(&(ns.to_string(), user.to_string()))
+            .is_ok()
+    }
+
+    /// Forgets users whose buckets are full again (run every so often, so
+    /// the map holds only recent senders).
+    pub fn forget_idle(&self) {
+        self.messages.retain_recent();
+        self.messages.shrink_to_fit();
+    }
+
+    /// A fresh per-socket state.
+    pub fn socket(&self) -> SocketLimits {
+        SocketLimits {
+            events: RateLimiter::direct(self.event_quota),
+            refusals: Mutex::new((Instant::now(), 0)),
+            max_refusals: self.max_refusals,
+        }
+    }
+}
+
+/// Drops the buckets of users who stopped sending, once a minute.
+pub async fn forget_idle_users(ctx: std::sync::Arc<super::Ctx>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        ctx.limits.forget_idle();
+    }
+}
+
+/// One socket's event bucket and refusal count.
+pub struct SocketLimits {
+    events: DefaultDirectRateLimiter,
+    refusals: Mutex<(Instant, u32)>,
+    max_refusals: u32,
+}
+
+impl SocketLimits {
+    /// Takes one event from the socket's bucket.
+    pub fn event(&self) -> bool {
+        self.events.check().is_ok()
+    }
+
+    /// Counts a refusal; true when the socket has now been refused more
+    /// than allowed within the window and must be disconnected.
+    pub fn refused(&self) -> bool {
+        let Ok(mut r) = self.refusals.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        if now.duration_since(r.0) > REFUSAL_WINDOW {
+            *r = (now, 0);
+        }
+        r.1 += 1;
+        r.1 > self.max_refusals
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(per_sec: u32, burst: u32, refusals: u32) -> Config {
+        Config {
+            messages_per_sec: per_sec,
+            message_burst: burst,
+            events_per_sec: per_sec,
+            event_burst: burst,
+            max_rate_refusals: refusals,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn messages_are_limited_per_user_with_a_burst() {
+        let l = Limits::new(&config(1, 5, 10));
+        for _ in 0..5 {
+            assert!(l.message("/", "alice"));
+        }
+        assert!(!l.message("/", "alice"), "burst spent");
+        assert!(
+            l.message("/", "bob"),
+            "another user has a bucket of his own"
+        );
+        assert!(l.message("/acme", "alice"), "and so has another namespace");
+    }
+
+    #[test]
+    fn events_per_socket_and_refusals() {
+        let l = Limits::new(&config(1, 3, 2));
+        let s = l.socket();
+        assert!(s.event() && s.event() && s.event());
+        assert!(!s.event());
+        assert!(!s.refused());
+        assert!(!s.refused());
+        assert!(s.refused(), "the third refusal is one too many");
+        assert!(l.socket().event(), "a new socket starts full");
+    }
+}

@@ -1,0 +1,246 @@
+//! Following the frames of one direction of a websocket byte stream, without
+//! buffering them: only each frame's header is read (RFC 6455 §5.2), the
+//! payload is counted and skipped.
+//!
+//! The accept loop ([`crate::serve`]) uses one tracker per direction. On the
+//! read side it refuses a message as soon as a frame header announces more
+//! than the limit, before any of the payload is buffered; on the write side
+//! it tells where one frame ends, so a close frame can be put in between two
+//! frames. Pure code: bytes in, verdicts out.
+
+/// Where a scan stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scan {
+    /// Every byte belongs to frames within the limit.
+    Fine,
+    /// The frame whose header starts at this offset of the scanned buffer
+    /// (0 when the header began in an earlier buffer) makes its message
+    /// larger than the limit.
+    TooBig { at: usize },
+}
+
+/// The state of one direction of a websocket stream.
+#[derive(Debug, Default, Clone)]
+pub struct FrameTracker {
+    header: [u8; 14],
+    header_len: usize,
+    /// Where the header being read started in the current buffer.
+    header_start: usize,
+    /// Payload bytes of the current frame still to come.
+    remaining: u64,
+    /// Payload bytes of the current (possibly fragmented) data message.
+    message_len: u64,
+}
+
+/// The length of a frame header once its first two bytes are known.
+fn header_size(b1: u8) -> usize {
+    let masked = if b1 & 0x80 != 0 { 4 } else { 0 };
+    let ext = match b1 & 0x7f {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    2 + ext + masked
+}
+
+impl FrameTracker {
+    /// True between two frames: the next byte is the start of a header.
+    pub fn at_boundary(&self) -> bool {
+        self.header_len == 0 && self.remaining == 0
+    }
+
+    /// Bytes left in the current frame, when its header is complete (`None`
+    /// in the middle of a header).
+    pub fn bytes_to_boundary(&self) -> Option<u64> {
+        (self.header_len == 0).then_some(self.remaining)
+    }
+
+    /// Follows `buf`, checking that no data message exceeds `max` bytes
+    /// (control frames are capped at 125 bytes by the protocol itself).
+    pub fn scan(&mut self, buf: &[u8], max: u64) -> Scan {
+        let mut i = 0;
+        if self.header_len > 0 {
+            self.header_start = 0;
+        }
+        while i < buf.len() {
+            if self.remaining > 0 {
+                let skip = self.remaining.min((buf.len() - i) as u64);
+                self.remaining -= skip;
+                i += skip as usize;
+                continue;
+            }
+            if self.header_len == 0 {
+                self.header_start = i;
+            }
+            self.header[self.header_len] = buf[i];
+            self.header_len += 1;
+            i += 1;
+            if self.header_len < 2 || self.header_len < header_size(self.header[1]) {
+                continue;
+            }
+            let (opcode, len) = self.take_header();
+            let data = opcode <= 2; // continuation, text, binary
+            if data {
+                self.message_len = if opcode == 0 {
+                    self.message_len.saturating_add(len)
+                } else {
+                    len
+                };
+            }
+            if (data && self.message_len > max) || (!data && len > 125) {
+                return Scan::TooBig {
+                    at: self.header_start,
+                };
+            }
+            self.remaining = len;
+        }
+        Scan::Fine
+    }
+
+    /// Decodes the completed header, resetting it; returns (opcode, payload length).
+    fn take_header(&mut self) -> (u8, u64) {
+        let h = &self.header;
+        let opcode = h[0] & 0x0f;
+        let len = match h[1] & 0x7f {
+            126 => u64::from(u16::from_be_bytes([h[2], h[3]])),
+            127 => u64::from_be_bytes([h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9]]),
+            n => u64::from(n),
+        };
+        self.header_len = 0;
+        (opcode, len)
+    }
+}
+
+/// A close frame as the server sends it (unmasked): `code` and a short reason.
+pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
+    // Control frames carry at most 125 bytes: 2 for the code, 123 of reason.
+    let mut reason = &reason.as_bytes()[..reason.len().min(123)];
+    while std::str::from_utf8(reason).is_err() {
+        reason = &reason[..reason.len() - 1];
+    }
+    let mut out = Vec::with_capacity(4 + reason.len());
+    out.push(0x88);
+    out.push((2 + reason.len()) as u8);
+    out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(reason);
+    out
+}
+
+/// The close code for a message over the size limit (RFC 6455 §7.4.1).
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// The close code for a connection ended by the server's policy (slow
+/// consumer, and the like); the reason says which.
+pub const CLOSE_POLICY: u16 = 1008;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client frame (masked) header for `len` bytes of `opcode`.
+    fn client_header(fin: bool, opcode: u8, len: u64) -> Vec<u8> {
+        let mut h = vec![(if fin { 0x80 } else { 0 }) | opcode];
+        if len < 126 {
+            h.push(0x80 | len as u8);
+        } else if len <= u16::MAX as u64 {
+            h.push(0x80 | 126);
+            h.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            h.push(0x80 | 127);
+            h.extend_from_slice(&len.to_be_bytes());
+        }
+        h.extend_from_slice(&[1, 2, 3, 4]);
+        h
+    }
+
+    fn frame(fin: bool, opcode: u8, len: usize) -> Vec<u8> {
+        let mut f = client_header(fin, opcode, len as u64);
+        f.extend(std::iter::repeat_n(b'x', len));
+        f
+    }
+
+    #[test]
+    fn small_frames_pass_in_any_split() {
+        let mut stream = frame(true, 1, 10);
+        stream.extend(frame(true, 2, 300));
+        stream.extend(frame(true, 9, 4)); // ping
+        stream.extend(frame(true, 1, 70_000));
+        for chunk in [1, 3, 7, 64, 1000, stream.len()] {
+            let mut t = FrameTracker::default();
+            for part in stream.chunks(chunk) {
+                assert_eq!(t.scan(part, 100_000), Scan::Fine, "chunk {chunk}");
+            }
+            assert!(t.at_boundary());
+        }
+    }
+
+    #[test]
+    fn refuses_from_the_header_alone() {
+        let mut t = FrameTracker::default();
+        let mut buf = frame(true, 1, 5);
+        let at = buf.len();
+        buf.extend(client_header(true, 2, 16 << 20)); // no payload follows
+        assert_eq!(t.scan(&buf, 1_000_000), Scan::TooBig { at });
+        // A 64-bit length that would overflow anything.
+        let mut t = FrameTracker::default();
+        assert_eq!(
+            t.scan(&client_header(true, 2, u64::MAX), 1_000_000),
+            Scan::TooBig { at: 0 }
+        );
+    }
+
+    #[test]
+    fn header_split_across_reads_is_refused_at_its_start() {
+        let h = client_header(true, 1, 2_000_000);
+        let mut t = FrameTracker::default();
+        assert_eq!(t.scan(&h[..1], 1_000_000), Scan::Fine);
+        assert_eq!(t.scan(&h[1..], 1_000_000), Scan::TooBig { at: 0 });
+    }
+
+    #[test]
+    fn fragments_add_up() {
+        let mut t = FrameTracker::default();
+        let mut buf = frame(false, 1, 600);
+        buf.extend(frame(true, 9, 0)); // a ping between fragments does not count
+        let at = buf.len();
+        buf.extend(frame(true, 0, 600));
+        assert_eq!(t.scan(&buf, 1000), Scan::TooBig { at });
+        // A new message starts the count again.
+        let mut t = FrameTracker::default();
+        let mut buf = frame(true, 1, 600);
+        buf.extend(frame(true, 1, 600));
+        assert_eq!(t.scan(&buf, 1000), Scan::Fine);
+    }
+
+    #[test]
+    fn oversized_control_frames_are_refused() {
+        let mut t = FrameTracker::default();
+        assert_eq!(
+            t.scan(&client_header(true, 9, 200), 1_000_000),
+            Scan::TooBig { at: 0 }
+        );
+    }
+
+    #[test]
+    fn boundaries_on_the_write_side() {
+        // Server frames are not masked.
+        let mut t = FrameTracker::default();
+        let f = [0x81u8, 3, b'a', b'b', b'c'];
+        assert!(t.at_boundary());
+        t.scan(&f[..2], u64::MAX);
+        assert!(!t.at_boundary());
+        t.scan(&f[2..], u64::MAX);
+        assert!(t.at_boundary());
+    }
+
+    #[test]
+    fn close_frames() {
+        assert_eq!(
+            close_frame(1009, "big"),
+            vec![0x88, 5, 0x03, 0xf1, b'b', b'i', b'g']
+        );
+        let long = "é".repeat(100);
+        let f = close_frame(1008, &long);
+        assert!(f.len() <= 127);
+        assert!(std::str::from_utf8(&f[4..]).is_ok());
+    }
+}
