@@ -37,7 +37,7 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 
 step "cargo test (unit, integration, and examples built)"
-cargo test
+FUZZ_SECS="${FUZZ_SECS:-10}" cargo test
 
 step "client-compat: socket.io-client 4.8 against the binary"
 cargo build --quiet --bin switchboard --example echo --example embed

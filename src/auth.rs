@@ -19,6 +19,8 @@ pub struct Identity {
     pub rooms: Option<Vec<String>>,
     /// When set, the only tenant namespace (without its slash) this token opens.
     pub tenant: Option<String>,
+    /// The token's `exp` (epoch seconds): the connection ends then.
+    pub expires_at: u64,
 }
 
 impl Identity {
@@ -207,6 +209,7 @@ impl Verifier {
             name,
             rooms: c.rooms,
             tenant: c.tenant,
+            expires_at: c.exp,
         })
     }
 }
@@ -249,8 +252,12 @@ pub fn find_token<'a>(
     }
     if let Some(h) = authorization {
         let h = h.trim();
-        if h.len() > 7 && h[..7].eq_ignore_ascii_case("bearer ") {
-            return Some(h[7..].trim().into());
+        // `get`: the header may be cut inside a multi-byte character.
+        if let (Some(scheme), Some(rest)) = (h.get(..7), h.get(7..))
+            && !rest.is_empty()
+            && scheme.eq_ignore_ascii_case("bearer ")
+        {
+            return Some(rest.trim().into());
         }
     }
     query.and_then(|q| {
@@ -394,6 +401,7 @@ mod tests {
             name: "a".into(),
             rooms: Some(vec!["team-*".into(), "general".into()]),
             tenant: None,
+            expires_at: 0,
         };
         assert!(id.may_join("team-red"));
         assert!(id.may_join("general"));
@@ -417,5 +425,7 @@ mod tests {
             Some("C.d")
         );
         assert_eq!(find_token(None, Some("Basic x"), Some("EIO=4")), None);
+        // Found by tests/fuzz.rs: a cut inside a character panicked.
+        assert_eq!(find_token(None, Some("bearer\u{e9}x"), None), None);
     }
 }

@@ -44,6 +44,9 @@ pub struct ConnShared {
     websocket: AtomicBool,
     /// The Engine.IO session upgraded on this connection, if any.
     sid: OnceLock<String>,
+    /// Success acks queued for this websocket and not yet written: they are
+    /// counted once written (see `reply`).
+    success_acks: Mutex<std::collections::HashSet<crate::ws_frames::AckKey>>,
 }
 
 /// A handle to one connection (cheap to clone; does not keep it open).
@@ -72,6 +75,21 @@ impl ConnHandle {
         }
         self.0.read_waker.wake();
         true
+    }
+
+    /// A success ack with this key is about to be queued: count it once its
+    /// frame is written.
+    pub fn expect_success_ack(&self, key: crate::ws_frames::AckKey) {
+        if let Ok(mut acks) = self.0.success_acks.lock() {
+            acks.insert(key);
+        }
+    }
+
+    /// The ack was not queued after all.
+    pub fn forget_success_ack(&self, key: &crate::ws_frames::AckKey) {
+        if let Ok(mut acks) = self.0.success_acks.lock() {
+            acks.remove(key);
+        }
     }
 
     /// How long writes have been blocked (the peer is not reading), if they are.
@@ -179,8 +197,15 @@ pub struct GuardedIo {
     read_frames: FrameTracker,
     write_frames: FrameTracker,
     closing: Closing,
+    /// Started when closing begins: how long the peer has to take the rest
+    /// of the frame in flight and the close frame.
+    close_grace: Option<Pin<Box<tokio::time::Sleep>>>,
     _slot: Arc<Slot>,
 }
+
+/// How long a closing websocket waits for a peer that does not read (a slow
+/// consumer) before its close frame is given up and the connection dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 impl GuardedIo {
     pub fn new(
@@ -199,8 +224,9 @@ impl GuardedIo {
             max_message,
             phase: Phase::Http,
             read_frames: FrameTracker::default(),
-            write_frames: FrameTracker::default(),
+            write_frames: FrameTracker::tracking_acks(),
             closing: Closing::Open,
+            close_grace: None,
             _slot: slot,
         }
     }
@@ -232,6 +258,24 @@ impl GuardedIo {
         };
     }
 
+    /// True once a closing connection's peer has not taken its bytes for
+    /// [`CLOSE_GRACE`]: the connection is then over without a close frame
+    /// (so that reads, which wait for pending writes, end too).
+    fn grace_over(&mut self, cx: &mut Context<'_>) -> bool {
+        if !matches!(self.closing, Closing::Queued(..)) {
+            return false;
+        }
+        let grace = self
+            .close_grace
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+        if grace.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        tracing::debug!("peer does not read; dropping the connection without a close frame");
+        self.closing = Closing::Done;
+        true
+    }
+
     /// Writes the queued close frame if the outgoing stream is between two
     /// frames. Ready once it is out (or cannot be written).
     fn poll_send_close(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -240,7 +284,11 @@ impl GuardedIo {
                 return Poll::Ready(());
             };
             if !self.write_frames.at_boundary() {
-                return Poll::Pending;
+                return if self.grace_over(cx) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                };
             }
             match Pin::new(&mut self.inner).poll_write(cx, &frame[*written..]) {
                 Poll::Ready(Ok(n)) if n > 0 => {
@@ -252,6 +300,7 @@ impl GuardedIo {
                 Poll::Ready(_) => {
                     self.closing = Closing::Done;
                 }
+                Poll::Pending if self.grace_over(cx) => return Poll::Ready(()),
                 Poll::Pending => return Poll::Pending,
             }
         }
@@ -293,6 +342,17 @@ impl GuardedIo {
         }
         if let Phase::Websocket = self.phase {
             self.write_frames.scan(rest, u64::MAX);
+            let written = self.write_frames.take_written_acks();
+            if !written.is_empty() {
+                let mut expected = self
+                    .shared
+                    .success_acks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let n = written.iter().filter(|k| expected.remove(*k)).count();
+                drop(expected);
+                crate::metrics::acks_written(n as u64);
+            }
         }
     }
 }
@@ -378,6 +438,9 @@ impl AsyncWrite for GuardedIo {
                 this.after_write(&buf[..*n]);
             }
             Poll::Ready(Err(_)) => this.note_write(true),
+            // Closing, and the peer does not take the frame in flight: the
+            // rest is dropped with the connection.
+            Poll::Pending if this.grace_over(cx) => return Poll::Ready(Ok(buf.len())),
             Poll::Pending => this.note_write(false),
         }
         res

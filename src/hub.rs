@@ -80,16 +80,6 @@ pub enum HubError {
     ClusterUnavailable(String),
 }
 
-/// Events the Socket.IO protocol reserves; a server must not emit them.
-const RESERVED_EVENTS: &[&str] = &[
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
-
 /// The backend-facing handle. Cheap to clone.
 #[derive(Clone)]
 pub struct Hub {
@@ -124,15 +114,7 @@ impl Hub {
     }
 
     fn check_event(event: &str) -> Result<(), HubError> {
-        if event.is_empty() || event.len() > 128 {
-            return Err(HubError::Invalid("event must be 1-128 characters".into()));
-        }
-        if RESERVED_EVENTS.contains(&event) {
-            return Err(HubError::Invalid(format!(
-                "'{event}' is a reserved event name"
-            )));
-        }
-        Ok(())
+        crate::event_names::check_event_name(event).map_err(HubError::Invalid)
     }
 
     fn check_room(id: &str) -> Result<(), HubError> {
@@ -214,21 +196,25 @@ impl Hub {
     }
 
     /// Disconnects every socket of `user` in `ns`, on every node (the clients
-    /// are told; they do not reconnect by themselves). Returns how many.
-    pub async fn disconnect_user(&self, ns: &str, user: &str) -> Result<usize, HubError> {
+    /// are told; they do not reconnect by themselves), and ends the user's SSE
+    /// streams there. Returns how many sockets, and how many streams on this
+    /// node.
+    pub async fn disconnect_user(&self, ns: &str, user: &str) -> Result<(usize, usize), HubError> {
         Self::check_user(user)?;
         self.check_namespace(ns)?;
-        on_io!(&self.io, io => match io.of(ns) {
+        let streams = self.ctx.feeds.close_user(ns, user);
+        let sockets: usize = on_io!(&self.io, io => match io.of(ns) {
             Some(op) => {
                 let n = user_sockets(op.clone(), user).await?;
                 op.within(user_room(user))
                     .disconnect()
                     .await
                     .map_err(|e| HubError::Delivery(e.to_string()))?;
-                Ok(n)
+                Ok::<_, HubError>(n)
             }
             None => Ok(0),
-        })
+        })?;
+        Ok((sockets, streams))
     }
 
     /// Stores a chat message in `room` (as `sender`, or the system) and

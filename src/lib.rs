@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod config;
 pub mod conn_limits;
 pub mod detach;
+pub mod event_names;
 pub mod feeds;
 pub mod guarded_io;
 pub mod http;
@@ -100,6 +101,7 @@ impl Switchboard {
             connections: Default::default(),
             namespaces: realtime::namespaces::DynNamespaces::new(&config.namespaces),
             limits: realtime::limits::Limits::new(&config),
+            expiries: realtime::expiry::Expiries::new(config.auth_expiry_warning_secs),
             config: config.clone(),
         });
         let builder = SocketIo::builder()
@@ -169,6 +171,7 @@ impl Switchboard {
             None => http::ApiKey::Disabled,
         };
         let router = socketio_layer(http::routes(hub.clone(), key))
+            .layer(axum::middleware::map_response(http::json_payload_too_large))
             .layer(tower::util::MapRequestLayer::new(detach::detach_request))
             .layer(cors(&config));
         tokio::spawn(realtime::slow::watch_stalls(ctx.clone()));

@@ -40,6 +40,7 @@ const CLIENT_EVENTS: &[&str] = &[
     "typing:start",
     "typing:stop",
     "ping",
+    "auth:refresh",
 ];
 
 pub fn event_in(event: &str) {
@@ -76,6 +77,12 @@ pub fn event_out(event: &str) {
                 .increment(1)
         }
     }
+}
+
+/// Success acks written to a guarded websocket (counted there, once written,
+/// so that one dropped with its connection is not counted).
+pub fn acks_written(n: u64) {
+    metrics::counter!("switchboard_acks_total", "outcome" => "success").increment(n);
 }
 
 /// An ack sent to a client: "success" or the error code.

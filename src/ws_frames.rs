@@ -30,6 +30,35 @@ pub struct FrameTracker {
     remaining: u64,
     /// Payload bytes of the current (possibly fragmented) data message.
     message_len: u64,
+    /// Write side: note the acks that go out (see [`FrameTracker::take_written_acks`]).
+    track_acks: bool,
+    /// The start of the current text frame's payload, while tracking acks.
+    prefix: Vec<u8>,
+    sniffing: bool,
+    written_acks: Vec<AckKey>,
+}
+
+/// An ack packet's namespace (`None` for `/`) and id.
+pub type AckKey = (Option<Box<str>>, i64);
+
+/// How much of a frame's payload is enough to read an ack's namespace and id.
+const ACK_PREFIX: usize = 160;
+
+/// The namespace and id of a Socket.IO ack packet, `43[/namespace,]<id>[...`.
+pub fn ack_key(payload: &[u8]) -> Option<AckKey> {
+    let mut rest = payload.strip_prefix(b"43")?;
+    let mut ns = None;
+    if rest.first() == Some(&b'/') {
+        let comma = rest.iter().position(|&b| b == b',')?;
+        ns = Some(std::str::from_utf8(&rest[..comma]).ok()?.into());
+        rest = &rest[comma + 1..];
+    }
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || rest.get(digits) != Some(&b'[') {
+        return None;
+    }
+    let id = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+    Some((ns, id))
 }
 
 /// The length of a frame header once its first two bytes are known.
@@ -44,6 +73,20 @@ fn header_size(b1: u8) -> usize {
 }
 
 impl FrameTracker {
+    /// A tracker for the server's own frames that notes the acks written
+    /// (see [`FrameTracker::take_written_acks`]).
+    pub fn tracking_acks() -> Self {
+        FrameTracker {
+            track_acks: true,
+            ..Default::default()
+        }
+    }
+
+    /// Acks whose frame was written completely since the last call.
+    pub fn take_written_acks(&mut self) -> Vec<AckKey> {
+        std::mem::take(&mut self.written_acks)
+    }
+
     /// True between two frames: the next byte is the start of a header.
     pub fn at_boundary(&self) -> bool {
         self.header_len == 0 && self.remaining == 0
@@ -65,8 +108,18 @@ impl FrameTracker {
         while i < buf.len() {
             if self.remaining > 0 {
                 let skip = self.remaining.min((buf.len() - i) as u64);
+                if self.sniffing && self.prefix.len() < ACK_PREFIX {
+                    let take = (skip as usize).min(ACK_PREFIX - self.prefix.len());
+                    self.prefix.extend_from_slice(&buf[i..i + take]);
+                }
                 self.remaining -= skip;
                 i += skip as usize;
+                if self.remaining == 0 && self.sniffing {
+                    self.sniffing = false;
+                    if let Some(key) = ack_key(&self.prefix) {
+                        self.written_acks.push(key);
+                    }
+                }
                 continue;
             }
             if self.header_len == 0 {
@@ -93,6 +146,9 @@ impl FrameTracker {
                 };
             }
             self.remaining = len;
+            // A whole text message in one frame, as socketioxide writes them.
+            self.sniffing = self.track_acks && opcode == 1 && self.header[0] & 0x80 != 0 && len > 0;
+            self.prefix.clear();
         }
         Scan::Fine
     }
@@ -230,6 +286,35 @@ mod tests {
         assert!(!t.at_boundary());
         t.scan(&f[2..], u64::MAX);
         assert!(t.at_boundary());
+    }
+
+    #[test]
+    fn acks_are_noted_once_written() {
+        let frame = |payload: &[u8]| {
+            let mut f = vec![0x81u8, payload.len() as u8];
+            f.extend_from_slice(payload);
+            f
+        };
+        let mut stream = frame(br#"4312[{"seq":1,"success":true}]"#);
+        stream.extend(frame(br#"43/acme,7[{"success":true}]"#));
+        stream.extend(frame(br#"42["chat:message",{"success":true}]"#));
+        let last = frame(br#"439[{"success":true}]"#);
+        stream.extend(&last[..last.len() - 1]);
+        for chunk in [1, 2, 5, stream.len()] {
+            let mut t = FrameTracker::tracking_acks();
+            for part in stream.chunks(chunk) {
+                t.scan(part, u64::MAX);
+            }
+            assert_eq!(
+                t.take_written_acks(),
+                vec![(None, 12), (Some("/acme".into()), 7)],
+                "chunk {chunk}: the last is not whole"
+            );
+            t.scan(&last[last.len() - 1..], u64::MAX);
+            assert_eq!(t.take_written_acks(), vec![(None, 9)]);
+        }
+        assert_eq!(ack_key(br#"43[{"success":true}]"#), None, "no ack id");
+        assert_eq!(ack_key(br#"431x"#), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -133,6 +133,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+/// `Path<T>` whose rejections (e.g. a segment that is not UTF-8 once
+/// percent-decoded) are [`ApiError`]s.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|e| ApiError::bad(e.body_text()))
+    }
+}
+
 /// The API key, or why there is none.
 #[derive(Clone)]
 pub enum ApiKey {
@@ -241,7 +259,7 @@ pub const MAX_ACK_TIMEOUT_MS: u64 = 60_000;
 
 async fn emit_to_user(
     State(hub): State<Hub>,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
     ApiQuery(q): ApiQuery<NsQuery>,
     ApiJson(b): ApiJson<UserEmitBody>,
 ) -> Result<Response, ApiError> {
@@ -282,7 +300,7 @@ struct PostMessageBody {
 
 async fn post_message(
     State(hub): State<Hub>,
-    Path(room): Path<String>,
+    ApiPath(room): ApiPath<String>,
     ApiQuery(q): ApiQuery<NsQuery>,
     ApiJson(b): ApiJson<PostMessageBody>,
 ) -> Result<Response, ApiError> {
@@ -308,7 +326,7 @@ struct HistoryQuery {
 
 async fn history(
     State(hub): State<Hub>,
-    Path(room): Path<String>,
+    ApiPath(room): ApiPath<String>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
@@ -322,7 +340,7 @@ async fn history(
 
 async fn members(
     State(hub): State<Hub>,
-    Path(room): Path<String>,
+    ApiPath(room): ApiPath<String>,
     ApiQuery(q): ApiQuery<NsQuery>,
 ) -> Result<Response, ApiError> {
     let ns = q.namespace.unwrap_or_else(|| "/".into());
@@ -332,7 +350,7 @@ async fn members(
 
 async fn presence(
     State(hub): State<Hub>,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
     ApiQuery(q): ApiQuery<NsQuery>,
 ) -> Result<Response, ApiError> {
     let ns = q.namespace.unwrap_or_else(|| "/".into());
@@ -342,12 +360,12 @@ async fn presence(
 
 async fn disconnect(
     State(hub): State<Hub>,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
     ApiQuery(q): ApiQuery<NsQuery>,
 ) -> Result<Response, ApiError> {
     let ns = q.namespace.unwrap_or_else(|| "/".into());
-    let n = hub.disconnect_user(&ns, &user).await?;
-    Ok(axum::Json(json!({ "disconnected": n })).into_response())
+    let (sockets, streams) = hub.disconnect_user(&ns, &user).await?;
+    Ok(axum::Json(json!({ "disconnected": sockets, "streams": streams })).into_response())
 }
 
 /// The routes under `/api`, behind the key check and a body limit.

@@ -55,3 +55,19 @@ async fn count_requests(req: Request, next: Next) -> Response {
     crate::metrics::http_request(&route, res.status().as_u16());
     res
 }
+
+/// Engine.IO answers an over-size long-polling body with an empty 413; give
+/// it the JSON error body every other refusal has.
+pub async fn json_payload_too_large(res: Response) -> Response {
+    use axum::body::HttpBody;
+    if res.status() != StatusCode::PAYLOAD_TOO_LARGE || res.body().size_hint().exact() != Some(0) {
+        return res;
+    }
+    crate::metrics::limit_hit("max_payload_bytes");
+    api::ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        "packet larger than --max-payload-bytes",
+    )
+    .into_response()
+}

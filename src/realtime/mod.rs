@@ -3,9 +3,11 @@
 
 pub mod broadcast;
 pub mod chat;
+pub mod expiry;
 pub mod limits;
 pub mod namespaces;
 pub mod private;
+pub mod refresh;
 pub mod reply;
 pub mod rooms;
 pub mod session;
@@ -48,6 +50,8 @@ pub struct Ctx {
     pub namespaces: namespaces::DynNamespaces,
     /// Message and event rate limits.
     pub limits: limits::Limits,
+    /// Token deadlines of the sockets.
+    pub expiries: Arc<expiry::Expiries>,
 }
 
 /// A refused connection; the client reads the display text as `err.message`.
@@ -105,7 +109,7 @@ async fn authenticate<A: Adapter>(
     io: SocketIo<A>,
 ) -> Result<(), AuthFailure> {
     let connecting = ctx.namespaces.connecting(s.ns());
-    let result = admit(&s, auth.ok(), &ctx);
+    let result = admit(&s, auth.ok(), &ctx, &io);
     drop(connecting);
     if result.is_err() {
         ctx.namespaces.remove_if_empty(&io, s.ns(), None);
@@ -118,6 +122,7 @@ fn admit<A: Adapter>(
     s: &SocketRef<A>,
     auth: Option<serde_json::Value>,
     ctx: &Arc<Ctx>,
+    io: &SocketIo<A>,
 ) -> Result<(), AuthFailure> {
     let parts = s.req_parts();
     let header = parts
@@ -134,8 +139,17 @@ fn admit<A: Adapter>(
         tracing::debug!(ns = s.ns(), user = identity.user_id, "wrong tenant");
         return Err(AuthFailure(AuthError::WrongTenant));
     }
+    let exp = identity.expires_at;
     let session = Arc::new(Session::<A>::new(identity, ctx.clone()));
     s.join(session.user_room());
+    let target = refresh::SocketExpiry {
+        io: io.clone(),
+        ns: s.ns().to_string(),
+        sid: s.id,
+    };
+    let _ = session
+        .expiry
+        .set(ctx.expiries.track(exp, Arc::new(target)));
     s.extensions.insert(session);
     s.on_fallback(async |_: Enqueued| {});
     s.on_disconnect(disconnected::<A>);
@@ -162,6 +176,9 @@ async fn disconnected<A: Adapter>(s: SocketRef<A>, io: SocketIo<A>) {
     };
     tracing::debug!(ns = s.ns(), sid = %s.id, user = session.identity.user_id, "disconnected");
     crate::metrics::connection_closed(s.ns());
+    if let Some(key) = session.expiry.get() {
+        session.ctx.expiries.untrack(*key);
+    }
     let (tx, rx) = oneshot::channel();
     if session.push(s.clone(), Job::Disconnect(tx)).is_ok() {
         let _ = rx.await;
@@ -211,6 +228,7 @@ pub(crate) async fn dispatch<A: Adapter>(
         "typing:start" => typing::start(session, socket, data, ack).await,
         "typing:stop" => typing::stop(session, socket, data, ack).await,
         "ping" => chat::ping(socket, data, ack),
+        "auth:refresh" => refresh::refresh(session, socket, data, ack).await,
         _ => {
             tracing::debug!(event, "unknown event");
             reply::error(ack, Code::NotFound, "unknown event");

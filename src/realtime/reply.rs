@@ -68,11 +68,12 @@ struct ErrorAck<'a> {
 pub struct Ack<A: Adapter> {
     sender: AckSender<A>,
     socket: SocketRef<A>,
+    id: i64,
 }
 
 impl<A: Adapter> Ack<A> {
-    pub fn new(sender: AckSender<A>, socket: SocketRef<A>) -> Self {
-        Ack { sender, socket }
+    pub fn new(sender: AckSender<A>, socket: SocketRef<A>, id: i64) -> Self {
+        Ack { sender, socket, id }
     }
 }
 
@@ -81,16 +82,29 @@ pub fn ok<A: Adapter, T: Serialize + ?Sized>(ack: Option<Ack<A>>, data: &T) {
     send(ack, data, "success");
 }
 
-/// Counts the ack under `outcome` only once it is queued: one that could not
-/// be is counted as `dropped`, and its socket is disconnected when the
-/// reason is a full queue.
+/// Counts the ack under `outcome` once it is queued; one that could not be
+/// is counted as `dropped`, and its socket is disconnected when the reason is
+/// a full queue. A success ack on a guarded websocket is counted when its
+/// frame is written instead (`ws_frames`): a queued ack can still be lost
+/// with its connection (a slow consumer's), and must then not count.
 fn send<A: Adapter, T: Serialize + ?Sized>(ack: Option<Ack<A>>, data: &T, outcome: &'static str) {
-    let Some(Ack { sender, socket }) = ack else {
+    let Some(Ack { sender, socket, id }) = ack else {
         return;
     };
+    let wire = (outcome == "success")
+        .then(|| counted_on_the_wire(&socket))
+        .flatten();
+    let key = ((socket.ns() != "/").then(|| socket.ns().into()), id);
+    if let Some(conn) = &wire {
+        conn.expect_success_ack(key.clone());
+    }
     match sender.send(data) {
+        Ok(()) if wire.is_some() => {}
         Ok(()) => crate::metrics::ack(outcome),
         Err(e) => {
+            if let Some(conn) = &wire {
+                conn.forget_success_ack(&key);
+            }
             crate::metrics::ack("dropped");
             tracing::debug!("ack not sent: {e}");
             if let SendError::Socket(socketioxide::SocketError::InternalChannelFull) = e {
@@ -98,6 +112,18 @@ fn send<A: Adapter, T: Serialize + ?Sized>(ack: Option<Ack<A>>, data: &T, outcom
             }
         }
     }
+}
+
+/// The guarded websocket that counts the socket's success acks as it writes
+/// them, if there is one.
+fn counted_on_the_wire<A: Adapter>(socket: &SocketRef<A>) -> Option<crate::guarded_io::ConnHandle> {
+    if socket.transport_type() != socketioxide::TransportType::Websocket {
+        return None;
+    }
+    let session = socket
+        .extensions
+        .get::<std::sync::Arc<super::session::Session<A>>>()?;
+    super::slow::connection_of(&session.ctx, socket)
 }
 
 /// Sends an error ack, if the client asked for one, and logs the refusal.

@@ -58,6 +58,8 @@ pub struct Session<A: Adapter> {
     pub slow: std::sync::atomic::AtomicBool,
     /// The socket's event bucket and refusal count.
     pub limits: super::limits::SocketLimits,
+    /// The socket's key in the token-expiry schedule.
+    pub expiry: std::sync::OnceLock<u64>,
 }
 
 impl<A: Adapter> Session<A> {
@@ -70,6 +72,7 @@ impl<A: Adapter> Session<A> {
             last_write: Mutex::new(None),
             slow: Default::default(),
             limits: ctx.limits.socket(),
+            expiry: Default::default(),
             identity,
             ctx,
         }
@@ -195,9 +198,9 @@ impl<A: Adapter> FromMessage<A> for Enqueued {
             TryData::<serde_json::Value>::from_message_parts(&s, &mut v, &ack_id);
         let Ok::<_, Infallible>(socket) = SocketRef::from_message_parts(&s, &mut v, &ack_id);
         let ack = match ack_id {
-            Some(_) => {
+            Some(id) => {
                 let Ok::<_, Infallible>(ack) = AckSender::from_message_parts(&s, &mut v, &ack_id);
-                Some(super::reply::Ack::new(ack, socket.clone()))
+                Some(super::reply::Ack::new(ack, socket.clone(), id))
             }
             None => None,
         };

@@ -8,6 +8,12 @@ mod client;
 mod common;
 mod raw;
 
+mod api;
+mod auth;
+mod flood;
+mod namespaces;
+mod slow;
+
 mod transport;
 
 use std::net::SocketAddr;

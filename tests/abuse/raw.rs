@@ -75,7 +75,8 @@ pub async fn read_until_close(
         }
         let mut chunk = vec![0u8; 64 * 1024];
         match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return (None, texts),
+            Ok(Ok(0)) | Ok(Err(_)) => return (None, texts),
+            Err(_) => panic!("the connection is still open after {within:?}"),
             Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
         }
     }
@@ -96,4 +97,50 @@ fn parse(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
     };
     let payload = buf.get(at..at + len)?.to_vec();
     Some((buf[0] & 0x0f, payload, at + len))
+}
+
+/// Reads server text frames until `until` has matched `n` of them (or
+/// `within` passes, or the connection ends); returns the matching ones.
+pub async fn read_texts(
+    s: &mut TcpStream,
+    n: usize,
+    until: impl Fn(&str) -> bool,
+    within: Duration,
+) -> Vec<String> {
+    let mut buf = Vec::new();
+    let mut found = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while found.len() < n {
+        while let Some((opcode, payload, used)) = parse(&buf) {
+            buf.drain(..used);
+            if opcode == 1 {
+                let t = String::from_utf8_lossy(&payload).into_owned();
+                if until(&t) {
+                    found.push(t);
+                }
+            }
+        }
+        if found.len() >= n {
+            break;
+        }
+        let mut chunk = vec![0u8; 64 * 1024];
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(k)) => buf.extend_from_slice(&chunk[..k]),
+        }
+    }
+    found
+}
+
+/// A websocket with a connected Socket.IO session on `/` for `token`.
+pub async fn socket(addr: SocketAddr, token: &str) -> TcpStream {
+    let mut s = upgrade(addr).await;
+    let open = read_texts(&mut s, 1, |t| t.starts_with('0'), Duration::from_secs(5)).await;
+    assert_eq!(open.len(), 1, "no Engine.IO open");
+    s.write_all(&text(&format!(r#"40{{"token":"{token}"}}"#)))
+        .await
+        .unwrap();
+    let ok = read_texts(&mut s, 1, |t| t.starts_with("40"), Duration::from_secs(5)).await;
+    assert_eq!(ok.len(), 1, "no CONNECT answer");
+    s
 }

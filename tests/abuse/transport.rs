@@ -241,3 +241,22 @@ async fn http2_prior_knowledge_is_refused() {
         "answered as HTTP/2: {answer:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_polling_body_gets_413_with_the_json_error() {
+    let p = Proc::start(&["--database-url", "memory"]);
+    let http = reqwest::Client::new();
+    let base = format!("http://{}/socket.io/?EIO=4&transport=polling", p.addr);
+    let open = http.get(&base).send().await.unwrap().text().await.unwrap();
+    let open: serde_json::Value = serde_json::from_str(&open[1..]).unwrap();
+    let sid = open["sid"].as_str().unwrap();
+    let r = http
+        .post(format!("{base}&sid={sid}"))
+        .body(format!("4{}", "x".repeat(1_100_000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "too_large", "{body}");
+}

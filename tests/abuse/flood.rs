@@ -1,0 +1,103 @@
+//! A client that floods: refused with `rate_limited`, then disconnected,
+//! while a well-behaved client's acks stay quick.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::{Proc, in_room, metric};
+
+/// Ack latencies of `n` sends, one every `every`.
+async fn paced_sends(
+    c: &mut crate::Client,
+    room: &str,
+    n: usize,
+    every: Duration,
+) -> Vec<Duration> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let start = Instant::now();
+        let a = c
+            .ack(
+                "chat:send",
+                json!({ "roomId": room, "content": format!("calm {i}") }),
+            )
+            .await;
+        assert_eq!(a["success"], true, "{a}");
+        out.push(start.elapsed());
+        tokio::time::sleep(every).await;
+    }
+    out
+}
+
+fn p99(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[(v.len() * 99 / 100).min(v.len() - 1)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_client_is_limited_then_disconnected_and_others_stay_quick() {
+    // Defaults: 20 messages/s per user (burst 60), 100 events/s per socket
+    // (burst 300), disconnect after more than 100 refusals in 10 s.
+    let p = Proc::start(&["--database-url", "memory"]);
+    let mut calm = in_room(&p, "calm", "quiet").await;
+    let unloaded = p99(paced_sends(&mut calm, "quiet", 40, Duration::from_millis(25)).await);
+
+    let mut flood = in_room(&p, "flood", "noisy").await;
+    let acks: Vec<_> = (0..3000)
+        .map(|i| {
+            flood.emit_ack(
+                "chat:send",
+                json!({ "roomId": "noisy", "content": format!("x{i}") }),
+            )
+        })
+        .collect();
+    let calm_task = tokio::spawn(async move {
+        let l = paced_sends(&mut calm, "quiet", 40, Duration::from_millis(25)).await;
+        (calm, l)
+    });
+    let (mut ok, mut limited, mut unanswered) = (0, 0, 0);
+    // Acks of sends that reached the server after it disconnected the socket
+    // never come: one deadline for all.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for rx in acks {
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(a)) if a["success"] == true => ok += 1,
+            Ok(Ok(a)) => {
+                assert_eq!(a["code"], "rate_limited", "{a}");
+                limited += 1;
+            }
+            // Sent after the server had disconnected the socket.
+            _ => unanswered += 1,
+        }
+    }
+    let closing = flood
+        .try_recv("server:closing", Duration::from_secs(2))
+        .await;
+    let closed = flood.closed(Duration::from_secs(5)).await;
+    let (_calm, loaded) = calm_task.await.unwrap();
+    let loaded = p99(loaded);
+    println!(
+        "flood of 3000 sends: {ok} accepted, {limited} rate_limited, {unanswered} after the disconnect; calm client's ack p99 {unloaded:?} unloaded, {loaded:?} during the flood"
+    );
+    assert!(
+        ok <= 60 + 40,
+        "accepted {ok}: more than the burst and the rate allow"
+    );
+    assert!(limited >= 100, "{limited} refusals");
+    assert_eq!(closing.expect("server:closing")["reason"], "rate_limited");
+    assert!(closed, "the flooding socket is still connected");
+    assert!(
+        loaded <= (unloaded * 3).max(Duration::from_millis(50)),
+        "calm p99 {loaded:?} during the flood, {unloaded:?} before"
+    );
+    assert!(
+        metric(
+            p.addr,
+            "switchboard_server_disconnects_total{reason=\"rate_limited\"}"
+        )
+        .await
+            >= 1.0
+    );
+    crate::assert_no_panic(&p);
+}
