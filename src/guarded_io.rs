@@ -200,6 +200,8 @@ pub struct GuardedIo {
     /// Started when closing begins: how long the peer has to take the rest
     /// of the frame in flight and the close frame.
     close_grace: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The server ended this websocket: linger on drop (see [`linger`]).
+    server_closed: bool,
     _slot: Arc<Slot>,
 }
 
@@ -227,6 +229,7 @@ impl GuardedIo {
             write_frames: FrameTracker::tracking_acks(),
             closing: Closing::Open,
             close_grace: None,
+            server_closed: false,
             _slot: slot,
         }
     }
@@ -252,6 +255,7 @@ impl GuardedIo {
     }
 
     fn start_closing(&mut self, code: u16, reason: &str) {
+        self.server_closed = matches!(self.phase, Phase::Websocket);
         self.closing = match self.phase {
             Phase::Websocket => Closing::Queued(close_frame(code, reason), 0),
             _ => Closing::Done,
@@ -360,7 +364,48 @@ impl GuardedIo {
 impl Drop for GuardedIo {
     fn drop(&mut self) {
         self.registry.remove(self.id, &self.shared);
+        if self.server_closed {
+            linger(&self.inner);
+        }
     }
+}
+
+/// How long a websocket the server closed keeps reading (and discarding)
+/// what its peer still sends.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Closing a TCP socket with unread incoming bytes makes the kernel send a
+/// reset, and a reset makes the peer's kernel throw away what it had
+/// received and not yet read: acks already written would vanish. So, like
+/// nginx's lingering close, a duplicate of the socket is half-closed (FIN
+/// after the written bytes) and drained for [`LINGER`] before it closes.
+fn linger(stream: &TcpStream) {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    // SAFETY: dup returns a new descriptor that the std stream then owns.
+    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+    if fd < 0 {
+        return;
+    }
+    let std = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let _ = std.shutdown(std::net::Shutdown::Write);
+    rt.spawn(async move {
+        let Ok(mut s) = TcpStream::from_std(std) else {
+            return;
+        };
+        let mut buf = vec![0u8; 16 * 1024];
+        let drain = async {
+            use tokio::io::AsyncReadExt;
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+    });
 }
 
 impl AsyncRead for GuardedIo {
