@@ -316,7 +316,10 @@ async fn members_presence_and_disconnect() {
     let (_, p) = api.get("/api/users/zed/presence").await;
     assert_eq!(p, json!({ "online": false, "connections": 0 }));
     let (st, d) = api.post("/api/users/alice/disconnect", json!({})).await;
-    assert_eq!((st.as_u16(), d), (200, json!({ "disconnected": 2 })));
+    assert_eq!(
+        (st.as_u16(), d),
+        (200, json!({ "disconnected": 2, "streams": 0 }))
+    );
     assert!(t1.closed(WAIT).await && t2.closed(WAIT).await);
     let (_, p) = api.get("/api/users/alice/presence").await;
     assert_eq!(p["online"], false);
