@@ -365,7 +365,7 @@ impl Drop for GuardedIo {
     fn drop(&mut self) {
         self.registry.remove(self.id, &self.shared);
         if self.server_closed {
-            linger(&self.inner);
+            linger(&self.inner, self._slot.clone());
         }
     }
 }
@@ -378,8 +378,9 @@ const LINGER: Duration = Duration::from_secs(2);
 /// reset, and a reset makes the peer's kernel throw away what it had
 /// received and not yet read: acks already written would vanish. So, like
 /// nginx's lingering close, a duplicate of the socket is half-closed (FIN
-/// after the written bytes) and drained for [`LINGER`] before it closes.
-fn linger(stream: &TcpStream) {
+/// after the written bytes) and drained for [`LINGER`] before it closes; it
+/// keeps its place in the connection caps meanwhile.
+fn linger(stream: &TcpStream, slot: Arc<Slot>) {
     use std::os::fd::{AsRawFd, FromRawFd};
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;
@@ -405,6 +406,7 @@ fn linger(stream: &TcpStream) {
             }
         };
         let _ = tokio::time::timeout(LINGER, drain).await;
+        drop(slot);
     });
 }
 

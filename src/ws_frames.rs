@@ -111,6 +111,10 @@ impl FrameTracker {
                 if self.sniffing && self.prefix.len() < ACK_PREFIX {
                     let take = (skip as usize).min(ACK_PREFIX - self.prefix.len());
                     self.prefix.extend_from_slice(&buf[i..i + take]);
+                    // Broadcasts (`42…`) stop here: only acks are looked into.
+                    if !b"43".starts_with(&self.prefix[..self.prefix.len().min(2)]) {
+                        self.sniffing = false;
+                    }
                 }
                 self.remaining -= skip;
                 i += skip as usize;

@@ -60,7 +60,14 @@ fn json() -> impl Strategy<Value = Value> {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
             prop::collection::vec(
-                (prop_oneof![Just("roomId".to_string()), ".{0,10}"], inner),
+                (
+                    prop_oneof![
+                        Just("roomId".to_string()),
+                        Just("token".to_string()),
+                        ".{0,10}"
+                    ],
+                    inner
+                ),
                 0..6
             )
             .prop_map(|kv| Value::Object(kv.into_iter().collect())),

@@ -163,11 +163,6 @@ impl Expiries {
         self.lock().extend(key, exp)
     }
 
-    /// Sockets tracked (for tests and metrics).
-    pub fn tracked(&self) -> usize {
-        self.lock().len()
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Schedule<Arc<dyn Expiring>>> {
         self.schedule.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -123,7 +123,12 @@ fn counted_on_the_wire<A: Adapter>(socket: &SocketRef<A>) -> Option<crate::guard
     let session = socket
         .extensions
         .get::<std::sync::Arc<super::session::Session<A>>>()?;
-    super::slow::connection_of(&session.ctx, socket)
+    // Looked up once: a websocket stays the socket's transport.
+    if let Some(conn) = session.websocket.get() {
+        return Some(conn.clone());
+    }
+    let conn = super::slow::connection_of(&session.ctx, socket)?;
+    Some(session.websocket.get_or_init(|| conn).clone())
 }
 
 /// Sends an error ack, if the client asked for one, and logs the refusal.

@@ -60,6 +60,9 @@ pub struct Session<A: Adapter> {
     pub limits: super::limits::SocketLimits,
     /// The socket's key in the token-expiry schedule.
     pub expiry: std::sync::OnceLock<u64>,
+    /// The guarded websocket carrying the socket, once it is on one (see
+    /// `reply`, which counts success acks as they are written).
+    pub websocket: std::sync::OnceLock<crate::guarded_io::ConnHandle>,
 }
 
 impl<A: Adapter> Session<A> {
@@ -73,6 +76,7 @@ impl<A: Adapter> Session<A> {
             slow: Default::default(),
             limits: ctx.limits.socket(),
             expiry: Default::default(),
+            websocket: Default::default(),
             identity,
             ctx,
         }
