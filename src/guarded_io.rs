@@ -2,7 +2,7 @@
 //!
 //! engineioxide owns a websocket once hyper hands it over, and it can only
 //! drop a connection, not say why. This wrapper sits below both and gives the
-//! server three things they lack:
+//! server four things they lack:
 //!
 //! * **A size limit read from frame headers.** Once the connection has
 //!   switched protocols, every client frame header is read as it passes; a
@@ -13,6 +13,9 @@
 //!   asks the connection to close: a close frame with a code and reason is
 //!   put between two outgoing frames, then the connection ends. The client
 //!   reconnects by itself ("transport close").
+//! * **Escaped event names.** Text messages are rewritten as they pass so
+//!   that a name with JSON escapes gets an error ack instead of closing the
+//!   connection (see [`crate::escaped_names`]).
 //! * **Write stalls.** How long the connection has been unable to write
 //!   (the client stopped reading) is kept, so slow consumers can be found.
 //!
@@ -225,7 +228,7 @@ impl GuardedIo {
             id,
             max_message,
             phase: Phase::Http,
-            read_frames: FrameTracker::default(),
+            read_frames: FrameTracker::rewriting_names(),
             write_frames: FrameTracker::tracking_acks(),
             closing: Closing::Open,
             close_grace: None,
@@ -433,7 +436,15 @@ impl AsyncRead for GuardedIo {
         }
         if let Phase::Websocket = this.phase {
             let new = &buf.filled()[before..];
-            if let Scan::TooBig { at } = this.read_frames.scan(new, this.max_message) {
+            let scan = this.read_frames.scan(new, this.max_message);
+            let patches = this.read_frames.take_patches();
+            if !patches.is_empty() {
+                let new = &mut buf.filled_mut()[before..];
+                for (at, byte) in patches {
+                    new[at] = byte;
+                }
+            }
+            if let Scan::TooBig { at } = scan {
                 buf.set_filled(before + at);
                 tracing::info!(
                     limit = this.max_message,

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod config;
 pub mod conn_limits;
 pub mod detach;
+pub mod escaped_names;
 pub mod event_names;
 pub mod feeds;
 pub mod guarded_io;
@@ -172,6 +173,10 @@ impl Switchboard {
         };
         let router = socketio_layer(http::routes(hub.clone(), key))
             .layer(axum::middleware::map_response(http::json_payload_too_large))
+            .layer(axum::middleware::from_fn_with_state(
+                config.max_payload_bytes as usize,
+                http::rewrite_polling_names,
+            ))
             .layer(tower::util::MapRequestLayer::new(detach::detach_request))
             .layer(cors(&config));
         tokio::spawn(realtime::slow::watch_stalls(ctx.clone()));

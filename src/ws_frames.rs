@@ -36,7 +36,20 @@ pub struct FrameTracker {
     prefix: Vec<u8>,
     sniffing: bool,
     written_acks: Vec<AckKey>,
+    /// Read side: rewrite escaped event names (see [`crate::escaped_names`]).
+    rewrite_names: bool,
+    /// The current frame's mask key and how much of its payload has passed.
+    mask: [u8; 4],
+    payload_pos: u64,
+    /// The name scanner of the current text message, while it has work left.
+    names: Option<NameScanner>,
+    /// The current frame belongs to a text message.
+    names_frame: bool,
+    /// Bytes of the last scanned buffer to replace: (offset, new byte).
+    patches: Vec<(usize, u8)>,
 }
+
+use crate::escaped_names::NameScanner;
 
 /// An ack packet's namespace (`None` for `/`) and id.
 pub type AckKey = (Option<Box<str>>, i64);
@@ -82,6 +95,21 @@ impl FrameTracker {
         }
     }
 
+    /// A tracker for the client's frames that rewrites escaped event names
+    /// (see [`FrameTracker::take_patches`]).
+    pub fn rewriting_names() -> Self {
+        FrameTracker {
+            rewrite_names: true,
+            ..Default::default()
+        }
+    }
+
+    /// The bytes of the buffer last scanned that must be replaced before it
+    /// is passed on: (offset, new byte), already masked.
+    pub fn take_patches(&mut self) -> Vec<(usize, u8)> {
+        std::mem::take(&mut self.patches)
+    }
+
     /// Acks whose frame was written completely since the last call.
     pub fn take_written_acks(&mut self) -> Vec<AckKey> {
         std::mem::take(&mut self.written_acks)
@@ -108,6 +136,11 @@ impl FrameTracker {
         while i < buf.len() {
             if self.remaining > 0 {
                 let skip = self.remaining.min((buf.len() - i) as u64);
+                if self.names_frame
+                    && let Some(names) = self.names.take()
+                {
+                    self.patch_names(names, &buf[i..i + skip as usize], i);
+                }
                 if self.sniffing && self.prefix.len() < ACK_PREFIX {
                     let take = (skip as usize).min(ACK_PREFIX - self.prefix.len());
                     self.prefix.extend_from_slice(&buf[i..i + take]);
@@ -117,6 +150,7 @@ impl FrameTracker {
                     }
                 }
                 self.remaining -= skip;
+                self.payload_pos += skip;
                 i += skip as usize;
                 if self.remaining == 0 && self.sniffing {
                     self.sniffing = false;
@@ -150,11 +184,43 @@ impl FrameTracker {
                 };
             }
             self.remaining = len;
+            self.payload_pos = 0;
+            self.names_frame = self.rewrite_names && (opcode == 0 || opcode == 1);
+            if self.rewrite_names && data {
+                self.mask = [0; 4];
+                if self.header[1] & 0x80 != 0 {
+                    let at = header_size(self.header[1]) - 4;
+                    self.mask.copy_from_slice(&self.header[at..at + 4]);
+                }
+                match opcode {
+                    1 => self.names = Some(NameScanner::default()),
+                    2 => self.names = None,
+                    _ => {} // a continuation goes on with its message's scanner
+                }
+            }
             // A whole text message in one frame, as socketioxide writes them.
             self.sniffing = self.track_acks && opcode == 1 && self.header[0] & 0x80 != 0 && len > 0;
             self.prefix.clear();
         }
         Scan::Fine
+    }
+
+    /// Feeds the name scanner with `payload` (masked bytes of the current
+    /// frame, at `offset` in the scanned buffer) and notes the bytes it changes.
+    fn patch_names(&mut self, mut names: NameScanner, payload: &[u8], offset: usize) {
+        for (k, &b) in payload.iter().enumerate() {
+            if names.is_done() {
+                self.names = None;
+                return;
+            }
+            let mask = self.mask[((self.payload_pos + k as u64) % 4) as usize];
+            let plain = b ^ mask;
+            let out = names.feed(plain);
+            if out != plain {
+                self.patches.push((offset + k, out ^ mask));
+            }
+        }
+        self.names = (!names.is_done()).then_some(names);
     }
 
     /// Decodes the completed header, resetting it; returns (opcode, payload length).
@@ -319,6 +385,60 @@ mod tests {
         }
         assert_eq!(ack_key(br#"43[{"success":true}]"#), None, "no ack id");
         assert_eq!(ack_key(br#"431x"#), None);
+    }
+
+    /// A masked client text frame carrying `payload`.
+    fn masked_text(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = client_header(fin, opcode, payload.len() as u64);
+        let mask = [1u8, 2, 3, 4];
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        f
+    }
+
+    fn unmask_payload(frame: &[u8], len: usize) -> Vec<u8> {
+        let payload = &frame[frame.len() - len..];
+        let mask = [1u8, 2, 3, 4];
+        payload
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ mask[i % 4])
+            .collect()
+    }
+
+    #[test]
+    fn escaped_names_are_rewritten_in_masked_frames_in_any_split() {
+        let escaped = br#"42/n,3["a\"b",{"t":"\""}]"#;
+        let plain = br#"42["ok\u00e9"]"#; // an escape in the name again
+        let mut stream = masked_text(true, 1, escaped);
+        stream.extend(client_header(true, 9, 0)); // a ping in between
+        stream.extend(masked_text(true, 2, plain)); // binary: left alone
+        stream.extend(masked_text(false, 1, &plain[..6]));
+        stream.extend(masked_text(true, 0, &plain[6..]));
+        for chunk in [1, 2, 5, 9, stream.len()] {
+            let mut t = FrameTracker::rewriting_names();
+            let mut out = Vec::new();
+            for part in stream.chunks(chunk) {
+                let mut part = part.to_vec();
+                assert_eq!(t.scan(&part, 1000), Scan::Fine);
+                for (at, b) in t.take_patches() {
+                    part[at] = b;
+                }
+                out.extend(part);
+            }
+            assert_eq!(out.len(), stream.len());
+            let first = unmask_payload(&out[..2 + 4 + escaped.len()], escaped.len());
+            assert_eq!(
+                &first, b"42/n,3[\"a\x7f\x7f\x7f\",{\"t\":\"\\\"\"}]",
+                "chunk {chunk}"
+            );
+            let binary_at = 2 + 4 + escaped.len() + 6;
+            let binary = &out[binary_at..binary_at + 6 + plain.len()];
+            assert_eq!(unmask_payload(binary, plain.len()), plain);
+            // The fragmented message: its second fragment is rewritten.
+            let frag2 = &out[out.len() - (6 + plain.len() - 6)..];
+            let tail = unmask_payload(frag2, plain.len() - 6);
+            assert_eq!(&tail, b"\x7f\x7f\x7f\x7f\x7f\x7f\"]");
+        }
     }
 
     #[test]

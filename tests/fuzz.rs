@@ -11,6 +11,7 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::Value;
 
 use switchboard::auth::{AuthError, Verifier, find_token};
+use switchboard::escaped_names::{is_marked, rewrite_polling_body};
 use switchboard::event_names::check_event_name;
 use switchboard::realtime::chat::{check_client_msg_id, check_content};
 use switchboard::realtime::private::check_user_id;
@@ -134,9 +135,10 @@ fn websocket_frames_in_any_split() {
         (bytes, 1usize..64, 1u64..2000),
         |(buf, chunk, max)| {
             // Same verdict however the stream is cut into reads.
-            let mut whole = FrameTracker::default();
+            let mut whole = FrameTracker::rewriting_names();
             let verdict = whole.scan(&buf, max);
-            let mut parts = FrameTracker::default();
+            prop_assert!(whole.take_patches().iter().all(|(at, _)| *at < buf.len()));
+            let mut parts = FrameTracker::rewriting_names();
             let mut offset = 0;
             let mut split = Scan::Fine;
             for part in buf.chunks(chunk) {
@@ -156,6 +158,41 @@ fn websocket_frames_in_any_split() {
                 (a, b) => prop_assert!(false, "whole {a:?}, split {b:?}"),
             }
             let _ = ack_key(&buf);
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn escaped_event_names() {
+    let ns = prop::option::of("/[a-z-]{1,10}");
+    let ack = prop::option::of(0u32..100_000);
+    fuzz(
+        "escaped_names",
+        (".{0,40}", json(), ns, ack),
+        |(name, data, ns, ack)| {
+            let args = serde_json::to_string(&(name.as_str(), &data)).unwrap();
+            let head = match &ns {
+                Some(ns) => format!("42{ns},"),
+                None => "42".into(),
+            };
+            let ack = ack.map(|a| a.to_string()).unwrap_or_default();
+            let packet = format!("{head}{ack}{args}");
+            let mut out = packet.clone().into_bytes();
+            rewrite_polling_body(&mut out);
+            prop_assert_eq!(out.len(), packet.len());
+            let out = String::from_utf8(out).expect("still UTF-8");
+            let out_args = &out[head.len() + ack.len()..];
+            // The name now reads as a borrowed &str, as socketioxide reads it.
+            let parts: Vec<&serde_json::value::RawValue> = serde_json::from_str(out_args).unwrap();
+            let read: &str = serde_json::from_str(parts[0].get()).expect("borrowed name");
+            let before: Vec<&serde_json::value::RawValue> = serde_json::from_str(&args).unwrap();
+            prop_assert_eq!(parts[1].get(), before[1].get(), "the data is untouched");
+            if args[..args.len() - parts[1].get().len()].contains('\\') {
+                prop_assert!(is_marked(read), "{read:?}");
+            } else {
+                prop_assert_eq!(&out, &packet);
+            }
             Ok(())
         },
     );

@@ -106,6 +106,17 @@ for (const [mode, transportOpts] of Object.entries(MODES)) {
       assert.equal(history.messages.length, 1);
     });
 
+    it("answers event names that need JSON escapes with an error ack, staying connected", async () => {
+      const alice = await connected("alice");
+      for (const name of ['a"b', "back\\slash", "tab\there"]) {
+        const ack = await alice.timeout(5000).emitWithAck(name, {});
+        assert.equal(ack.code, "invalid_payload", name);
+      }
+      assert.equal((await alice.timeout(5000).emitWithAck("é ünï", {})).code, "not_found");
+      assert.equal((await alice.timeout(5000).emitWithAck("room:join", "escapes")).success, true);
+      assert.ok(alice.connected);
+    });
+
     it("relays typing indicators", async () => {
       const bob = await connected("bob");
       const alice = await connected("alice");

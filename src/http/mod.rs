@@ -71,3 +71,43 @@ pub async fn json_payload_too_large(res: Response) -> Response {
     )
     .into_response()
 }
+
+/// Long-polling bodies get the same event-name rewrite as websocket frames
+/// (see [`crate::escaped_names`]). Only bodies with a backslash are touched;
+/// a body over `max` gets the JSON 413 Engine.IO would have given.
+pub async fn rewrite_polling_names(
+    axum::extract::State(max): axum::extract::State<usize>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let polling_post = req.method() == axum::http::Method::POST
+        && req.uri().path().starts_with("/socket.io")
+        && req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv == "transport=polling"));
+    if !polling_post {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, max).await {
+        Ok(b) => b,
+        Err(_) => {
+            crate::metrics::limit_hit("max_payload_bytes");
+            return api::ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "packet larger than --max-payload-bytes",
+            )
+            .into_response();
+        }
+    };
+    let body = if bytes.contains(&b'\\') {
+        let mut owned = bytes.to_vec();
+        crate::escaped_names::rewrite_polling_body(&mut owned);
+        axum::body::Body::from(owned)
+    } else {
+        axum::body::Body::from(bytes)
+    };
+    next.run(Request::from_parts(parts, body)).await
+}

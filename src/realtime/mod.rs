@@ -229,6 +229,14 @@ pub(crate) async fn dispatch<A: Adapter>(
         "typing:stop" => typing::stop(session, socket, data, ack).await,
         "ping" => chat::ping(socket, data, ack),
         "auth:refresh" => refresh::refresh(session, socket, data, ack).await,
+        _ if crate::escaped_names::is_marked(&event) => {
+            tracing::debug!("event name with escapes refused");
+            reply::error(
+                ack,
+                Code::InvalidPayload,
+                "event names with JSON escapes (\\\" \\\\ \\u…) or DEL characters are not supported",
+            );
+        }
         _ => {
             tracing::debug!(event, "unknown event");
             reply::error(ack, Code::NotFound, "unknown event");

@@ -84,6 +84,28 @@ pub const NO_RATE_LIMITS: [&str; 8] = [
 
 pub const SECRET: &str = "durability-secret-durability-secret!!";
 
+/// `--some-flag value` pairs as `SWITCHBOARD_SOME_FLAG=value` (every flag
+/// is also an environment variable); a flag without a value is `true`.
+fn flags_as_env(args: &[&str]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let flag = args[i].trim_start_matches("--");
+        let name = format!("SWITCHBOARD_{}", flag.to_uppercase().replace('-', "_"));
+        match args.get(i + 1) {
+            Some(v) if !v.starts_with("--") => {
+                out.push((name, v.to_string()));
+                i += 2;
+            }
+            _ => {
+                out.push((name, "true".into()));
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 impl Proc {
     /// Starts the server on a free port with `SECRET` and extra `args`, and
     /// waits until it listens.
@@ -93,9 +115,16 @@ impl Proc {
         // check that a test fails on an older one).
         let bin = std::env::var("SWITCHBOARD_TEST_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_switchboard").to_string());
-        let mut child = std::process::Command::new(bin)
-            .args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
-            .args(args)
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET]);
+        if std::env::var_os("SWITCHBOARD_TEST_BIN").is_some() {
+            // An older build refuses flags it does not know but ignores
+            // unknown environment variables, so the test still runs on it.
+            cmd.envs(flags_as_env(args));
+        } else {
+            cmd.args(args);
+        }
+        let mut child = cmd
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())

@@ -276,6 +276,11 @@ impl Client {
 
     /// Emits a raw argument array (`["event", ...]`) with an ack id.
     pub async fn ack_args(&mut self, args: Value) -> Value {
+        self.ack_text(&args.to_string()).await
+    }
+
+    /// Emits a raw argument array, as JSON text exactly as given, with an ack id.
+    pub async fn ack_text(&mut self, args: &str) -> Value {
         self.next_ack += 1;
         let id = self.next_ack;
         let (tx, rx) = oneshot::channel();
