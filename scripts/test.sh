@@ -1,34 +1,18 @@
 #!/usr/bin/env bash
-# The whole test suite, in one command: README's test command, and what .ci/run runs.
-# Formatting and lints, Rust unit + integration tests, then the real
-# socket.io-client (client-compat/) against the built binary.
+# The whole test suite, in one command: README's test command, and all that
+# .ci/run runs. It sets itself up (scripts/services.sh: installs what is
+# missing when run as root on Debian, else says what to install; starts its
+# own PostgreSQL and Redis on free ports), then: formatting and lints, Rust
+# unit + integration tests, then the real socket.io-client (client-compat/)
+# against the built binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "checking for tools"
-for tool in cargo node npm; do
-  command -v "$tool" >/dev/null || { echo "missing: $tool (see README, 'Requirements')" >&2; exit 1; }
-done
-
-step "checking for PostgreSQL (the store tests need it)"
-pg_url="${SWITCHBOARD_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
-if command -v psql >/dev/null && ! psql "$pg_url" -qtAc 'select 1' >/dev/null 2>&1; then
-  echo "PostgreSQL is not reachable at $pg_url (set SWITCHBOARD_TEST_POSTGRES_URL, or see README)" >&2
-  exit 1
-fi
-
-step "checking for Redis (the cluster tests need it)"
-if command -v redis-cli >/dev/null && ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
-  echo "Redis is not reachable on 127.0.0.1:6379 (see README)" >&2
-  exit 1
-fi
-
-if [ ! -x "${NGINX_BIN:-/usr/sbin/nginx}" ]; then
-  echo "nginx is needed by the deploy test (Debian: apt-get install nginx-light)" >&2
-  exit 1
-fi
+step "setting up: tools, and throwaway PostgreSQL and Redis"
+# shellcheck source=scripts/services.sh
+. scripts/services.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -15,6 +15,24 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub config: Config,
+    /// A TOML file with the same keys as the flags (`max-payload-bytes = 2000000`);
+    /// environment variables and flags override it.
+    #[arg(long = "config", env = "SWITCHBOARD_CONFIG")]
+    pub config_file: Option<PathBuf>,
+    /// Log lines as human-readable text or as JSON objects (for log collectors).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

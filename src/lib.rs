@@ -7,6 +7,8 @@
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod config_file;
+pub mod config_summary;
 pub mod conn_limits;
 pub mod detach;
 pub mod escaped_names;

@@ -3,24 +3,39 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use rand::Rng;
-use switchboard::config::{Cli, Command, TokenArgs};
+use switchboard::config::{Cli, Command, LogFormat, TokenArgs};
+use switchboard::config_file;
 use switchboard::{BuildOptions, Switchboard, TokenSpec, mint_hs256};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    if let Err(e) = load_config_file() {
+        eprintln!("switchboard: {e}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     if let Some(Command::Token(args)) = cli.command {
         return token(args);
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_env_filter(filter)
+            .init(),
+        // One object a line; a socket's lines carry its span's fields
+        // (namespace, user id, socket id).
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -29,6 +44,36 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(serve(cli.config))
+}
+
+/// Turns `--config FILE` into environment variables before clap reads them
+/// (see `switchboard::config_file`).
+fn load_config_file() -> Result<(), String> {
+    let args: Vec<_> = std::env::args_os().collect();
+    let Some(path) = config_file::path_from_args(&args) else {
+        return Ok(());
+    };
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("--config {}: {e}", path.display()))?;
+    let command = Cli::command();
+    let flags: Vec<(String, String)> = command
+        .get_arguments()
+        .filter_map(|a| {
+            Some((
+                a.get_long()?.to_string(),
+                a.get_env()?.to_str()?.to_string(),
+            ))
+        })
+        .collect();
+    let pairs = config_file::env_pairs(&text, &flags)
+        .map_err(|e| format!("--config {}: {e}", path.display()))?;
+    for (name, value) in pairs {
+        if std::env::var_os(&name).is_none() {
+            // SAFETY: still single-threaded; nothing else reads the environment yet.
+            unsafe { std::env::set_var(name, value) };
+        }
+    }
+    Ok(())
 }
 
 fn token(args: TokenArgs) -> ExitCode {
@@ -103,17 +148,17 @@ async fn serve(config: switchboard::Config) -> ExitCode {
     if let Some(key) = &dev_api_key {
         println!("dev mode HTTP API key: {key}");
     }
-    tracing::info!("switchboard listening on http://{local}");
-    let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
     let limits = switchboard::serve::ServeLimits::from_config(&config);
     tracing::info!(
-        max_connections = limits.max_connections,
-        max_connections_per_ip = limits.max_connections_per_ip,
-        header_timeout_ms = config.header_timeout_ms,
-        connect_timeout_ms = config.connect_timeout_ms,
-        max_payload_bytes = config.max_payload_bytes,
-        "limits"
+        "configuration: {} (max_connections in effect: {})",
+        switchboard::config_summary::summary(&config),
+        limits.max_connections
     );
+    for warning in switchboard::config_summary::warnings(&config) {
+        tracing::warn!("{warning}");
+    }
+    tracing::info!("switchboard listening on http://{local}");
+    let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(switchboard::serve::serve(
         listener,
         sb.router,

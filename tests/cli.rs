@@ -152,3 +152,160 @@ fn dev_mode_prints_a_token_and_serves() {
         "loud warning: {stderr}"
     );
 }
+
+/// Starts the binary with `args` and `envs`, reads its stderr until it
+/// listens, and stops it: the stderr lines up to then.
+fn start_lines(args: &[&str], envs: &[(&str, &str)]) -> Vec<String> {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("SWITCHBOARD_JWT_SECRET")
+        .env_remove("SWITCHBOARD_API_KEY")
+        .env("RUST_LOG", "info")
+        .envs(envs.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        let done = line.contains("listening on");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        lines.iter().any(|l| l.contains("listening on")),
+        "did not start: {lines:?}"
+    );
+    lines
+}
+
+#[test]
+fn a_config_file_under_env_under_flags_and_json_logs_that_say_what_is_on() {
+    let dir = std::env::temp_dir().join(format!("sb-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("switchboard.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+listen = "127.0.0.1:0"
+jwt-secret = "{SECRET}"
+database-url = "memory"
+api-key = "file-api-key-0123456789"
+cors-origin = ["https://a.example", "https://b.example"]
+max-payload-bytes = 12345
+max-connections-per-ip = 3
+messages-per-sec = 7
+log-format = "json"
+"#
+        ),
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let lines = start_lines(
+        &["--config", path, "--max-connections-per-ip", "9"],
+        &[("SWITCHBOARD_MAX_PAYLOAD_BYTES", "23456")],
+    );
+    // JSON lines, one object each.
+    let objects: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    let summary = objects
+        .iter()
+        .filter_map(|o| o["fields"]["message"].as_str())
+        .find(|m| m.starts_with("configuration:"))
+        .unwrap_or_else(|| panic!("no configuration line: {lines:?}"));
+    for expected in [
+        "max_payload_bytes=23456",  // env over file
+        "max_connections_per_ip=9", // flag over file
+        "messages_per_sec=7/",      // file over default
+        "api=on",
+        "cors=https://a.example,https://b.example",
+        "store=memory",
+        "auth=HS256",
+    ] {
+        assert!(summary.contains(expected), "{expected} in {summary}");
+    }
+    let all = lines.join("\n");
+    assert!(
+        !all.contains("file-api-key") && !all.contains(SECRET),
+        "a secret in the log: {all}"
+    );
+    assert!(
+        !all.contains("HTTP API is off") && !all.contains("no --cors-origin"),
+        "{all}"
+    );
+
+    // Production mode without a key or origins says so at start.
+    let lines = start_lines(
+        &["--listen", "127.0.0.1:0", "--database-url", "memory"],
+        &[("SWITCHBOARD_JWT_SECRET", SECRET)],
+    );
+    let all = lines.join("\n");
+    assert!(
+        all.contains("HTTP API is off") && all.contains("no --cors-origin"),
+        "{all}"
+    );
+    assert!(
+        all.contains("api=off") && all.contains("cors=none"),
+        "{all}"
+    );
+
+    std::fs::write(&file, "max-payload = 1\n").unwrap();
+    fails_with(&["--config", path], &[], "unknown key 'max-payload'");
+    fails_with(
+        &["--config", "/nonexistent/switchboard.toml"],
+        &[],
+        "--config",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_shipped_config_file_and_systemd_unit_are_valid() {
+    // The example config starts a server (env overrides its address and store).
+    let lines = start_lines(
+        &["--config", "deploy/config/switchboard.toml"],
+        &[
+            ("SWITCHBOARD_LISTEN", "127.0.0.1:0"),
+            ("SWITCHBOARD_DATABASE_URL", "memory"),
+            ("SWITCHBOARD_JWT_SECRET", SECRET),
+        ],
+    );
+    assert!(
+        lines.join("\n").contains("cors=https://chat.example.com"),
+        "{lines:?}"
+    );
+    // The unit, checked by systemd itself where it is installed.
+    let Ok(status) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("systemd-analyze not installed: unit not verified");
+        return;
+    };
+    assert!(status.status.success());
+    let unit = std::fs::read_to_string("deploy/systemd/switchboard.service").unwrap();
+    let dir = std::env::temp_dir().join(format!("sb-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("switchboard.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/switchboard", BIN)).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
+}

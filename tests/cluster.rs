@@ -12,7 +12,10 @@ use client::Client;
 use common::{PgDb, Proc, Proxy, readyz, token};
 use serde_json::json;
 
-const REDIS: &str = "127.0.0.1:6379";
+/// The Redis the test command started (`host:port`), else the usual one.
+fn redis() -> String {
+    std::env::var("SWITCHBOARD_TEST_REDIS").unwrap_or_else(|_| "127.0.0.1:6379".into())
+}
 const KEY: &str = "cluster-test-api-key";
 
 /// A Redis key prefix of this test's own.
@@ -49,7 +52,7 @@ async fn join(p: &Proc, sub: &str, room: &str) -> Client {
 async fn three_nodes_share_rooms_messages_typing_and_acks() {
     let db = PgDb::create().await;
     let pre = prefix();
-    let nodes: Vec<Proc> = (0..3).map(|_| node(REDIS, &pre, &db.url)).collect();
+    let nodes: Vec<Proc> = (0..3).map(|_| node(&redis(), &pre, &db.url)).collect();
     let mut a = join(&nodes[0], "alice", "general").await;
     let b = join(&nodes[1], "bob", "general").await;
     let c = join(&nodes[2], "carol", "general").await;
@@ -145,7 +148,7 @@ async fn three_nodes_share_rooms_messages_typing_and_acks() {
 async fn redis_outage_then_delivery_resumes_without_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/c.db", dir.path().display());
-    let proxy = Proxy::start(REDIS.parse().unwrap()).await;
+    let proxy = Proxy::start(redis().parse().unwrap()).await;
     let pre = prefix();
     let a_node = node(&proxy.addr.to_string(), &pre, &db);
     let b_node = node(&proxy.addr.to_string(), &pre, &db);
@@ -242,7 +245,7 @@ async fn presence_is_per_user_across_nodes() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/p.db", dir.path().display());
     let pre = prefix();
-    let (n1, n2) = (node(REDIS, &pre, &db), node(REDIS, &pre, &db));
+    let (n1, n2) = (node(&redis(), &pre, &db), node(&redis(), &pre, &db));
     let mut watcher = join(&n1, "watcher", "lobby").await;
     let tab_a = join(&n1, "alice", "lobby").await;
     assert_eq!(watcher.recv("room:user-joined").await["userId"], "alice");
@@ -277,8 +280,8 @@ async fn a_killed_nodes_users_leave_within_the_bound() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/k.db", dir.path().display());
     let pre = prefix();
-    let survivor = node(REDIS, &pre, &db);
-    let doomed = node(REDIS, &pre, &db);
+    let survivor = node(&redis(), &pre, &db);
+    let doomed = node(&redis(), &pre, &db);
     let mut watcher = join(&survivor, "watcher", "lobby").await;
     let _bob = join(&doomed, "bob", "lobby").await;
     assert_eq!(watcher.recv("room:user-joined").await["userId"], "bob");
@@ -305,7 +308,7 @@ async fn sse_on_one_node_gets_events_from_another() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/e.db", dir.path().display());
     let pre = prefix();
-    let (n1, n2) = (node(REDIS, &pre, &db), node(REDIS, &pre, &db));
+    let (n1, n2) = (node(&redis(), &pre, &db), node(&redis(), &pre, &db));
     let res = reqwest::get(format!(
         "http://{}/events?token={}",
         n1.addr,

@@ -156,8 +156,10 @@ async fn client_msg_id_survives_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_gives_unavailable_then_heals() {
     let db = PgDb::create().await;
-    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let url = db.url.replace("127.0.0.1:5432", &proxy.addr.to_string());
+    // The server's address in the URL (postgres://user@host:port/db).
+    let host_port = db.url.split('@').nth(1).unwrap().split('/').next().unwrap();
+    let proxy = Proxy::start(host_port.parse().unwrap()).await;
+    let url = db.url.replace(host_port, &proxy.addr.to_string());
     assert_ne!(url, db.url, "the store must go through the proxy");
     let p = Proc::start(&["--database-url", &url]);
     let mut c = user(&p, "alice", "general").await;

@@ -207,3 +207,43 @@ async fn sigterm_closes_clients_and_exits_cleanly() {
         .collect();
     assert_eq!(seqs, (1..=stored.len() as u64).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_sockets_namespace_and_user() {
+    let p = Proc::start_env(
+        &["--database-url", "memory", "--log-format", "json"],
+        &[("RUST_LOG", "info,switchboard=debug")],
+    );
+    let mut c = Client::connect(p.addr, "/", Some(json!({ "token": token("alice") })))
+        .await
+        .unwrap();
+    // An unknown event is refused, and logged (at debug) inside the socket's span.
+    let a = c.ack("no:such-event", json!({})).await;
+    assert_eq!(a["code"], "not_found");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = p.log();
+        let line = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|o| o["span"]["user"] == "alice");
+        if let Some(o) = line {
+            assert_eq!(o["span"]["ns"], "/", "{o}");
+            assert!(
+                o["span"]["sid"].as_str().is_some_and(|s| !s.is_empty()),
+                "{o}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no line with the socket's span: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        p.log()
+            .lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+    );
+}

@@ -28,7 +28,7 @@ describe("nginx in front of two nodes", () => {
     const prefix = `compat-nginx-${process.pid}-${Date.now()}`;
     const db = tempDb();
     for (let i = 0; i < 2; i++) {
-      nodes.push(await startServer(undefined, db, ["--redis-url", "redis://127.0.0.1:6379", "--redis-prefix", prefix]));
+      nodes.push(await startServer(undefined, db, ["--redis-url", `redis://${process.env.SWITCHBOARD_TEST_REDIS || "127.0.0.1:6379"}`, "--redis-prefix", prefix]));
     }
     const port = await freePort();
     const dir = mkdtempSync(path.join(tmpdir(), "switchboard-nginx-"));

@@ -140,7 +140,12 @@ fn admit<A: Adapter>(
         return Err(AuthFailure(AuthError::WrongTenant));
     }
     let exp = identity.expires_at;
-    let session = Arc::new(Session::<A>::new(identity, ctx.clone()));
+    let session = Arc::new(Session::<A>::new(
+        identity,
+        ctx.clone(),
+        s.ns(),
+        &s.id.to_string(),
+    ));
     s.join(session.user_room());
     let target = refresh::SocketExpiry {
         io: io.clone(),

@@ -63,11 +63,15 @@ pub struct Session<A: Adapter> {
     /// The guarded websocket carrying the socket, once it is on one (see
     /// `reply`, which counts success acks as they are written).
     pub websocket: std::sync::OnceLock<crate::guarded_io::ConnHandle>,
+    /// The socket's span: every line logged while handling its events
+    /// carries its namespace, user id and socket id (`--log-format json`).
+    pub span: tracing::Span,
 }
 
 impl<A: Adapter> Session<A> {
-    pub fn new(identity: Identity, ctx: Arc<Ctx>) -> Self {
+    pub fn new(identity: Identity, ctx: Arc<Ctx>, ns: &str, sid: &str) -> Self {
         Session {
+            span: tracing::info_span!("socket", ns, user = identity.user_id, sid),
             queue: Mutex::new(QueueState {
                 running: false,
                 jobs: VecDeque::new(),
@@ -141,7 +145,11 @@ impl<A: Adapter> Session<A> {
         };
         if start {
             let session = self.clone();
-            tokio::spawn(async move { session.drain(socket).await });
+            let span = self.span.clone();
+            tokio::spawn(tracing::Instrument::instrument(
+                async move { session.drain(socket).await },
+                span,
+            ));
         }
         Ok(())
     }

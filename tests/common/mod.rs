@@ -110,6 +110,11 @@ impl Proc {
     /// Starts the server on a free port with `SECRET` and extra `args`, and
     /// waits until it listens.
     pub fn start(args: &[&str]) -> Proc {
+        Self::start_env(args, &[])
+    }
+
+    /// Like [`Proc::start`], with extra environment variables (`RUST_LOG` too).
+    pub fn start_env(args: &[&str], envs: &[(&str, &str)]) -> Proc {
         use std::io::{BufRead, BufReader};
         // SWITCHBOARD_TEST_BIN runs the same test against another build (to
         // check that a test fails on an older one).
@@ -126,6 +131,7 @@ impl Proc {
         }
         let mut child = cmd
             .env("RUST_LOG", "info")
+            .envs(envs.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -137,6 +143,8 @@ impl Proc {
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
                 if let Some(url) = line.split("listening on http://").nth(1) {
+                    // The address ends the text line, or the JSON string.
+                    let url = url.split('"').next().unwrap_or(url);
                     let _ = tx.send(url.trim().to_string());
                 }
                 let mut s = sink.lock().unwrap();
