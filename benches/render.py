@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Renders benches/results/*.json (written by `cargo bench --bench loadgen`,
-`--bench cluster`, `--bench chat_store`) into the README's performance table
+`--bench cluster`, `--bench chat_store`) into the table of docs/performance.md
 (between the bench-table markers) and benches/results/summary.png.
 
 Run it with scripts/bench-report.sh, which provides matplotlib."""
@@ -12,7 +12,7 @@ import re
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benches" / "results"
-README = ROOT / "README.md"
+README = ROOT / "docs" / "performance.md"
 START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 
 
@@ -184,7 +184,7 @@ def main():
     if START in text and END in text:
         text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: f"{START}\n{t}{END}", text, flags=re.S)
         README.write_text(text)
-        print("README table updated")
+        print("docs/performance.md table updated")
     else:
         print(t)
     chart()

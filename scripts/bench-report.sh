@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Renders benches/results/*.json into the README's performance table and
+# Renders benches/results/*.json into the table of docs/performance.md and
 # benches/results/summary.png. matplotlib comes from PyPI into a venv under
 # target/ (nothing is installed system-wide).
 set -euo pipefail

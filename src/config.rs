@@ -150,7 +150,7 @@ pub struct Config {
     )]
     pub namespaces: Vec<String>,
 
-    // --- Limits (README, "Limits and abuse"). 0 means "no limit" where noted. ---
+    // --- Limits (docs/configuration.md, "Limits and abuse"). 0 means "no limit" where noted. ---
     /// Longest time a client may take to send a request's headers, and most
     /// time an idle keep-alive connection is kept, in milliseconds.
     #[arg(long, env = "SWITCHBOARD_HEADER_TIMEOUT_MS", default_value_t = 10_000)]

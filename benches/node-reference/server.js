@@ -1,5 +1,5 @@
 // The reference: the official Node.js Socket.IO 4.8 server speaking the same
-// protocol as switchboard (PROTOCOL.md §2, §4-§6, §8) with the same JWT auth,
+// protocol as switchboard (docs/protocol.md) with the same JWT auth,
 // rooms, acks and an in-memory history. Benchmarks only; not a product.
 //
 //   PORT=3100 JWT_SECRET=... node server.js

@@ -1,4 +1,4 @@
-//! The backend HTTP API (PROTOCOL.md §9): JSON in and out, `Authorization:
+//! The backend HTTP API (docs/http-api.md): JSON in and out, `Authorization:
 //! Bearer <api key>`, errors as `{ error, code }` and never a 500 for bad input.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! `GET /events`: Server-Sent Events for one user (PROTOCOL.md §10). The JWT
+//! `GET /events`: Server-Sent Events for one user (docs/http-api.md). The JWT
 //! comes as for sockets, from `Authorization: Bearer` or `?token=`. The first
 //! event is `connected { userId }`; then everything addressed to the user's
 //! private room; a comment line every heartbeat interval keeps proxies open.

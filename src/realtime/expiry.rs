@@ -1,4 +1,4 @@
-//! Token lifetime for sockets (PROTOCOL.md §2): shortly before a token's `exp`
+//! Token lifetime for sockets (docs/protocol.md §3): shortly before a token's `exp`
 //! the socket gets `auth:expiring { expiresAt }`; when `exp` passes it gets
 //! `server:closing { reason: "token_expired" }` and is disconnected, unless an
 //! `auth:refresh { token }` moved the deadline.

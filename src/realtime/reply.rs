@@ -7,7 +7,7 @@ use socketioxide::SendError;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef};
 
-/// The error codes of PROTOCOL.md §5.
+/// The error codes of docs/protocol.md §11.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Code {

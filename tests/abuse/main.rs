@@ -1,5 +1,5 @@
 //! The abuse suite: the real binary, attacked as a hostile client would, with
-//! each bound asserted (README, "Limits and abuse"). One file per concern.
+//! each bound asserted (docs/configuration.md, "Limits and abuse"). One file per concern.
 
 #[path = "../realtime/client.rs"]
 #[allow(dead_code)]
