@@ -1,4 +1,4 @@
-//! The load generator: one program for every scenario of BENCHMARKS.md,
+//! The load generator: one program for every scenario of docs/performance.md,
 //! run against switchboard, the Node.js socket.io 4.8 reference and the
 //! transport floor, alternately, in one run.
 //!
