@@ -32,4 +32,12 @@ cargo build --quiet --bin switchboard --example echo --example embed
   fi
   SWITCHBOARD_BIN="$PWD/../target/debug/switchboard" npm test --silent
 )
+step "the demo page in Chromium (examples/web)"
+(
+  cd examples/web
+  if [ ! -d node_modules/playwright-core ] || [ "${CI:-}" = "true" ]; then
+    npm ci --no-audit --no-fund --loglevel=error
+  fi
+  SWITCHBOARD_BIN="$PWD/../../target/debug/switchboard" npm test --silent
+)
 step "all tests passed"

@@ -149,6 +149,10 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub namespaces: Vec<String>,
+    /// A directory of files (such as the demo page in examples/web) served at
+    /// `/`, beside the server's own routes, which no file can shadow.
+    #[arg(long, env = "SWITCHBOARD_STATIC_DIR")]
+    pub static_dir: Option<PathBuf>,
 
     // --- Limits (docs/configuration.md, "Limits and abuse"). 0 means "no limit" where noted. ---
     /// Longest time a client may take to send a request's headers, and most
@@ -253,6 +257,7 @@ impl Default for Config {
             max_payload_bytes: 1_000_000,
             max_message_chars: 4000,
             namespaces: Vec::new(),
+            static_dir: None,
             database_url: DEFAULT_DATABASE_URL.into(),
             sse_heartbeat_secs: 30,
             redis_url: None,
@@ -310,6 +315,8 @@ pub enum ConfigError {
     Store(String),
     #[error("--redis-url: {0}")]
     Redis(String),
+    #[error("--static-dir {0}: not a directory this process can read")]
+    StaticDir(String),
 }
 
 impl Config {
@@ -391,6 +398,12 @@ impl Config {
             }
         }
         self.store_url()?;
+        // Checked here so that a typo stops the start instead of serving 404s.
+        if let Some(dir) = &self.static_dir
+            && std::fs::read_dir(dir).is_err()
+        {
+            return Err(ConfigError::StaticDir(dir.display().to_string()));
+        }
         if self.ping_interval_ms == 0 {
             return Err(ConfigError::Zero("ping-interval-ms"));
         }

@@ -173,7 +173,11 @@ impl Switchboard {
             Some(k) => http::ApiKey::Key(k),
             None => http::ApiKey::Disabled,
         };
-        let router = socketio_layer(http::routes(hub.clone(), key))
+        // Only for a server that is in dev mode and listens on loopback: the
+        // route gives a token to anyone who can reach it.
+        let loopback = config.listen_addr().is_ok_and(|a| a.ip().is_loopback());
+        let dev_token_secret = opts.dev_secret.filter(|_| config.dev_mode() && loopback);
+        let router = socketio_layer(http::routes(hub.clone(), key, dev_token_secret))
             .layer(axum::middleware::map_response(http::json_payload_too_large))
             .layer(axum::middleware::from_fn_with_state(
                 config.max_payload_bytes as usize,
@@ -181,6 +185,10 @@ impl Switchboard {
             ))
             .layer(tower::util::MapRequestLayer::new(detach::detach_request))
             .layer(cors(&config));
+        let router = match &config.static_dir {
+            Some(dir) => http::static_files::serve_beside(router, dir),
+            None => router,
+        };
         tokio::spawn(realtime::slow::watch_stalls(ctx.clone()));
         tokio::spawn(realtime::limits::forget_idle_users(ctx.clone()));
         Ok(Switchboard {

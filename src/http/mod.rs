@@ -1,8 +1,11 @@
-//! The plain HTTP side, beside Socket.IO: the backend API, SSE, health and metrics.
+//! The plain HTTP side, beside Socket.IO: the backend API, SSE, health and
+//! metrics; in dev mode a token route, and with `--static-dir` files.
 
 pub mod api;
+mod dev_token;
 mod events;
 mod health;
+pub mod static_files;
 
 use std::sync::Arc;
 
@@ -17,10 +20,16 @@ use crate::hub::Hub;
 use crate::realtime::Ctx;
 pub use api::ApiKey;
 
-pub fn routes(hub: Hub, key: ApiKey) -> Router {
+/// The server's HTTP routes. `dev_secret` is given only in dev mode on a
+/// loopback address, and mounts `POST /dev/token`.
+pub fn routes(hub: Hub, key: ApiKey, dev_secret: Option<String>) -> Router {
     let ctx: Arc<Ctx> = hub.ctx().clone();
     let max_body = ctx.config.max_payload_bytes as usize;
     let metrics = crate::metrics::init();
+    let dev = match dev_secret {
+        Some(secret) => dev_token::routes(secret),
+        None => Router::new(),
+    };
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -41,6 +50,7 @@ pub fn routes(hub: Hub, key: ApiKey) -> Router {
         // router made socketioxide's layer wrap two services, and polling
         // requests of one session landed on different engine.io instances.
         .nest("/api", api::routes(hub, key, max_body))
+        .merge(dev)
         .layer(middleware::from_fn(count_requests))
 }
 

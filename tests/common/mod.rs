@@ -115,13 +115,26 @@ impl Proc {
 
     /// Like [`Proc::start`], with extra environment variables (`RUST_LOG` too).
     pub fn start_env(args: &[&str], envs: &[(&str, &str)]) -> Proc {
+        Self::spawn(&["--listen", "127.0.0.1:0", "--jwt-secret", SECRET], args, envs)
+    }
+
+    /// Starts the server in dev mode (no JWT key: it makes up its own
+    /// secret) on a free loopback port, and waits until it listens.
+    pub fn start_dev(args: &[&str]) -> Proc {
+        Self::spawn(&["--listen", "127.0.0.1:0"], args, &[])
+    }
+
+    fn spawn(base: &[&str], args: &[&str], envs: &[(&str, &str)]) -> Proc {
         use std::io::{BufRead, BufReader};
         // SWITCHBOARD_TEST_BIN runs the same test against another build (to
         // check that a test fails on an older one).
         let bin = std::env::var("SWITCHBOARD_TEST_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_switchboard").to_string());
         let mut cmd = std::process::Command::new(&bin);
-        cmd.args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET]);
+        // A key from the environment would turn dev mode off.
+        cmd.env_remove("SWITCHBOARD_JWT_SECRET")
+            .env_remove("SWITCHBOARD_JWT_PUBLIC_KEY");
+        cmd.args(base);
         if std::env::var_os("SWITCHBOARD_TEST_BIN").is_some() {
             // An older build refuses flags it does not know but ignores
             // unknown environment variables, so the test still runs on it.
