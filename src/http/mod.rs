@@ -3,6 +3,7 @@
 pub mod api;
 mod events;
 mod health;
+pub mod openapi;
 
 use std::sync::Arc;
 
@@ -40,7 +41,7 @@ pub fn routes(hub: Hub, key: ApiKey) -> Router {
         // Nested, so its JSON 404 covers /api only: a fallback on this whole
         // router made socketioxide's layer wrap two services, and polling
         // requests of one session landed on different engine.io instances.
-        .nest("/api", api::routes(hub, key, max_body))
+        .nest(api::PREFIX, api::routes(hub, key, max_body))
         .layer(middleware::from_fn(count_requests))
 }
 
