@@ -19,7 +19,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use subtle::ConstantTimeEq;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -265,6 +267,7 @@ struct NsQuery {
     /// The Socket.IO namespace, default `/`. Where the body has a
     /// `namespace` too, the two must agree.
     #[serde(default)]
+    #[param(example = "/")]
     namespace: Option<String>,
 }
 
@@ -279,20 +282,81 @@ fn namespace(body: Option<String>, query: Option<String>) -> Result<String, ApiE
     }
 }
 
+// Ids and names as the Hub checks them, as named schemas. The handlers take
+// plain strings; fields and parameters name these with `value_type`. Written
+// by hand because the derive takes no length limits on a newtype.
+
+/// A user id (the JWT `sub`), as `crate::realtime::private::check_user_id`
+/// checks it.
+struct UserId;
+
+impl PartialSchema for UserId {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("A user id (the JWT `sub`): 1-128 characters."))
+            .min_length(Some(1))
+            .max_length(Some(128))
+            .examples(["alice"])
+            .into()
+    }
+}
+
+impl ToSchema for UserId {}
+
+/// A room id, as `crate::realtime::reply::room_id` checks it.
+struct RoomId;
+
+impl PartialSchema for RoomId {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "A room id: 1-128 characters from A-Z a-z 0-9 _ . : @ -",
+            ))
+            .pattern(Some("^[A-Za-z0-9_.:@-]{1,128}$"))
+            .examples(["general"])
+            .into()
+    }
+}
+
+impl ToSchema for RoomId {}
+
+/// An event name, as [`crate::event_names::check_event_name`] checks it.
+struct EventName;
+
+impl PartialSchema for EventName {
+    fn schema() -> RefOr<Schema> {
+        use crate::event_names::{MAX_EVENT_NAME_CHARS, RESERVED_EVENTS};
+        let reserved = RESERVED_EVENTS.join("`, `");
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(format!(
+                "An event name: 1-{MAX_EVENT_NAME_CHARS} characters, no control \
+                 characters, and not one Socket.IO reserves (`{reserved}`)."
+            )))
+            .min_length(Some(1))
+            .max_length(Some(MAX_EVENT_NAME_CHARS))
+            // Rust's `char::is_control`: the Unicode Cc category.
+            .pattern(Some(r"^[^\u0000-\u001F\u007F-\u009F]*$"))
+            .examples(["notification"])
+            .into()
+    }
+}
+
+impl ToSchema for EventName {}
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 struct UserPath {
-    /// A user id (the JWT `sub`): 1-128 characters.
-    #[param(min_length = 1, max_length = 128)]
+    #[param(value_type = UserId)]
     user_id: String,
 }
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 struct RoomPath {
-    /// A room id: 1-128 characters from A-Z a-z 0-9 _ . : @ - (as
-    /// `crate::realtime::reply::room_id` checks).
-    #[param(pattern = "^[A-Za-z0-9_.:@-]{1,128}$")]
+    #[param(value_type = RoomId)]
     room_id: String,
 }
 
@@ -315,10 +379,9 @@ fn accepted() -> Response {
 /// An event to emit to sockets in one namespace.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({ "event": "notification", "data": { "text": "Deploy done" }, "rooms": ["general"] }))]
 struct EmitBody {
-    /// The event name: 1-128 characters, no control characters, not one
-    /// Socket.IO reserves (`connect`, `disconnect`, ...).
-    #[schema(min_length = 1, max_length = 128)]
+    #[schema(value_type = EventName)]
     event: String,
     /// Any JSON: the event's argument. Default `null`.
     #[serde(default)]
@@ -326,12 +389,15 @@ struct EmitBody {
     /// Rooms to emit to (their members' sockets). With neither `rooms` nor
     /// `users`, every socket of the namespace.
     #[serde(default)]
+    #[schema(value_type = Vec<RoomId>)]
     rooms: Vec<String>,
     /// Users to emit to (every socket and SSE stream of each).
     #[serde(default)]
+    #[schema(value_type = Vec<UserId>)]
     users: Vec<String>,
     /// Rooms whose members are left out.
     #[serde(default)]
+    #[schema(value_type = Vec<RoomId>)]
     except: Vec<String>,
     /// The namespace, default `/` (or the `namespace` query parameter).
     #[serde(default)]
@@ -373,9 +439,9 @@ async fn emit(
 /// An event to emit to every socket of one user.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({ "event": "notification", "data": { "text": "You have mail" } }))]
 struct UserEmitBody {
-    /// The event name, as for `/api/emit`.
-    #[schema(min_length = 1, max_length = 128)]
+    #[schema(value_type = EventName)]
     event: String,
     /// Any JSON: the event's argument. Default `null`.
     #[serde(default)]
@@ -447,12 +513,14 @@ async fn emit_to_user(
 /// A chat message to store in a room and broadcast as `chat:message`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({ "content": "Hello, room", "senderId": "alice", "senderName": "Alice" }))]
 struct PostMessageBody {
     /// The text: not blank, at most `--max-message-chars` characters.
-    #[schema(value_type = String, min_length = 1)]
+    #[schema(value_type = String, pattern = r"\S", example = "Hello, room")]
     content: Value,
-    /// Post as this user (1-128 characters); without it, as `system`.
+    /// Post as this user; without it, as `system`.
     #[serde(default)]
+    #[schema(value_type = Option<UserId>)]
     sender_id: Option<String>,
     /// The sender's display name, default `senderId`; needs `senderId`.
     #[serde(default)]
@@ -503,10 +571,11 @@ struct HistoryQuery {
     before: Option<u64>,
     /// How many messages, 1-100; default 50.
     #[serde(default)]
-    #[param(minimum = 1, maximum = 100)]
+    #[param(minimum = 1, maximum = 100, example = 20)]
     limit: Option<u64>,
     /// The Socket.IO namespace, default `/`.
     #[serde(default)]
+    #[param(example = "/")]
     namespace: Option<String>,
 }
 
