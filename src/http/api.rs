@@ -735,5 +735,15 @@ pub fn router(key: ApiKey, max_body: usize) -> OpenApiRouter<Hub> {
 /// [`router`] as a plain axum router with its state.
 pub fn routes(hub: Hub, key: ApiKey, max_body: usize) -> Router {
     let (router, _description) = router(key, max_body).split_for_parts();
-    router.with_state(hub)
+    router
+        // A known path with a method it does not take: axum's 405 (with its
+        // `Allow` header) but with a JSON body like every other refusal.
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
+        })
+        .with_state(hub)
 }

@@ -22,7 +22,9 @@ use super::api::{self, ApiKey};
         description = "Lets a backend emit events to Socket.IO clients and SSE streams, post \
             chat messages, read history, and look at presence. Every route but this \
             description needs `Authorization: Bearer <api key>` (`--api-key`). Errors are \
-            JSON `{ error, code }`: `error` for people, `code` for programs.",
+            JSON `{ error, code }`: `error` for people, `code` for programs; besides \
+            those each operation lists, an unknown path under `/api` gets `404 not_found` \
+            and a method a path does not take `405 method_not_allowed`.",
     ),
     modifiers(&BearerApiKey),
     security(("api_key" = [])),
