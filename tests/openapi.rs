@@ -32,7 +32,10 @@ fn first_difference(want: &str, got: &str) -> String {
 fn committed_description_is_current() {
     let generated = switchboard::http::openapi::pretty_json();
     if std::env::var_os("UPDATE_OPENAPI").is_some() {
-        std::fs::write(COMMITTED, &generated).unwrap();
+        // Whole or not at all: the other test reads the file meanwhile.
+        let tmp = format!("{COMMITTED}.tmp");
+        std::fs::write(&tmp, &generated).unwrap();
+        std::fs::rename(&tmp, COMMITTED).unwrap();
         return;
     }
     let committed = committed();
