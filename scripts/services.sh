@@ -29,6 +29,8 @@ command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs np
 [ -n "$(pg_bin initdb)" ] || apt_install postgresql
 command -v redis-server >/dev/null || apt_install redis-server
 [ -x "${NGINX_BIN:-/usr/sbin/nginx}" ] || apt_install nginx-light
+# schemathesis (scripts/schemathesis.sh) goes into a venv.
+python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3 python3-venv
 # The demo page's test drives Debian's Chromium (never a downloaded browser).
 [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || apt_install chromium
 

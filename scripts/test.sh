@@ -32,6 +32,9 @@ cargo build --quiet --bin switchboard --example echo --example embed
   fi
   SWITCHBOARD_BIN="$PWD/../target/debug/switchboard" npm test --silent
 )
+step "schemathesis: the HTTP API against its OpenAPI description"
+SWITCHBOARD_BIN="$PWD/target/debug/switchboard" scripts/schemathesis.sh
+
 step "the demo page in Chromium (examples/web)"
 (
   cd examples/web

@@ -88,9 +88,11 @@ pub struct Hub {
 }
 
 /// A user's presence in one namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct UserPresence {
+    /// Whether the user has at least one socket (on any node).
     pub online: bool,
+    /// How many sockets.
     pub connections: usize,
 }
 

@@ -1,5 +1,10 @@
 //! The backend HTTP API (docs/http-api.md): JSON in and out, `Authorization:
 //! Bearer <api key>`, errors as `{ error, code }` and never a 500 for bad input.
+//!
+//! Each handler's `#[utoipa::path]` is its OpenAPI description, and
+//! [`router`] registers handlers through `routes!`, which takes the path and
+//! method from that same attribute: a route cannot be served undescribed or
+//! described at a path it is not served at (see [`super::openapi`]).
 
 use std::time::Duration;
 
@@ -9,15 +14,21 @@ use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use serde::Deserialize;
+use refusals::*;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use subtle::ConstantTimeEq;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::hub::{Audience, Hub, HubError};
+use crate::hub::{Audience, Hub, HubError, UserPresence};
+use crate::presence::Member;
 use crate::realtime::chat::{DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
-use crate::store::StoreError;
+use crate::store::{Message, StoreError};
 
 /// An error answer: status, `code` for programs, `error` for people.
 #[derive(Debug)]
@@ -43,7 +54,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = axum::Json(json!({ "error": self.error, "code": self.code }));
+        let body = axum::Json(ErrorBody {
+            error: self.error,
+            code: self.code,
+        });
         let mut res = (self.status, body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut()
@@ -51,6 +65,62 @@ impl IntoResponse for ApiError {
         }
         res
     }
+}
+
+/// The body of every refusal.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// For people: what was wrong, in a sentence.
+    #[schema(example = "limit must be 1-100")]
+    error: String,
+    /// For programs: one of a fixed set of codes; each response lists the
+    /// codes it may carry.
+    #[schema(example = "invalid_payload")]
+    code: &'static str,
+}
+
+/// The error answers the handlers share, as reusable OpenAPI responses; the
+/// doc comments are their descriptions.
+pub mod refusals {
+    // Never built: the bodies are [`super::ApiError`]s; these only name them.
+    #![allow(dead_code)]
+
+    use utoipa::ToResponse;
+
+    use super::ErrorBody;
+
+    /// `invalid_json`: the body is not JSON, or `Content-Type: application/json`
+    /// is missing. `invalid_payload`: the JSON, the query or a path segment has
+    /// the wrong shape or a value out of range (unknown field, bad room id,
+    /// empty or reserved event name, `limit` outside 1-100, ...).
+    #[derive(ToResponse)]
+    pub struct BadRequest(ErrorBody);
+
+    /// `unauthorized`: no `Authorization: Bearer <api key>` header, or the
+    /// wrong key.
+    #[derive(ToResponse)]
+    #[response(headers(("WWW-Authenticate" = String, description = "Always `Bearer`")))]
+    pub struct Unauthorized(ErrorBody);
+
+    /// `unknown_namespace`: the namespace is neither `/` nor one the server was
+    /// started with (`--namespace`).
+    #[derive(ToResponse)]
+    pub struct UnknownNamespace(ErrorBody);
+
+    /// `too_large`: the body is larger than `--max-payload-bytes`.
+    #[derive(ToResponse)]
+    pub struct TooLarge(ErrorBody);
+
+    /// `internal`: delivery or the message store failed in a way a retry will
+    /// not mend; the server log says more.
+    #[derive(ToResponse)]
+    pub struct Internal(ErrorBody);
+
+    /// `api_disabled`: the server was started without `--api-key`.
+    /// `unavailable`: the message store does not answer. `cluster_unavailable`:
+    /// other nodes are out of reach (an emit was delivered on this node only).
+    #[derive(ToResponse)]
+    pub struct Unavailable(ErrorBody);
 }
 
 impl From<HubError> for ApiError {
@@ -191,9 +261,13 @@ async fn require_key(State(key): State<ApiKey>, req: Request, next: Next) -> Res
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct NsQuery {
+    /// The Socket.IO namespace, default `/`. Where the body has a
+    /// `namespace` too, the two must agree.
     #[serde(default)]
+    #[param(example = "/")]
     namespace: Option<String>,
 }
 
@@ -208,22 +282,145 @@ fn namespace(body: Option<String>, query: Option<String>) -> Result<String, ApiE
     }
 }
 
-#[derive(Deserialize)]
+// Ids and names as the Hub checks them, as named schemas. The handlers take
+// plain strings; fields and parameters name these with `value_type`. Written
+// by hand because the derive takes no length limits on a newtype.
+
+/// A user id (the JWT `sub`), as `crate::realtime::private::check_user_id`
+/// checks it.
+struct UserId;
+
+impl PartialSchema for UserId {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("A user id (the JWT `sub`): 1-128 characters."))
+            .min_length(Some(1))
+            .max_length(Some(128))
+            .examples(["alice"])
+            .into()
+    }
+}
+
+impl ToSchema for UserId {}
+
+/// A room id, as `crate::realtime::reply::room_id` checks it.
+struct RoomId;
+
+impl PartialSchema for RoomId {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "A room id: 1-128 characters from A-Z a-z 0-9 _ . : @ -",
+            ))
+            .pattern(Some("^[A-Za-z0-9_.:@-]{1,128}$"))
+            .examples(["general"])
+            .into()
+    }
+}
+
+impl ToSchema for RoomId {}
+
+/// An event name, as [`crate::event_names::check_event_name`] checks it.
+struct EventName;
+
+impl PartialSchema for EventName {
+    fn schema() -> RefOr<Schema> {
+        use crate::event_names::{MAX_EVENT_NAME_CHARS, RESERVED_EVENTS};
+        let reserved = RESERVED_EVENTS.join("`, `");
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(format!(
+                "An event name: 1-{MAX_EVENT_NAME_CHARS} characters, no control \
+                 characters, and not one Socket.IO reserves (`{reserved}`)."
+            )))
+            .min_length(Some(1))
+            .max_length(Some(MAX_EVENT_NAME_CHARS))
+            // Rust's `char::is_control`: the Unicode Cc category.
+            .pattern(Some(r"^[^\u0000-\u001F\u007F-\u009F]*$"))
+            .examples(["notification"])
+            .into()
+    }
+}
+
+impl ToSchema for EventName {}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct UserPath {
+    #[param(value_type = UserId)]
+    user_id: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct RoomPath {
+    #[param(value_type = RoomId)]
+    room_id: String,
+}
+
+/// `202`: the event was handed to delivery (whether anyone was there to
+/// receive it is not known).
+#[derive(Serialize, ToSchema)]
+pub struct Accepted {
+    /// Always `true`.
+    accepted: bool,
+}
+
+fn accepted() -> Response {
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(Accepted { accepted: true }),
+    )
+        .into_response()
+}
+
+/// An event to emit to sockets in one namespace.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({ "event": "notification", "data": { "text": "Deploy done" }, "rooms": ["general"] }))]
 struct EmitBody {
+    #[schema(value_type = EventName)]
     event: String,
+    /// Any JSON: the event's argument. Default `null`.
     #[serde(default)]
     data: Value,
+    /// Rooms to emit to (their members' sockets). With neither `rooms` nor
+    /// `users`, every socket of the namespace.
     #[serde(default)]
+    #[schema(value_type = Vec<RoomId>)]
     rooms: Vec<String>,
+    /// Users to emit to (every socket and SSE stream of each).
     #[serde(default)]
+    #[schema(value_type = Vec<UserId>)]
     users: Vec<String>,
+    /// Rooms whose members are left out.
     #[serde(default)]
+    #[schema(value_type = Vec<RoomId>)]
     except: Vec<String>,
+    /// The namespace, default `/` (or the `namespace` query parameter).
     #[serde(default)]
     namespace: Option<String>,
 }
 
+/// Emits an event to rooms, users, or a whole namespace.
+#[utoipa::path(
+    post,
+    path = "/emit",
+    tag = "events",
+    params(NsQuery),
+    request_body = EmitBody,
+    responses(
+        (status = 202, body = Accepted, description = "Handed to delivery"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = UnknownNamespace),
+        (status = 413, response = TooLarge),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn emit(
     State(hub): State<Hub>,
     ApiQuery(q): ApiQuery<NsQuery>,
@@ -236,30 +433,61 @@ async fn emit(
         except: b.except,
     };
     hub.emit(&ns, &audience, &b.event, &b.data).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(json!({ "accepted": true })),
-    )
-        .into_response())
+    Ok(accepted())
 }
 
-#[derive(Deserialize)]
+/// An event to emit to every socket of one user.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({ "event": "notification", "data": { "text": "You have mail" } }))]
 struct UserEmitBody {
+    #[schema(value_type = EventName)]
     event: String,
+    /// Any JSON: the event's argument. Default `null`.
     #[serde(default)]
     data: Value,
+    /// Wait this long (1-60000 ms) for the user's sockets to acknowledge,
+    /// and answer `200` with their replies. Without it, `202` at once.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 60000)]
     ack_timeout_ms: Option<u64>,
+    /// The namespace, default `/` (or the `namespace` query parameter).
     #[serde(default)]
     namespace: Option<String>,
 }
 
 pub const MAX_ACK_TIMEOUT_MS: u64 = 60_000;
 
+/// `200`: what the user's sockets acknowledged with.
+#[derive(Serialize, ToSchema)]
+pub struct AckReplies {
+    /// One reply per socket that answered in time (any JSON each).
+    acks: Vec<Value>,
+}
+
+/// Emits an event to every socket of one user, optionally waiting for acks.
+#[utoipa::path(
+    post,
+    path = "/users/{user_id}/emit",
+    tag = "events",
+    params(UserPath, NsQuery),
+    request_body = UserEmitBody,
+    responses(
+        (status = 200, body = AckReplies, description = "With `ackTimeoutMs`: at least one socket acknowledged"),
+        (status = 202, body = Accepted, description = "Without `ackTimeoutMs`: handed to delivery"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, body = ErrorBody, description = "`unknown_namespace`: see the other routes. \
+            `not_connected` (with `ackTimeoutMs` only): the user has no socket in the namespace."),
+        (status = 413, response = TooLarge),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+        (status = 504, body = ErrorBody, description = "`ack_timeout` (with `ackTimeoutMs` only): no socket acknowledged in time."),
+    )
+)]
 async fn emit_to_user(
     State(hub): State<Hub>,
-    ApiPath(user): ApiPath<String>,
+    ApiPath(UserPath { user_id: user }): ApiPath<UserPath>,
     ApiQuery(q): ApiQuery<NsQuery>,
     ApiJson(b): ApiJson<UserEmitBody>,
 ) -> Result<Response, ApiError> {
@@ -268,11 +496,7 @@ async fn emit_to_user(
         None => {
             hub.emit(&ns, &Audience::users([user]), &b.event, &b.data)
                 .await?;
-            Ok((
-                StatusCode::ACCEPTED,
-                axum::Json(json!({ "accepted": true })),
-            )
-                .into_response())
+            Ok(accepted())
         }
         Some(ms) if ms == 0 || ms > MAX_ACK_TIMEOUT_MS => Err(ApiError::bad(format!(
             "ackTimeoutMs must be 1-{MAX_ACK_TIMEOUT_MS}"
@@ -281,26 +505,51 @@ async fn emit_to_user(
             let acks = hub
                 .emit_to_user_with_ack(&ns, &user, &b.event, &b.data, Duration::from_millis(ms))
                 .await?;
-            Ok(axum::Json(json!({ "acks": acks })).into_response())
+            Ok(axum::Json(AckReplies { acks }).into_response())
         }
     }
 }
 
-#[derive(Deserialize)]
+/// A chat message to store in a room and broadcast as `chat:message`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({ "content": "Hello, room", "senderId": "alice", "senderName": "Alice" }))]
 struct PostMessageBody {
+    /// The text: not blank, at most `--max-message-chars` characters.
+    #[schema(value_type = String, pattern = r"\S", example = "Hello, room")]
     content: Value,
+    /// Post as this user; without it, as `system`.
     #[serde(default)]
+    #[schema(value_type = Option<UserId>)]
     sender_id: Option<String>,
+    /// The sender's display name, default `senderId`; needs `senderId`.
     #[serde(default)]
     sender_name: Option<String>,
+    /// The namespace, default `/` (or the `namespace` query parameter).
     #[serde(default)]
     namespace: Option<String>,
 }
 
+/// Stores a message in a room's history and broadcasts it to the room.
+#[utoipa::path(
+    post,
+    path = "/rooms/{room_id}/messages",
+    tag = "rooms",
+    params(RoomPath, NsQuery),
+    request_body = PostMessageBody,
+    responses(
+        (status = 201, body = Message, description = "The message as stored and broadcast"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = UnknownNamespace),
+        (status = 413, response = TooLarge),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn post_message(
     State(hub): State<Hub>,
-    ApiPath(room): ApiPath<String>,
+    ApiPath(RoomPath { room_id: room }): ApiPath<RoomPath>,
     ApiQuery(q): ApiQuery<NsQuery>,
     ApiJson(b): ApiJson<PostMessageBody>,
 ) -> Result<Response, ApiError> {
@@ -313,20 +562,49 @@ async fn post_message(
     Ok((StatusCode::CREATED, axum::Json(m)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct HistoryQuery {
+    /// Only messages with a `seq` below this one (the page before).
     #[serde(default)]
     before: Option<u64>,
+    /// How many messages, 1-100; default 50.
     #[serde(default)]
+    #[param(minimum = 1, maximum = 100, example = 20)]
     limit: Option<u64>,
+    /// The Socket.IO namespace, default `/`.
     #[serde(default)]
+    #[param(example = "/")]
     namespace: Option<String>,
 }
 
+/// `200`: a page of a room's history.
+#[derive(Serialize, ToSchema)]
+pub struct History {
+    /// Oldest first.
+    messages: Vec<Message>,
+}
+
+/// A page of a room's history: the latest `limit` messages, or the
+/// `limit` before `before`; oldest first.
+#[utoipa::path(
+    get,
+    path = "/rooms/{room_id}/messages",
+    tag = "rooms",
+    params(RoomPath, HistoryQuery),
+    responses(
+        (status = 200, body = History, description = "The page"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = UnknownNamespace),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn history(
     State(hub): State<Hub>,
-    ApiPath(room): ApiPath<String>,
+    ApiPath(RoomPath { room_id: room }): ApiPath<RoomPath>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
@@ -335,22 +613,58 @@ async fn history(
     }
     let ns = q.namespace.unwrap_or_else(|| "/".into());
     let messages = hub.history(&ns, &room, q.before, limit as usize).await?;
-    Ok(axum::Json(json!({ "messages": messages })).into_response())
+    Ok(axum::Json(History { messages }).into_response())
 }
 
+/// `200`: who is in a room.
+#[derive(Serialize, ToSchema)]
+pub struct Members {
+    /// One entry per user, however many sockets they have in the room.
+    members: Vec<Member>,
+}
+
+/// The members of a room (on every node of a cluster).
+#[utoipa::path(
+    get,
+    path = "/rooms/{room_id}/members",
+    tag = "rooms",
+    params(RoomPath, NsQuery),
+    responses(
+        (status = 200, body = Members, description = "The room's members"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = UnknownNamespace),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn members(
     State(hub): State<Hub>,
-    ApiPath(room): ApiPath<String>,
+    ApiPath(RoomPath { room_id: room }): ApiPath<RoomPath>,
     ApiQuery(q): ApiQuery<NsQuery>,
 ) -> Result<Response, ApiError> {
     let ns = q.namespace.unwrap_or_else(|| "/".into());
     let members = hub.room_members(&ns, &room).await?;
-    Ok(axum::Json(json!({ "members": members })).into_response())
+    Ok(axum::Json(Members { members }).into_response())
 }
 
+/// Whether a user is connected, and with how many sockets.
+#[utoipa::path(
+    get,
+    path = "/users/{user_id}/presence",
+    tag = "users",
+    params(UserPath, NsQuery),
+    responses(
+        (status = 200, body = UserPresence, description = "The user's presence"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = UnknownNamespace),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn presence(
     State(hub): State<Hub>,
-    ApiPath(user): ApiPath<String>,
+    ApiPath(UserPath { user_id: user }): ApiPath<UserPath>,
     ApiQuery(q): ApiQuery<NsQuery>,
 ) -> Result<Response, ApiError> {
     let ns = q.namespace.unwrap_or_else(|| "/".into());
@@ -358,27 +672,78 @@ async fn presence(
     Ok(axum::Json(p).into_response())
 }
 
+/// `200`: what was ended.
+#[derive(Serialize, ToSchema)]
+pub struct Disconnected {
+    /// Sockets disconnected, on every node.
+    disconnected: usize,
+    /// SSE streams ended, on this node.
+    streams: usize,
+}
+
+/// Disconnects every socket of a user and ends their SSE streams. The
+/// clients are told, and do not reconnect by themselves.
+#[utoipa::path(
+    post,
+    path = "/users/{user_id}/disconnect",
+    tag = "users",
+    params(UserPath, NsQuery),
+    responses(
+        (status = 200, body = Disconnected, description = "What was ended"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = UnknownNamespace),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn disconnect(
     State(hub): State<Hub>,
-    ApiPath(user): ApiPath<String>,
+    ApiPath(UserPath { user_id: user }): ApiPath<UserPath>,
     ApiQuery(q): ApiQuery<NsQuery>,
 ) -> Result<Response, ApiError> {
     let ns = q.namespace.unwrap_or_else(|| "/".into());
     let (sockets, streams) = hub.disconnect_user(&ns, &user).await?;
-    Ok(axum::Json(json!({ "disconnected": sockets, "streams": streams })).into_response())
+    Ok(axum::Json(Disconnected {
+        disconnected: sockets,
+        streams,
+    })
+    .into_response())
 }
 
-/// The routes under `/api`, behind the key check and a body limit.
-pub fn routes(hub: Hub, key: ApiKey, max_body: usize) -> Router {
-    Router::new()
-        .route("/emit", post(emit))
-        .route("/users/{user_id}/emit", post(emit_to_user))
-        .route("/users/{user_id}/presence", get(presence))
-        .route("/users/{user_id}/disconnect", post(disconnect))
-        .route("/rooms/{room_id}/messages", post(post_message).get(history))
-        .route("/rooms/{room_id}/members", get(members))
+/// Where [`super::routes`] nests [`router`]; the description's paths carry it.
+pub const PREFIX: &str = "/api";
+
+/// The routes under [`PREFIX`] and their description: the keyed ones behind
+/// the key check and a body limit, then the unkeyed description itself.
+/// [`super::openapi::document`] takes the description from here too.
+pub fn router(key: ApiKey, max_body: usize) -> OpenApiRouter<Hub> {
+    OpenApiRouter::new()
+        .routes(routes!(emit))
+        .routes(routes!(emit_to_user))
+        .routes(routes!(presence))
+        .routes(routes!(disconnect))
+        .routes(routes!(post_message, history))
+        .routes(routes!(members))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        // A route_layer covers the routes added before it only.
         .route_layer(middleware::from_fn_with_state(key, require_key))
+        .routes(routes!(super::openapi::openapi_json))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+}
+
+/// [`router`] as a plain axum router with its state.
+pub fn routes(hub: Hub, key: ApiKey, max_body: usize) -> Router {
+    let (router, _description) = router(key, max_body).split_for_parts();
+    router
+        // A known path with a method it does not take: axum's 405 (with its
+        // `Allow` header) but with a JSON body like every other refusal.
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
+        })
         .with_state(hub)
 }

@@ -5,6 +5,7 @@ pub mod api;
 mod dev_token;
 mod events;
 mod health;
+pub mod openapi;
 pub mod static_files;
 
 use std::sync::Arc;
@@ -49,7 +50,7 @@ pub fn routes(hub: Hub, key: ApiKey, dev_secret: Option<String>) -> Router {
         // Nested, so its JSON 404 covers /api only: a fallback on this whole
         // router made socketioxide's layer wrap two services, and polling
         // requests of one session landed on different engine.io instances.
-        .nest("/api", api::routes(hub, key, max_body))
+        .nest(api::PREFIX, api::routes(hub, key, max_body))
         .merge(dev)
         .layer(middleware::from_fn(count_requests))
 }

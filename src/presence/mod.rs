@@ -9,11 +9,13 @@ use dashmap::DashMap;
 use serde::Serialize;
 
 /// A room member as clients see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Member {
     pub user_id: String,
+    /// The name the user joined with.
     pub username: String,
+    /// How many of the user's sockets are in the room.
     pub connections: usize,
 }
 

@@ -16,20 +16,29 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 /// A stored chat message, as clients receive it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
+    /// A ULID, unique across conversations.
     pub id: String,
+    /// The room, for a room message.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub room_id: Option<String>,
+    /// The recipient, for a private message.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub to_user_id: Option<String>,
+    /// The sender's user id, or `system`.
     pub sender_id: String,
     pub sender_name: String,
     pub content: String,
+    /// `text`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// When it was stored, in milliseconds since the Unix epoch.
     pub timestamp: u64,
+    /// Its place in the conversation: 1, 2, 3, ... without gaps.
     pub seq: u64,
 }
 

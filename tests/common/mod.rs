@@ -115,7 +115,11 @@ impl Proc {
 
     /// Like [`Proc::start`], with extra environment variables (`RUST_LOG` too).
     pub fn start_env(args: &[&str], envs: &[(&str, &str)]) -> Proc {
-        Self::spawn(&["--listen", "127.0.0.1:0", "--jwt-secret", SECRET], args, envs)
+        Self::spawn(
+            &["--listen", "127.0.0.1:0", "--jwt-secret", SECRET],
+            args,
+            envs,
+        )
     }
 
     /// Starts the server in dev mode (no JWT key: it makes up its own

@@ -394,6 +394,7 @@ async fn bad_requests_get_json_errors() {
     let big = json!({ "event": "x", "data": "y".repeat(10_000) });
     assert_error(api.post("/api/emit", big).await, 413, "too_large");
     assert_error(api.get("/api/nothing-here").await, 404, "not_found");
+    assert_error(api.get("/api/emit").await, 405, "method_not_allowed");
     assert_error(
         api.get(&format!("/api/users/{}/presence", "u".repeat(129)))
             .await,

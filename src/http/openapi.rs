@@ -1,0 +1,107 @@
+//! The OpenAPI 3.1 description of the backend API under `/api`, built from
+//! the handlers' `#[utoipa::path]` attributes and the Rust types they take
+//! and give, so it cannot drift from the code. Served at
+//! `GET /api/openapi.json` and committed as `docs/openapi.json`;
+//! `tests/openapi.rs` fails when the committed file is stale.
+
+use std::sync::LazyLock;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+
+use super::api::{self, ApiKey};
+
+/// What the paths do not say: the title, the key, the shared error answers.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "switchboard backend API",
+        description = "Lets a backend emit events to Socket.IO clients and SSE streams, post \
+            chat messages, read history, and look at presence. Every route but this \
+            description needs `Authorization: Bearer <api key>` (`--api-key`). Errors are \
+            JSON `{ error, code }`: `error` for people, `code` for programs; besides \
+            those each operation lists, an unknown path under `/api` gets `404 not_found` \
+            and a method a path does not take `405 method_not_allowed`.",
+    ),
+    modifiers(&BearerApiKey),
+    security(("api_key" = [])),
+    components(responses(
+        api::refusals::BadRequest,
+        api::refusals::Unauthorized,
+        api::refusals::UnknownNamespace,
+        api::refusals::TooLarge,
+        api::refusals::Internal,
+        api::refusals::Unavailable,
+    )),
+    tags(
+        (name = "events", description = "Emit events to sockets and SSE streams"),
+        (name = "rooms", description = "Chat rooms: messages, history, members"),
+        (name = "users", description = "One user's connections"),
+        (name = "meta", description = "This description"),
+    )
+)]
+struct ApiDoc;
+
+/// The `api_key` security scheme the operations name.
+struct BearerApiKey;
+
+impl Modify for BearerApiKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some(
+                "The key given to the server with `--api-key` (or `SWITCHBOARD_API_KEY`), \
+                 compared in constant time. A server started without one answers `503 \
+                 api_disabled`.",
+            ))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("api_key", SecurityScheme::Http(scheme));
+    }
+}
+
+/// The whole description. The paths come from [`api::router`], the very
+/// router the server runs (the key and body limit given here do not show in
+/// the description).
+pub fn document() -> utoipa::openapi::OpenApi {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest(api::PREFIX, api::router(ApiKey::Disabled, 0))
+        .into_openapi()
+}
+
+/// [`document`] as pretty JSON with a final newline: the text of
+/// `docs/openapi.json` and of the `GET /api/openapi.json` body.
+pub fn pretty_json() -> String {
+    let mut text = document()
+        .to_pretty_json()
+        .expect("the description serializes");
+    text.push('\n');
+    text
+}
+
+static PRETTY_JSON: LazyLock<String> = LazyLock::new(pretty_json);
+
+/// This description, as JSON.
+///
+/// Served without the API key: it holds nothing secret (it is made from the
+/// source), and tools (client generators, schemathesis, a newcomer with
+/// curl) can read what the API wants before they hold a key, even from a
+/// server started without one.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    security(()),
+    responses((status = 200, description = "This OpenAPI 3.1 document", content_type = "application/json", body = Object))
+)]
+pub async fn openapi_json() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        PRETTY_JSON.as_str(),
+    )
+}
