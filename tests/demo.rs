@@ -144,7 +144,11 @@ async fn static_dir_serves_files_beside_the_server() {
     assert!(body.contains("switchboard_"), "{body}");
     let (s, _, body) = get(addr, "/events").await;
     assert_eq!(s, 401, "{body}");
+    // A file named api/emit does not answer for the route (which takes POST only).
     let (s, _, body) = get(addr, "/api/emit").await;
+    assert_eq!(s, 405, "{body}");
+    assert!(body.contains("method_not_allowed"), "{body}");
+    let (s, _, body) = get(addr, "/api/rooms/r1/members").await;
     assert_eq!(s, 401, "{body}");
     assert!(body.contains("unauthorized"), "{body}");
 
