@@ -18,6 +18,7 @@ pub mod guarded_io;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod ot;
 pub mod presence;
 pub mod realtime;
 pub mod serve;
