@@ -41,8 +41,10 @@ pub const KEEP_OPS: u64 = 1000;
 pub const KEEP_OP_BYTES: usize = 8 << 20;
 /// A snapshot of the text is stored every this many versions.
 pub const SNAPSHOT_EVERY: u64 = 100;
-/// How often one batch is retried after losing the version race to another node.
-const MAX_CONFLICTS: usize = 8;
+/// How often one batch is retried after losing the version race to another
+/// node (each retry first reads what the winner wrote, then waits a little
+/// at random so that two busy nodes do not keep colliding).
+const MAX_CONFLICTS: u32 = 32;
 /// A document unused this long is dropped from memory.
 pub const IDLE_EVICT: Duration = Duration::from_secs(60);
 
@@ -202,10 +204,10 @@ impl State {
                 continue;
             }
             if s.version != self.version + 1 {
-                tracing::warn!(
+                tracing::debug!(
                     version = self.version,
                     next = s.version,
-                    "document op log has a gap"
+                    "document op log read with a gap"
                 );
                 return Err(DocError::Internal);
             }
@@ -286,44 +288,59 @@ impl Docs {
     /// Loads the document if this node does not hold it yet, else reads
     /// what other nodes committed since.
     async fn refresh(&self, key: &DocKey, st: &mut State) -> Result<(), DocError> {
-        if !st.loaded {
-            let load = self.store.load(key, KEEP_OPS).await?;
-            let mut fresh = State {
-                text: load.snapshot,
-                version: load.snapshot_version,
-                snapshot_version: load.snapshot_version,
-                ..State::default()
-            };
-            fresh.chars = ot::char_len(&fresh.text);
-            // Ops at or below the snapshot are only kept as history: they
-            // need the text before the snapshot, so rebuild from the oldest.
-            let oldest = load.ops.first().map(|o| o.version);
-            match oldest {
-                Some(first) if first <= load.snapshot_version => {
-                    Self::rebuild_history(&mut fresh, load.ops)?
-                }
-                _ => fresh.replay(load.ops)?,
+        if st.loaded {
+            let ops = self.store.ops_since(key, st.version).await?;
+            if ops.first().is_none_or(|o| o.version == st.version + 1) {
+                return st.replay(ops);
             }
-            if fresh.version != load.version {
-                tracing::warn!(
-                    doc = key.doc_id,
-                    stored = load.version,
-                    rebuilt = fresh.version,
-                    "document row and op log disagree"
-                );
-                return Err(DocError::Internal);
-            }
-            fresh.loaded = true;
-            *st = fresh;
-            return Ok(());
-        }
-        let ops = self.store.ops_since(key, st.version).await?;
-        if ops.first().is_some_and(|o| o.version != st.version + 1) {
-            // Pruned past what this node has: start again from the store.
+            // Pruned past what this node has: load it again.
             st.loaded = false;
-            return Box::pin(self.refresh(key, st)).await;
         }
-        st.replay(ops)
+        // The row and the log are read by two statements: another node may
+        // commit (or even snapshot and prune) in between. More ops than the
+        // row says is fine; a gap means read again.
+        let mut last = DocError::Internal;
+        for _ in 0..3 {
+            match self.load(key).await {
+                Ok(fresh) => {
+                    *st = fresh;
+                    return Ok(());
+                }
+                Err(e @ DocError::Internal) => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    async fn load(&self, key: &DocKey) -> Result<State, DocError> {
+        let load = self.store.load(key, KEEP_OPS).await?;
+        let mut fresh = State {
+            text: load.snapshot,
+            version: load.snapshot_version,
+            snapshot_version: load.snapshot_version,
+            ..State::default()
+        };
+        fresh.chars = ot::char_len(&fresh.text);
+        // Ops at or below the snapshot are only kept as history: they need
+        // the text before the snapshot, so they are taken apart differently.
+        match load.ops.first().map(|o| o.version) {
+            Some(first) if first <= load.snapshot_version => {
+                Self::rebuild_history(&mut fresh, load.ops)?
+            }
+            _ => fresh.replay(load.ops)?,
+        }
+        if fresh.version < load.version {
+            tracing::debug!(
+                doc = key.doc_id,
+                stored = load.version,
+                rebuilt = fresh.version,
+                "document log read behind its row; reading again"
+            );
+            return Err(DocError::Internal);
+        }
+        fresh.loaded = true;
+        Ok(fresh)
     }
 
     /// `st` holds the text at its snapshot; `ops` reach back before it. The
@@ -415,12 +432,15 @@ impl Docs {
                 let _ = s.reply.send(Err(e.clone()));
             }
         };
-        if !st.loaded
+        // An edit made on a version this node has not seen was made after
+        // an op another node committed: read what this node missed first.
+        let ahead = batch.iter().any(|s| s.edit.base > st.version);
+        if (!st.loaded || ahead)
             && let Err(e) = self.refresh(key, st).await
         {
             return fail_all(batch, e);
         }
-        for _ in 0..MAX_CONFLICTS {
+        for attempt in 0..MAX_CONFLICTS {
             let (results, text, chars, new_ops) = self.rebase_batch(st, &batch);
             if new_ops.is_empty() {
                 for (s, r) in batch.into_iter().zip(results) {
@@ -474,6 +494,10 @@ impl Docs {
                 }
                 Err(CommitError::Conflict) => {
                     crate::metrics::doc_conflict();
+                    // Back off before reading, not between the read and the
+                    // next commit (that would widen the window to lose again).
+                    let jitter = rand::random_range(0..=attempt.min(8) * 250);
+                    tokio::time::sleep(Duration::from_micros(u64::from(jitter))).await;
                     if let Err(e) = self.refresh(key, st).await {
                         return fail_all(batch, e);
                     }
