@@ -280,6 +280,9 @@ function opOf(m) {
  *   ahead of or behind yours)
  * @property {(err: DocError) => void} [onError] a refused op, a failed rejoin,
  *   or dropped local edits
+ * @property {(ack: { op: Op, opId: string, version: number }) => void} [onAck]
+ *   one of this client's ops is stored (for a "saved" indicator): `op` as the
+ *   server applied it (transformed), at `version`
  */
 
 /**
@@ -612,8 +615,10 @@ export class DocClient {
   }
 
   _acked(version) {
+    const { op, opId } = this._inflight;
     this.version = version;
     this._inflight = null;
+    this._h.onAck?.({ op, opId, version });
     clearTimeout(this._opTimer);
     this._opTimer = null;
   }

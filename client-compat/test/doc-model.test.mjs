@@ -572,7 +572,8 @@ describe("DocClient against a fake server", () => {
     const sim = new Sim();
     const server = new FakeServer(sim);
     const socket = new FakeSocket(sim, server, "u", prng(5), { maxDelay: 10 });
-    const doc = new DocClient(socket, "d");
+    const acks = [];
+    const doc = new DocClient(socket, "d", { onAck: (a) => acks.push(a) });
     socket.connect();
     sim.after(0, () => doc.join());
     await sim.run();
@@ -592,6 +593,7 @@ describe("DocClient against a fake server", () => {
     assert.equal(doc.text, "once");
     assert.equal(doc.version, 1);
     assert.equal(socket.sent.length, 1, "recognised in the replayed ops by its opId, not resent");
+    assert.deepEqual(acks, [{ op: { type: "insert", position: 0, content: "once" }, opId: socket.sent[0].opId, version: 1 }]);
   });
 
   it("leave() resolves flushed(), removes listeners, and answers", async () => {
