@@ -516,9 +516,13 @@ export class DocClient {
         return;
       }
       this._error({ code, message });
-      // Transient refusals: try again; anything else leaves the client detached
-      // until the next reconnect (the local text is kept).
-      if (RETRYABLE.has(code)) {
+      // Transient refusals: try again. A refused `since` (a server that lost
+      // ops, say): read the document afresh. Anything else (forbidden_room,
+      // too_large) leaves the client detached until the next reconnect, with
+      // its local text kept.
+      if (code === "invalid_payload" && !full) {
+        this._resync();
+      } else if (RETRYABLE.has(code)) {
         clearTimeout(this._joinTimer);
         this._joinTimer = setTimeout(() => {
           this._joinTimer = null;

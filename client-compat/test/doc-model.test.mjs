@@ -18,20 +18,7 @@ import {
   AFTER,
   BEFORE,
 } from "../doc-client.mjs";
-
-// ---- a tiny seeded PRNG (mulberry32) ----
-function prng(seed) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (lo, hi) => lo + Math.floor(next() * (hi - lo + 1)); // inclusive
-  return { next, int, pick: (xs) => xs[int(0, xs.length - 1)], chance: (p) => next() < p };
-}
+import { prng } from "./prng.mjs";
 
 // ---- the server's rules, ported again from src/ot.rs independently of the
 // module (so a bug in the module's transform is not mirrored here) ----
