@@ -41,19 +41,40 @@ async function getDoc(url, docId) {
   return body;
 }
 
+async function postOp(url, docId, body) {
+  const r = await fetch(`${url}/api/docs/${encodeURIComponent(docId)}/operations`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${API_KEY}`, "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  return { status: r.status, body: await r.json() };
+}
+
+/** A backend editing over HTTP meanwhile: reads the document, inserts into it at that version. */
+async function backendEdits(url, docId, rng, n) {
+  for (let i = 0; i < n; i++) {
+    await sleep(rng.int(0, 60));
+    const r = await fetch(`${url}/api/docs/${encodeURIComponent(docId)}`, { headers: { authorization: `Bearer ${API_KEY}` } });
+    const { content, version } = r.status === 404 ? { content: "", version: 0 } : await r.json();
+    const res = await postOp(url, docId, { version, type: "insert", position: rng.int(0, scalarLength(content)), content: "§", userId: "backend" });
+    assert.equal(res.status, 200, `seed ${SEED}: POST operations: ${JSON.stringify(res.body)}`);
+  }
+}
+
 let sockets = [];
 /** Closes the sockets opened so far (before a server stops: it then need not wait for them). */
 function closeSockets() {
   sockets.forEach((s) => s.close());
   sockets = [];
 }
-function client(url, sub, docId, opts, errors) {
+function client(url, sub, docId, opts, errors, handlers = {}) {
   const socket = io(url, { auth: { token: token(sub) }, reconnectionDelay: 100, reconnectionDelayMax: 500, ...opts });
   sockets.push(socket);
   const acked = [];
   const doc = new DocClient(socket, docId, {
     onError: (e) => errors.push({ sub, ...e }),
     onAck: (a) => acked.push(a),
+    ...handlers,
   });
   return { socket, doc, sub, acked };
 }
@@ -105,13 +126,16 @@ describe("collaborative documents", () => {
     await server?.stop();
   });
 
-  it("3 clients (websocket, polling, default) editing at once converge on the server's text", async () => {
+  it("3 clients (websocket, polling, default) and a backend editing at once converge on the server's text", async () => {
     const docId = `a-${SEED}`;
     const errors = [];
     const cs = TRANSPORTS.map(([sub, opts]) => client(server.url, sub, docId, opts, errors));
     await within(Promise.all(cs.map((c) => c.doc.join())), 10000, "join");
     const t0 = Date.now();
-    await Promise.all(cs.map((c, i) => randomEdits(c.doc, prng(SEED * 10 + i), 60)));
+    await Promise.all([
+      ...cs.map((c, i) => randomEdits(c.doc, prng(SEED * 10 + i), 60)),
+      backendEdits(server.url, docId, prng(SEED * 10 + 3), 10),
+    ]);
     const final = await converged(cs, [server.url], docId);
     assert.deepEqual(errors, [], `seed ${SEED}`);
     assert.ok(final.version >= 10, `seed ${SEED}: ${final.version} versions`);
@@ -206,6 +230,90 @@ describe("collaborative documents", () => {
 
     assert.deepEqual(await ask(s, "doc:leave", docId), { success: true, docId });
     await refused("doc:operation", { ...op, version: 3 }, "not_in_room", "an op after doc:leave");
+    closeSockets();
+  });
+
+  it("an op whose ack was lost is recognised in the rejoin's ops; one that was lost is sent again", async () => {
+    const docId = `e-${SEED}`;
+    const errors = [];
+    const c = client(server.url, "lossy", docId, { transports: ["websocket"] }, errors);
+    await within(c.doc.join(), 5000, "join");
+    const sent = [];
+    const emit = c.socket.emit.bind(c.socket);
+    let fault = null; // "ack": drop the ack; "op": drop the op; then the connection drops
+    c.socket.emit = (ev, p, ack) => {
+      if (ev === "doc:operation") sent.push(p);
+      if (ev === "doc:operation" && fault) {
+        const f = fault;
+        fault = null;
+        if (f === "op") {
+          c.socket.io.engine.close();
+          return c.socket;
+        }
+        return emit(ev, p, () => c.socket.io.engine.close());
+      }
+      return emit(ev, p, ack);
+    };
+    fault = "ack";
+    c.doc.insert(0, "once");
+    await within(c.doc.flushed(), 5000, "flushed after a lost ack");
+    assert.equal(sent.length, 1, "not sent again: its opId was among the rejoin's ops");
+    assert.deepEqual(c.acked.map((a) => a.version), [1]);
+    assert.deepEqual(await getDoc(server.url, docId), { docId, content: "once", version: 1 });
+
+    fault = "op";
+    c.doc.insert(4, " more");
+    await within(c.doc.flushed(), 5000, "flushed after a lost op");
+    assert.equal(sent.length, 3, "sent again after the rejoin");
+    assert.equal(sent[1].opId, sent[2].opId);
+    assert.deepEqual(c.acked.map((a) => a.version), [1, 2]);
+    assert.deepEqual(await getDoc(server.url, docId), { docId, content: "once more", version: 2 });
+    assert.equal(c.doc.text, "once more");
+    assert.deepEqual(errors, []);
+    closeSockets();
+  });
+
+  it("a client too far behind takes the server's text on rejoin; an op that old is stale_version", async () => {
+    const docId = `f-${SEED}`;
+    const errors = [];
+    const changes = [];
+    const c = client(server.url, "behind", docId, { transports: ["websocket"], reconnection: false }, errors, {
+      onChange: (text, change) => changes.push(change.type),
+    });
+    await within(c.doc.join(), 5000, "join");
+    c.socket.disconnect();
+    c.doc.insert(0, "mine"); // waits for the reconnect
+    // 1,010 ops meanwhile (the server keeps the latest 1,000).
+    let latest = 0;
+    let n = 0;
+    const worker = async () => {
+      while (n < 1010) {
+        n++;
+        const res = await postOp(server.url, docId, { version: latest, type: "insert", position: 0, content: "x" });
+        assert.equal(res.status, 200, JSON.stringify(res.body));
+        latest = Math.max(latest, res.body.version);
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, worker));
+    const stale = await postOp(server.url, docId, { version: 0, type: "insert", position: 0, content: "x" });
+    assert.equal(stale.status, 409);
+    assert.equal(stale.body.code, "stale_version");
+    const raw = io(server.url, { auth: { token: token("raw") }, transports: ["websocket"], reconnection: false });
+    sockets.push(raw);
+    await next(raw, "connect");
+    assert.equal((await raw.timeout(5000).emitWithAck("doc:join", docId)).version, 1010);
+    const res = await raw.timeout(5000).emitWithAck("doc:operation", { docId, version: 0, type: "insert", position: 0, content: "x" });
+    assert.equal(res.code, "stale_version", JSON.stringify(res));
+
+    c.socket.connect();
+    await within(c.doc.flushed(), 5000, "flushed after the rejoin");
+    assert.equal(c.doc.version, 1010);
+    assert.equal(c.doc.text, "x".repeat(1010));
+    assert.deepEqual(changes, ["reset"]);
+    assert.deepEqual(
+      errors.map((e) => [e.code, e.dropped]),
+      [["resync", 1]],
+    );
     closeSockets();
   });
 
