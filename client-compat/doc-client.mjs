@@ -14,6 +14,7 @@
 //   const { content, version } = await doc.join();
 //   doc.insert(0, "Hello");      // applied to doc.text at once, sent in the background
 //   doc.delete(0, 1);
+//   doc.update("a new value");   // or give the whole new text (a textarea's input event)
 //   await doc.flushed();         // everything acked by the server
 //   await doc.leave();
 //
@@ -414,6 +415,31 @@ export class DocClient {
     }
     if (length === 0) return;
     this._local({ type: "delete", position, length });
+  }
+
+  /**
+   * Makes the local text `next` with at most one delete and one insert (the
+   * changed run between the common prefix and suffix): for editors that give
+   * the whole new value, e.g. a textarea's `input` event.
+   * @param {string} next well-formed Unicode
+   */
+  update(next) {
+    this._checkEditable();
+    if (typeof next !== "string") throw new TypeError("the text must be a string");
+    if (!isWellFormed(next)) throw new TypeError("the text has a lone surrogate (not valid Unicode)");
+    const prev = this.text;
+    if (prev === next) return;
+    const max = Math.min(prev.length, next.length);
+    let a = 0; // common prefix, in UTF-16 units
+    while (a < max && prev.charCodeAt(a) === next.charCodeAt(a)) a++;
+    if (a > 0 && isHigh(prev.charCodeAt(a - 1))) a--; // do not split a surrogate pair
+    let b = 0; // common suffix, not overlapping the prefix
+    while (b < max - a && prev.charCodeAt(prev.length - 1 - b) === next.charCodeAt(next.length - 1 - b)) b++;
+    if (b > 0 && isLow(prev.charCodeAt(prev.length - b))) b--;
+    const position = scalarLength(prev.slice(0, a));
+    const removed = scalarLength(prev.slice(a, prev.length - b));
+    if (removed) this.delete(position, removed);
+    this.insert(position, next.slice(a, next.length - b));
   }
 
   /**

@@ -397,6 +397,40 @@ describe("scalar values", () => {
     assert.equal(server.docs.get("d").text, "|ez");
     assert.equal(doc.version, server.docs.get("d").version);
   });
+
+  it("update(text) sends the changed run only, never half a surrogate pair", async () => {
+    const sim = new Sim();
+    const server = new FakeServer(sim);
+    const socket = new FakeSocket(sim, server, "u", prng(2));
+    const doc = new DocClient(socket, "d");
+    socket.connect();
+    sim.after(0, () => doc.join());
+    await sim.run();
+    const steps = [
+      ["a😀b", [{ type: "insert", position: 0, content: "a😀b" }]],
+      // 😀 is D83D DE00, 😃 is D83D DE03: the shared high surrogate is not a common prefix.
+      ["a😃b", [{ type: "delete", position: 1, length: 1 }, { type: "insert", position: 1, content: "😃" }]],
+      ["a😃😃b", [{ type: "insert", position: 2, content: "😃" }]],
+      ["ab", [{ type: "delete", position: 1, length: 2 }]],
+      ["xab", [{ type: "insert", position: 0, content: "x" }]],
+      ["xab", []],
+      ["e\u0301", [{ type: "delete", position: 0, length: 3 }, { type: "insert", position: 0, content: "e\u0301" }]],
+      ["e", [{ type: "delete", position: 1, length: 1 }]],
+    ];
+    for (const [text, ops] of steps) {
+      const before = socket.sent.length;
+      doc.update(text);
+      assert.equal(doc.text, text);
+      await sim.run();
+      assert.deepEqual(
+        socket.sent.slice(before).map(({ type, position, content, length }) => JSON.parse(JSON.stringify({ type, position, content, length }))),
+        ops,
+        JSON.stringify(text),
+      );
+      assert.equal(server.docs.get("d").text, text);
+    }
+    assert.throws(() => doc.update("\ud83d"), TypeError);
+  });
 });
 
 describe("transform (port of src/ot.rs)", () => {
