@@ -61,6 +61,9 @@ async function backendEdits(url, docId, rng, n) {
   }
 }
 
+/** An onError report in one line. */
+const brief = (e) => `${e.sub}: ${e.code}: ${e.message}`;
+
 let sockets = [];
 /** Closes the sockets opened so far (before a server stops: it then need not wait for them). */
 function closeSockets() {
@@ -137,7 +140,7 @@ describe("collaborative documents", () => {
       backendEdits(server.url, docId, prng(SEED * 10 + 3), 10),
     ]);
     const final = await converged(cs, [server.url], docId);
-    assert.deepEqual(errors, [], `seed ${SEED}`);
+    assert.deepEqual(errors.map(brief), [], `seed ${SEED}: errors`);
     assert.ok(final.version >= 10, `seed ${SEED}: ${final.version} versions`);
     assert.equal(cs[0].socket.io.engine.transport.name, "websocket");
     assert.equal(cs[1].socket.io.engine.transport.name, "polling");
@@ -269,7 +272,7 @@ describe("collaborative documents", () => {
     assert.deepEqual(c.acked.map((a) => a.version), [1, 2]);
     assert.deepEqual(await getDoc(server.url, docId), { docId, content: "once more", version: 2 });
     assert.equal(c.doc.text, "once more");
-    assert.deepEqual(errors, []);
+    assert.deepEqual(errors.map(brief), []);
     closeSockets();
   });
 
@@ -361,7 +364,7 @@ describe("collaborative documents", () => {
       srv = await startServer(port, db, FLAGS);
       await Promise.all(edits);
       const final = await converged(cs, [srv.url], docId, 20000);
-      assert.deepEqual(errors, [], `seed ${SEED}`);
+      assert.deepEqual(errors.map(brief), [], `seed ${SEED}: errors`);
 
       const markers = final.content.match(/<\d+\.\d+>/g) ?? [];
       assert.equal(markers.join(""), final.content, `seed ${SEED}: the text is markers only`);
@@ -444,7 +447,7 @@ describe("collaborative documents on two nodes (Redis + PostgreSQL)", { skip: cl
       await Promise.all(cs.map((c, i) => randomEdits(c.doc, prng(SEED * 10 + 8 + i), 60)));
       const final = await converged(cs, nodes.map((n) => n.url), docId);
       console.log(`  b: ${final.version} versions over two nodes, ${Date.now() - t0} ms, ${errors.length} errors`);
-      assert.deepEqual(errors, [], `seed ${SEED}`);
+      assert.deepEqual(errors.map(brief), [], `seed ${SEED}: errors`);
       closeSockets();
     }
   });
