@@ -234,6 +234,15 @@ pub struct Config {
     /// Largest insert one document op may carry, in bytes of UTF-8.
     #[arg(long, env = "SWITCHBOARD_MAX_DOC_OP_BYTES", default_value_t = 65_536)]
     pub max_doc_op_bytes: usize,
+    /// Memory the documents held on this node may take (text and kept ops);
+    /// beyond it idle ones are dropped early, then edits and joins get
+    /// `unavailable`.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MAX_DOC_MEMORY_BYTES",
+        default_value_t = 1_073_741_824
+    )]
+    pub max_doc_memory_bytes: usize,
 }
 
 /// Who `private:send` may write to.
@@ -287,6 +296,7 @@ impl Default for Config {
             auth_expiry_warning_secs: 30,
             max_doc_bytes: 1_048_576,
             max_doc_op_bytes: 65_536,
+            max_doc_memory_bytes: 1_073_741_824,
         }
     }
 }
@@ -441,6 +451,7 @@ impl Config {
             (self.max_rooms_per_socket as u64, "max-rooms-per-socket"),
             (self.max_doc_bytes as u64, "max-doc-bytes"),
             (self.max_doc_op_bytes as u64, "max-doc-op-bytes"),
+            (self.max_doc_memory_bytes as u64, "max-doc-memory-bytes"),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));

@@ -23,7 +23,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,6 +68,10 @@ pub enum DocError {
     Stale { base: u64, oldest: u64 },
     #[error("document store unavailable")]
     Unavailable,
+    #[error(
+        "this node holds as many documents as it may (--max-doc-memory-bytes): try again later"
+    )]
+    Full,
     #[error("internal error")]
     Internal,
 }
@@ -162,6 +166,8 @@ struct Entry {
     state: tokio::sync::Mutex<State>,
     /// When it was last used, in ms since the documents were created.
     last_used: AtomicU64,
+    /// What its state holds, as last counted (see [`Docs::account`]).
+    bytes: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -236,16 +242,56 @@ pub struct Docs {
     entries: Mutex<HashMap<DocKey, Arc<Entry>>>,
     started: std::time::Instant,
     max_doc_bytes: usize,
+    /// The bytes the held documents take (text and kept ops), and the most
+    /// they may take before idle ones are dropped early and edits refused.
+    held_bytes: AtomicUsize,
+    max_held_bytes: usize,
 }
 
+/// Bytes counted per kept op besides its text.
+const OP_OVERHEAD: usize = 96;
+
 impl Docs {
-    pub fn new(store: Arc<dyn DocStore>, max_doc_bytes: usize) -> Self {
+    pub fn new(store: Arc<dyn DocStore>, max_doc_bytes: usize, max_held_bytes: usize) -> Self {
         Docs {
             store,
             entries: Mutex::new(HashMap::new()),
             started: std::time::Instant::now(),
             max_doc_bytes,
+            held_bytes: AtomicUsize::new(0),
+            max_held_bytes,
         }
+    }
+
+    /// The bytes held documents take now (the `switchboard_docs_held_bytes` gauge).
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Counts what `entry`'s state holds now.
+    fn account(&self, entry: &Entry, st: &State) {
+        let now = st.text.len() + st.recent_bytes + st.recent.len() * OP_OVERHEAD;
+        let before = entry.bytes.swap(now, Ordering::Relaxed);
+        if now >= before {
+            self.held_bytes.fetch_add(now - before, Ordering::Relaxed);
+        } else {
+            self.held_bytes.fetch_sub(before - now, Ordering::Relaxed);
+        }
+        crate::metrics::docs_held(self.held(), self.held_bytes());
+    }
+
+    /// Over the memory budget: drop every document not in use; still over,
+    /// refuse to load or grow more.
+    fn make_room(&self) -> Result<(), DocError> {
+        if self.held_bytes() <= self.max_held_bytes {
+            return Ok(());
+        }
+        self.evict_idle(Duration::ZERO);
+        if self.held_bytes() <= self.max_held_bytes {
+            return Ok(());
+        }
+        crate::metrics::limit_hit("max_doc_memory_bytes");
+        Err(DocError::Full)
     }
 
     fn now_ms(&self) -> u64 {
@@ -262,6 +308,7 @@ impl Docs {
                     waiting: Mutex::new(Vec::new()),
                     state: tokio::sync::Mutex::new(State::default()),
                     last_used: AtomicU64::new(now),
+                    bytes: AtomicUsize::new(0),
                 })
             })
             .clone();
@@ -280,9 +327,17 @@ impl Docs {
         let idle = idle.as_millis() as u64;
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.retain(|_, e| {
-            Arc::strong_count(e) > 1
-                || now.saturating_sub(e.last_used.load(Ordering::Relaxed)) < idle
+            let keep = Arc::strong_count(e) > 1
+                || now.saturating_sub(e.last_used.load(Ordering::Relaxed)) < idle;
+            if !keep {
+                self.held_bytes
+                    .fetch_sub(e.bytes.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+            }
+            keep
         });
+        let held = entries.len();
+        drop(entries);
+        crate::metrics::docs_held(held, self.held_bytes());
     }
 
     /// Loads the document if this node does not hold it yet, else reads
@@ -371,9 +426,12 @@ impl Docs {
 
     /// The document's text and version (and the ops after `since`, if kept).
     pub async fn read(&self, key: &DocKey, since: Option<u64>) -> Result<Snapshot, DocError> {
+        self.make_room()?;
         let entry = self.entry(key);
         let mut st = entry.state.lock().await;
-        if let Err(e) = self.refresh(key, &mut st).await {
+        let refreshed = self.refresh(key, &mut st).await;
+        self.account(&entry, &st);
+        if let Err(e) = refreshed {
             if !st.loaded {
                 return Err(e);
             }
@@ -405,6 +463,7 @@ impl Docs {
         edit: Edit,
         relay: Relay,
     ) -> Result<Outcome, DocError> {
+        self.make_room()?;
         let entry = self.entry(key);
         let (reply, rx) = oneshot::channel();
         entry
@@ -420,6 +479,7 @@ impl Docs {
                 std::mem::take(&mut *entry.waiting.lock().unwrap_or_else(|p| p.into_inner()));
             if !batch.is_empty() {
                 self.run_batch(key, &mut st, batch).await;
+                self.account(&entry, &st);
             }
         }
         entry.last_used.store(self.now_ms(), Ordering::Relaxed);
@@ -758,7 +818,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_edits_are_rebased_and_versioned() {
         let store: Arc<dyn DocStore> = Arc::new(crate::store::MemoryDocs::default());
-        let docs = Docs::new(store.clone(), 100);
+        let docs = Docs::new(store.clone(), 100, 1 << 30);
         let key = DocKey::new("/", "d");
         let submit = |e| docs.submit(&key, e, no_relay());
         assert_eq!(
@@ -798,7 +858,7 @@ mod tests {
         ));
         // Another node (a fresh Docs on the same store) sees it all, and the
         // ops since version 1.
-        let other = Docs::new(store, 100);
+        let other = Docs::new(store, 100, 1 << 30);
         let snap = other.read(&key, Some(1)).await.unwrap();
         assert_eq!((snap.content.as_str(), snap.version), ("aXYb", 3));
         let since: Vec<u64> = snap.since.unwrap().iter().map(|a| a.version).collect();
@@ -820,7 +880,7 @@ mod tests {
     #[tokio::test]
     async fn old_bases_are_stale_and_snapshots_bound_the_replay() {
         let store: Arc<dyn DocStore> = Arc::new(crate::store::MemoryDocs::default());
-        let docs = Docs::new(store.clone(), 1 << 20);
+        let docs = Docs::new(store.clone(), 1 << 20, 1 << 30);
         let key = DocKey::new("/", "d");
         let n = KEEP_OPS + 250;
         for v in 0..n {
@@ -836,7 +896,7 @@ mod tests {
         let load = store.load(&key, 0).await.unwrap();
         assert_eq!(load.snapshot_version, 1200);
         assert_eq!(load.ops.len(), 50);
-        let fresh = Docs::new(store, 1 << 20);
+        let fresh = Docs::new(store, 1 << 20, 1 << 30);
         let snap = fresh.read(&key, Some(n - KEEP_OPS + 10)).await.unwrap();
         assert_eq!(snap.content.len() as u64, n);
         assert_eq!(snap.since.unwrap().len(), (KEEP_OPS - 10) as usize);

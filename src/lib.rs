@@ -82,7 +82,11 @@ impl Switchboard {
                 .await
                 .map_err(|e| ConfigError::Store(e.to_string()))?,
         };
-        let docs = Arc::new(docs::Docs::new(doc_store, config.max_doc_bytes));
+        let docs = Arc::new(docs::Docs::new(
+            doc_store,
+            config.max_doc_bytes,
+            config.max_doc_memory_bytes,
+        ));
         // With a Redis URL, connect first: a node that cannot reach Redis at
         // start says so rather than running alone by mistake.
         let redis = match &config.redis_url {

@@ -157,3 +157,9 @@ pub fn doc_ops(n: usize) {
 pub fn doc_conflict() {
     metrics::counter!("switchboard_doc_conflicts_total").increment(1);
 }
+
+/// Documents held in memory on this node, and the bytes they take.
+pub fn docs_held(docs: usize, bytes: usize) {
+    metrics::gauge!("switchboard_docs_held").set(docs as f64);
+    metrics::gauge!("switchboard_docs_held_bytes").set(bytes as f64);
+}

@@ -465,3 +465,63 @@ async fn two_nodes_never_share_a_version() {
     drop((n1, n2));
     pg.drop_db().await;
 }
+
+/// Documents held in memory stay within --max-doc-memory-bytes: one user
+/// filling document after document does not grow the node's memory past
+/// the budget (idle documents are dropped early), and nothing is lost: the
+/// store still has each of them.
+#[tokio::test]
+async fn held_documents_stay_within_the_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/docs.db", dir.path().display());
+    let args = [
+        &[
+            "--database-url",
+            db.as_str(),
+            "--api-key",
+            KEY,
+            "--max-doc-memory-bytes",
+            "20000",
+        ][..],
+        &NO_RATE_LIMITS,
+    ]
+    .concat();
+    let p = Proc::start(&args);
+    let mut c = user(&p, "mallory").await;
+    let piece = "x".repeat(3000);
+    let mut most = 0.0f64;
+    for d in 0..30 {
+        let doc = format!("fill-{d}");
+        assert_eq!(c.ack("doc:join", json!(doc)).await["success"], true);
+        let a = c.ack("doc:operation", insert(&doc, 0, 0, &piece)).await;
+        assert_eq!(a["success"], true, "{a}");
+        assert_eq!(c.ack("doc:leave", json!(doc)).await["success"], true);
+        let metrics = http()
+            .get(format!("http://{}/metrics", p.addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let held: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("switchboard_docs_held_bytes "))
+            .expect("switchboard_docs_held_bytes in /metrics")
+            .trim()
+            .parse()
+            .unwrap();
+        most = most.max(held);
+    }
+    // At most the budget plus the one document an op is working on.
+    // (text 3,000 bytes + its op 3,000 + 96 of bookkeeping).
+    assert!(most <= (20000 + 6096) as f64, "held {most} bytes");
+    assert!(most >= 15000.0, "the budget was reached: {most}");
+    for d in [0, 14, 29] {
+        let (s, doc) = get_doc(&p, &format!("fill-{d}")).await;
+        assert_eq!(
+            (s, doc["content"].as_str().map(str::len)),
+            (200, Some(3000))
+        );
+    }
+}

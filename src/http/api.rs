@@ -169,6 +169,7 @@ impl From<HubError> for ApiError {
                     "unavailable",
                     "document store unavailable",
                 ),
+                DocError::Full => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg),
                 DocError::Internal => Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",

@@ -29,7 +29,7 @@ pub fn refusal(e: &DocError) -> Refusal {
         DocError::Invalid(_) => Code::InvalidPayload,
         DocError::TooLarge(_) => Code::TooLarge,
         DocError::Stale { .. } => Code::StaleVersion,
-        DocError::Unavailable => Code::Unavailable,
+        DocError::Unavailable | DocError::Full => Code::Unavailable,
         DocError::Internal => Code::Internal,
     };
     Refusal::new(code, e.to_string())
