@@ -227,6 +227,13 @@ pub struct Config {
         default_value_t = 30
     )]
     pub auth_expiry_warning_secs: u64,
+    /// Largest collaborative document, in bytes of UTF-8 text; an op that
+    /// would make it larger is refused with `too_large`.
+    #[arg(long, env = "SWITCHBOARD_MAX_DOC_BYTES", default_value_t = 1_048_576)]
+    pub max_doc_bytes: usize,
+    /// Largest insert one document op may carry, in bytes of UTF-8.
+    #[arg(long, env = "SWITCHBOARD_MAX_DOC_OP_BYTES", default_value_t = 65_536)]
+    pub max_doc_op_bytes: usize,
 }
 
 /// Who `private:send` may write to.
@@ -278,6 +285,8 @@ impl Default for Config {
             max_rooms_per_socket: 128,
             private_recipients: PrivateRecipients::Any,
             auth_expiry_warning_secs: 30,
+            max_doc_bytes: 1_048_576,
+            max_doc_op_bytes: 65_536,
         }
     }
 }
@@ -430,6 +439,8 @@ impl Config {
             (u64::from(self.event_burst), "event-burst"),
             (u64::from(self.max_rate_refusals), "max-rate-refusals"),
             (self.max_rooms_per_socket as u64, "max-rooms-per-socket"),
+            (self.max_doc_bytes as u64, "max-doc-bytes"),
+            (self.max_doc_op_bytes as u64, "max-doc-op-bytes"),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));

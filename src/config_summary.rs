@@ -39,7 +39,7 @@ pub fn summary(config: &Config) -> String {
         "listen={} auth={auth} store={} adapter={adapter} namespaces={namespaces} api={api} cors={cors} \
          max_payload_bytes={} max_connections={} max_connections_per_ip={} header_timeout_ms={} \
          connect_timeout_ms={} messages_per_sec={}/{} events_per_sec={}/{} max_rooms_per_socket={} \
-         private_recipients={:?}",
+         private_recipients={:?} max_doc_bytes={} max_doc_op_bytes={}",
         config.listen,
         redact(&config.database_url),
         config.max_payload_bytes,
@@ -56,6 +56,8 @@ pub fn summary(config: &Config) -> String {
         config.event_burst,
         config.max_rooms_per_socket,
         config.private_recipients,
+        config.max_doc_bytes,
+        config.max_doc_op_bytes,
     )
 }
 

@@ -78,6 +78,10 @@ pub enum HubError {
     Delivery(String),
     #[error("other nodes unreachable ({0}); delivered on this node only")]
     ClusterUnavailable(String),
+    #[error(transparent)]
+    Doc(#[from] crate::docs::DocError),
+    #[error("no document '{0}' (it is stored from its first op)")]
+    NoDocument(String),
 }
 
 /// The backend-facing handle. Cheap to clone.
@@ -275,6 +279,51 @@ impl Hub {
             .store
             .history(&Conversation::room(ns, room), before, limit)
             .await?)
+    }
+}
+
+impl Hub {
+    /// A document's text and version; `NoDocument` for one never edited.
+    pub async fn read_doc(&self, ns: &str, doc_id: &str) -> Result<(String, u64), HubError> {
+        crate::docs::check_doc_id(doc_id)?;
+        self.check_namespace(ns)?;
+        let key = crate::store::docs::DocKey::new(ns, doc_id);
+        let snap = self.ctx.docs.read(&key, None).await?;
+        if snap.version == 0 {
+            return Err(HubError::NoDocument(doc_id.to_string()));
+        }
+        Ok((snap.content, snap.version))
+    }
+
+    /// Applies a backend's op (`{ version, type, position, content?,
+    /// length?, opId? }`) to a document, as `user_id`, transformed like a
+    /// client's and relayed to the document's sockets. Returns its version.
+    pub async fn apply_doc_op(
+        &self,
+        ns: &str,
+        doc_id: &str,
+        op: &Value,
+        user_id: &str,
+    ) -> Result<u64, HubError> {
+        crate::docs::check_doc_id(doc_id)?;
+        Self::check_user(user_id)?;
+        self.check_namespace(ns)?;
+        let edit = crate::docs::parse_edit(op, user_id, self.ctx.config.max_doc_op_bytes)?;
+        let key = crate::store::docs::DocKey::new(ns, doc_id);
+        let (io, ns_owned, id) = (self.io.clone(), ns.to_string(), doc_id.to_string());
+        let relay: crate::docs::Relay = Box::new(move |applied| {
+            Box::pin(async move {
+                let payload = applied.to_json(&id);
+                let room = crate::realtime::docs::doc_room(&id);
+                on_io!(&io, io => {
+                    if let Some(op) = io.of(ns_owned.as_str()) {
+                        crate::realtime::broadcast::broadcast(op.to(room), "doc:operation", &payload)
+                            .await;
+                    }
+                })
+            })
+        });
+        Ok(self.ctx.docs.submit(&key, edit, relay).await?.version())
     }
 }
 

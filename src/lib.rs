@@ -11,6 +11,7 @@ pub mod config_file;
 pub mod config_summary;
 pub mod conn_limits;
 pub mod detach;
+pub mod docs;
 pub mod escaped_names;
 pub mod event_names;
 pub mod feeds;
@@ -57,6 +58,9 @@ pub struct Switchboard {
 pub struct BuildOptions {
     /// A message store to use instead of the one `--database-url` names.
     pub store: Option<Arc<dyn MessageStore>>,
+    /// A document store to go with it (in memory when `store` is given
+    /// without one).
+    pub docs: Option<Arc<dyn store::DocStore>>,
     /// The HS256 secret to use in dev mode (no JWT key configured).
     pub dev_secret: Option<String>,
     /// The API key to use when none is configured (dev mode prints one).
@@ -68,12 +72,17 @@ impl Switchboard {
     pub async fn build(config: Config, opts: BuildOptions) -> Result<Switchboard, ConfigError> {
         config.validate()?;
         let verifier = Verifier::from_config(&config, opts.dev_secret.as_deref())?;
-        let store = match opts.store {
-            Some(s) => s,
-            None => store::open(&config.store_url()?)
+        let (store, doc_store) = match opts.store {
+            Some(s) => (
+                s,
+                opts.docs
+                    .unwrap_or_else(|| Arc::new(store::MemoryDocs::default())),
+            ),
+            None => store::open_both(&config.store_url()?)
                 .await
                 .map_err(|e| ConfigError::Store(e.to_string()))?,
         };
+        let docs = Arc::new(docs::Docs::new(doc_store, config.max_doc_bytes));
         // With a Redis URL, connect first: a node that cannot reach Redis at
         // start says so rather than running alone by mistake.
         let redis = match &config.redis_url {
@@ -91,6 +100,7 @@ impl Switchboard {
         let ctx = Arc::new(Ctx {
             verifier,
             store,
+            docs: docs.clone(),
             presence: presence::Presence::new(),
             typing: Default::default(),
             feeds: Default::default(),
@@ -192,6 +202,7 @@ impl Switchboard {
         };
         tokio::spawn(realtime::slow::watch_stalls(ctx.clone()));
         tokio::spawn(realtime::limits::forget_idle_users(ctx.clone()));
+        tokio::spawn(docs::evict_idle(docs));
         Ok(Switchboard {
             router,
             hub,

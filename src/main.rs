@@ -110,6 +110,7 @@ async fn serve(config: switchboard::Config) -> ExitCode {
     };
     let opts = BuildOptions {
         store: None,
+        docs: None,
         dev_secret: dev_secret.clone(),
         dev_api_key: dev_api_key.clone(),
     };

@@ -41,6 +41,10 @@ const CLIENT_EVENTS: &[&str] = &[
     "typing:stop",
     "ping",
     "auth:refresh",
+    "doc:join",
+    "doc:operation",
+    "doc:cursor",
+    "doc:leave",
 ];
 
 pub fn event_in(event: &str) {
@@ -62,6 +66,9 @@ const SERVER_EVENTS: &[&str] = &[
     "typing:user",
     "typing:stopped",
     "pong",
+    "doc:operation",
+    "doc:cursor",
+    "doc:sync",
 ];
 
 /// An event sent out. The server's own names cost no allocation (this runs
@@ -139,4 +146,14 @@ pub fn server_disconnect(reason: &'static str) {
 /// An empty child namespace (of a pattern) was removed.
 pub fn namespace_removed() {
     metrics::counter!("switchboard_namespaces_removed_total").increment(1);
+}
+
+/// Document ops committed (one batch of `n`).
+pub fn doc_ops(n: usize) {
+    metrics::counter!("switchboard_doc_ops_total").increment(n as u64);
+}
+
+/// A document commit lost the version race to another node and was redone.
+pub fn doc_conflict() {
+    metrics::counter!("switchboard_doc_conflicts_total").increment(1);
 }

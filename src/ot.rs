@@ -185,12 +185,18 @@ pub fn transform(op: &Op, other: &Op, tie: Tie) -> Op {
         (Op::Delete { pos: p, len: l }, Op::Insert { pos: q, text: t }) => {
             let n = char_len(t);
             if *q <= *p {
-                Op::Delete { pos: p + n, len: *l }
+                Op::Delete {
+                    pos: p + n,
+                    len: *l,
+                }
             } else if *q >= p + l {
                 op.clone()
             } else {
                 // The insert is strictly inside this run: delete it too.
-                Op::Delete { pos: *p, len: l + n }
+                Op::Delete {
+                    pos: *p,
+                    len: l + n,
+                }
             }
         }
         (Op::Delete { pos: p, len: l }, Op::Delete { pos: q, len: m }) => {
@@ -276,8 +282,14 @@ mod tests {
         assert_eq!(applied(&applied("abcde", &d), &rebase(&i, &d)), "ae");
         assert_eq!(applied(&applied("abcde", &i), &rebase(&d, &i)), "ae");
         // At either edge it survives.
-        assert_eq!(applied(&applied("abcde", &d), &rebase(&ins(1, "X"), &d)), "aXe");
-        assert_eq!(applied(&applied("abcde", &d), &rebase(&ins(4, "X"), &d)), "aXe");
+        assert_eq!(
+            applied(&applied("abcde", &d), &rebase(&ins(1, "X"), &d)),
+            "aXe"
+        );
+        assert_eq!(
+            applied(&applied("abcde", &d), &rebase(&ins(4, "X"), &d)),
+            "aXe"
+        );
     }
 
     #[test]

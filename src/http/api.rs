@@ -25,6 +25,7 @@ use utoipa::{IntoParams, PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::docs::DocError;
 use crate::hub::{Audience, Hub, HubError, UserPresence};
 use crate::presence::Member;
 use crate::realtime::chat::{DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
@@ -116,6 +117,23 @@ pub mod refusals {
     #[derive(ToResponse)]
     pub struct Internal(ErrorBody);
 
+    /// `not_found`: no document with this id has been edited in the namespace.
+    /// `unknown_namespace`: the namespace is neither `/` nor one the server
+    /// was started with.
+    #[derive(ToResponse)]
+    pub struct DocNotFound(ErrorBody);
+
+    /// `stale_version`: the op's `version` is older than the ops the server
+    /// keeps for the document (the latest 1,000): read it again.
+    #[derive(ToResponse)]
+    pub struct StaleVersion(ErrorBody);
+
+    /// `too_large`: the body is larger than `--max-payload-bytes`, the op's
+    /// content larger than `--max-doc-op-bytes`, or the document would grow
+    /// beyond `--max-doc-bytes`.
+    #[derive(ToResponse)]
+    pub struct DocTooLarge(ErrorBody);
+
     /// `api_disabled`: the server was started without `--api-key`.
     /// `unavailable`: the message store does not answer. `cluster_unavailable`:
     /// other nodes are out of reach (an emit was delivered on this node only).
@@ -141,6 +159,22 @@ impl From<HubError> for ApiError {
             HubError::ClusterUnavailable(_) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable", msg)
             }
+            HubError::NoDocument(_) => Self::new(StatusCode::NOT_FOUND, "not_found", msg),
+            HubError::Doc(d) => match d {
+                DocError::Invalid(_) => Self::bad(msg),
+                DocError::TooLarge(_) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", msg),
+                DocError::Stale { .. } => Self::new(StatusCode::CONFLICT, "stale_version", msg),
+                DocError::Unavailable => Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "document store unavailable",
+                ),
+                DocError::Internal => Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                ),
+            },
             HubError::Store(StoreError::Internal(_)) | HubError::Delivery(_) => {
                 tracing::warn!("API internal error: {msg}");
                 Self::new(
@@ -711,6 +745,147 @@ async fn disconnect(
     .into_response())
 }
 
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct DocPath {
+    /// A document id: the room id rules.
+    #[param(value_type = RoomId)]
+    doc_id: String,
+}
+
+/// `200`: a document as it stands.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Document {
+    #[schema(value_type = RoomId)]
+    doc_id: String,
+    /// The text.
+    content: String,
+    /// The version of the last op applied (1, 2, 3, ... without gaps).
+    #[schema(minimum = 1)]
+    version: u64,
+}
+
+/// A document's text and version.
+#[utoipa::path(
+    get,
+    path = "/docs/{doc_id}",
+    tag = "documents",
+    params(DocPath, NsQuery),
+    responses(
+        (status = 200, body = Document, description = "The document"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = DocNotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
+async fn get_doc(
+    State(hub): State<Hub>,
+    ApiPath(DocPath { doc_id }): ApiPath<DocPath>,
+    ApiQuery(q): ApiQuery<NsQuery>,
+) -> Result<Response, ApiError> {
+    let ns = q.namespace.unwrap_or_else(|| "/".into());
+    let (content, version) = hub.read_doc(&ns, &doc_id).await?;
+    Ok(axum::Json(Document {
+        doc_id,
+        content,
+        version,
+    })
+    .into_response())
+}
+
+/// `insert` or `delete`.
+#[derive(Deserialize, Serialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum DocOpType {
+    Insert,
+    Delete,
+}
+
+/// An op on a document, made on `version` (docs/protocol.md §15).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct DocOpBody {
+    /// The version the op was made on (0 for a new document).
+    version: u64,
+    #[serde(rename = "type")]
+    kind: DocOpType,
+    /// In Unicode scalar values (code points), within the text at `version`.
+    position: u64,
+    /// The text to insert (an insert needs it, non-empty).
+    #[serde(default)]
+    content: Option<String>,
+    /// How many characters to delete (a delete needs it, at least 1).
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    length: Option<u64>,
+    /// Relayed as the op's `userId`; default `system`.
+    #[serde(default)]
+    #[schema(value_type = Option<UserId>)]
+    user_id: Option<String>,
+    /// Makes a retry safe: an `opId` already accepted from the same
+    /// `userId` is answered with its version and not applied again.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 128)]
+    op_id: Option<String>,
+    /// The namespace, default `/` (or the `namespace` query parameter).
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+/// `200`: where the op landed.
+#[derive(Serialize, ToSchema)]
+pub struct DocOpApplied {
+    /// The op's version.
+    #[schema(minimum = 1)]
+    version: u64,
+}
+
+/// Applies an op to a document as a backend: transformed against the ops
+/// since its `version` like a client's, stored, and relayed to the
+/// document's sockets as `doc:operation`.
+#[utoipa::path(
+    post,
+    path = "/docs/{doc_id}/operations",
+    tag = "documents",
+    params(DocPath, NsQuery),
+    request_body = DocOpBody,
+    responses(
+        (status = 200, body = DocOpApplied, description = "The op's version"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = UnknownNamespace),
+        (status = 409, response = StaleVersion),
+        (status = 413, response = DocTooLarge),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
+async fn post_doc_op(
+    State(hub): State<Hub>,
+    ApiPath(DocPath { doc_id }): ApiPath<DocPath>,
+    ApiQuery(q): ApiQuery<NsQuery>,
+    ApiJson(b): ApiJson<DocOpBody>,
+) -> Result<Response, ApiError> {
+    let ns = namespace(b.namespace, q.namespace)?;
+    let mut op = serde_json::json!({
+        "version": b.version,
+        "type": b.kind,
+        "position": b.position,
+        "content": b.content,
+        "length": b.length,
+        "opId": b.op_id,
+    });
+    if let Some(o) = op.as_object_mut() {
+        o.retain(|_, v| !v.is_null());
+    }
+    let user = b.user_id.unwrap_or_else(|| "system".into());
+    let version = hub.apply_doc_op(&ns, &doc_id, &op, &user).await?;
+    Ok(axum::Json(DocOpApplied { version }).into_response())
+}
+
 /// Where [`super::routes`] nests [`router`]; the description's paths carry it.
 pub const PREFIX: &str = "/api";
 
@@ -725,6 +900,8 @@ pub fn router(key: ApiKey, max_body: usize) -> OpenApiRouter<Hub> {
         .routes(routes!(disconnect))
         .routes(routes!(post_message, history))
         .routes(routes!(members))
+        .routes(routes!(get_doc))
+        .routes(routes!(post_doc_op))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         // A route_layer covers the routes added before it only.
         .route_layer(middleware::from_fn_with_state(key, require_key))

@@ -35,11 +35,15 @@ use super::api::{self, ApiKey};
         api::refusals::TooLarge,
         api::refusals::Internal,
         api::refusals::Unavailable,
+        api::refusals::DocNotFound,
+        api::refusals::StaleVersion,
+        api::refusals::DocTooLarge,
     )),
     tags(
         (name = "events", description = "Emit events to sockets and SSE streams"),
         (name = "rooms", description = "Chat rooms: messages, history, members"),
         (name = "users", description = "One user's connections"),
+        (name = "documents", description = "Collaborative documents: read, and edit as a backend"),
         (name = "meta", description = "This description"),
     )
 )]

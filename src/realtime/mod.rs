@@ -3,6 +3,7 @@
 
 pub mod broadcast;
 pub mod chat;
+pub mod docs;
 pub mod expiry;
 pub mod limits;
 pub mod namespaces;
@@ -36,6 +37,8 @@ pub struct Ctx {
     pub config: Config,
     pub verifier: Verifier,
     pub store: Arc<dyn MessageStore>,
+    /// Collaborative documents (in the same database as the messages).
+    pub docs: Arc<crate::docs::Docs>,
     pub presence: Presence,
     pub typing: Typing,
     pub feeds: Arc<crate::feeds::Feeds>,
@@ -234,6 +237,10 @@ pub(crate) async fn dispatch<A: Adapter>(
         "typing:stop" => typing::stop(session, socket, data, ack).await,
         "ping" => chat::ping(socket, data, ack),
         "auth:refresh" => refresh::refresh(session, socket, data, ack).await,
+        "doc:join" => docs::join(session, socket, data, ack).await,
+        "doc:operation" => docs::operation(session, socket, data, ack).await,
+        "doc:cursor" => docs::cursor(session, socket, data, ack).await,
+        "doc:leave" => docs::leave(session, socket, data, ack),
         _ if crate::escaped_names::is_marked(&event) => {
             tracing::debug!("event name with escapes refused");
             reply::error(

@@ -18,6 +18,8 @@ pub enum Code {
     TooLarge,
     NotFound,
     Unavailable,
+    /// A document op made on a version older than the ops the server keeps.
+    StaleVersion,
     Internal,
 }
 
@@ -31,6 +33,7 @@ impl Code {
             Code::TooLarge => "too_large",
             Code::NotFound => "not_found",
             Code::Unavailable => "unavailable",
+            Code::StaleVersion => "stale_version",
             Code::Internal => "internal",
         }
     }

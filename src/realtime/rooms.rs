@@ -127,7 +127,7 @@ pub async fn join<A: Adapter>(
     };
     let ctx = &session.ctx;
     let id = &session.identity;
-    if let Err(r) = room_capacity(session, socket, &room_id) {
+    if let Err(r) = room_capacity(session, socket, &client_room(&room_id)) {
         return reply::refuse(ack, &r);
     }
     socket.join(client_room(&room_id));
@@ -150,24 +150,27 @@ pub async fn join<A: Adapter>(
     ack_members(session, socket, &room_id, ack).await;
 }
 
-/// A socket may be in at most `--max-rooms-per-socket` rooms (rejoining
-/// one it is in is always fine).
-fn room_capacity<A: Adapter>(
+/// A socket may be in at most `--max-rooms-per-socket` rooms and documents
+/// together (rejoining one it is in is always fine). `target` is the
+/// Socket.IO room (`room:X` or `doc:X`).
+pub fn room_capacity<A: Adapter>(
     session: &Session<A>,
     socket: &SocketRef<A>,
-    room_id: &str,
+    target: &str,
 ) -> Result<(), Refusal> {
     let max = session.ctx.config.max_rooms_per_socket;
-    let target = client_room(room_id);
     let rooms = socket.rooms();
-    let joined = rooms.iter().filter(|r| r.starts_with("room:")).count();
+    let joined = rooms
+        .iter()
+        .filter(|r| r.starts_with("room:") || r.starts_with("doc:"))
+        .count();
     if joined < max || rooms.iter().any(|r| **r == *target) {
         return Ok(());
     }
     crate::metrics::limit_hit("max_rooms_per_socket");
     Err(Refusal::new(
         Code::TooLarge,
-        format!("a socket may be in at most {max} rooms: leave one first"),
+        format!("a socket may be in at most {max} rooms and documents: leave one first"),
     ))
 }
 

@@ -2,9 +2,12 @@
 //! messages live. Each conversation (a room, later a private pair) has its own
 //! gap-free `seq`.
 
+pub mod docs;
 mod memory;
 mod sql;
+mod sql_docs;
 
+pub use docs::{DocStore, MemoryDocs};
 pub use memory::MemoryStore;
 pub use sql::SqlStore;
 
@@ -178,10 +181,26 @@ impl std::str::FromStr for StoreUrl {
 
 /// Opens (and migrates) the store `url` names.
 pub async fn open(url: &StoreUrl) -> Result<Arc<dyn MessageStore>, StoreError> {
+    Ok(open_both(url).await?.0)
+}
+
+/// Opens the store `url` names, for messages and for documents (one database).
+pub async fn open_both(
+    url: &StoreUrl,
+) -> Result<(Arc<dyn MessageStore>, Arc<dyn DocStore>), StoreError> {
     Ok(match url {
-        StoreUrl::Memory => Arc::new(MemoryStore::new()),
-        StoreUrl::Sqlite(u) => Arc::new(SqlStore::open_sqlite(u).await?),
-        StoreUrl::Postgres(u) => Arc::new(SqlStore::open_postgres(u).await?),
+        StoreUrl::Memory => (
+            Arc::new(MemoryStore::new()),
+            Arc::new(MemoryDocs::default()),
+        ),
+        StoreUrl::Sqlite(u) => {
+            let s = Arc::new(SqlStore::open_sqlite(u).await?);
+            (s.clone(), s)
+        }
+        StoreUrl::Postgres(u) => {
+            let s = Arc::new(SqlStore::open_postgres(u).await?);
+            (s.clone(), s)
+        }
     })
 }
 

@@ -50,7 +50,7 @@ enum WriteReq {
 
 /// Which database is behind the `Any` pool: it decides the placeholder style.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
+pub(super) enum Backend {
     Sqlite,
     Postgres,
 }
@@ -59,7 +59,7 @@ impl Backend {
     /// The `n`th (1-based) bind placeholder. SQLite gets anonymous `?`:
     /// numbered ones make it look each name up in a list, which is quadratic
     /// in a many-row INSERT (it was a third of the server's CPU).
-    fn placeholder(self, n: usize) -> String {
+    pub(super) fn placeholder(self, n: usize) -> String {
         match self {
             Backend::Sqlite => "?".into(),
             Backend::Postgres => format!("${n}"),
@@ -69,9 +69,15 @@ impl Backend {
 
 /// A SQL-backed message store.
 pub struct SqlStore {
-    pool: AnyPool,
+    pub(super) pool: AnyPool,
+    pub(super) backend: Backend,
     writes: mpsc::Sender<WriteReq>,
     health: Arc<Health>,
+    /// Held by every SQLite write transaction (messages and documents): a
+    /// SQLite transaction that reads before it writes fails outright (not
+    /// after a wait) when another connection committed in between, so this
+    /// process never lets two of them overlap. PostgreSQL does not need it.
+    pub(super) sqlite_writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Logs a failure once per episode, and the recovery.
@@ -97,7 +103,7 @@ impl Health {
 
 /// Whether an error means the database is out of reach or out of space (the
 /// client may retry later) rather than a bug.
-fn classify(e: sqlx::Error) -> StoreError {
+pub(super) fn classify(e: sqlx::Error) -> StoreError {
     use sqlx::Error::*;
     let unavailable = match &e {
         Io(_) | Tls(_) | Protocol(_) | PoolTimedOut | PoolClosed | WorkerCrashed => true,
@@ -126,7 +132,7 @@ fn classify(e: sqlx::Error) -> StoreError {
     }
 }
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
+pub(super) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
@@ -200,11 +206,20 @@ impl SqlStore {
             .map_err(|e| StoreError::Internal(format!("migrations failed: {e}")))?;
         let (writes, rx) = mpsc::channel(WRITE_QUEUE);
         let health = Arc::new(Health::default());
-        tokio::spawn(writer(pool.clone(), backend, rx, health.clone()));
+        let sqlite_writes = Arc::new(tokio::sync::Mutex::new(()));
+        tokio::spawn(writer(
+            pool.clone(),
+            backend,
+            rx,
+            health.clone(),
+            sqlite_writes.clone(),
+        ));
         Ok(SqlStore {
             pool,
+            backend,
             writes,
             health,
+            sqlite_writes,
         })
     }
 }
@@ -233,6 +248,7 @@ async fn writer(
     backend: Backend,
     mut rx: mpsc::Receiver<WriteReq>,
     health: Arc<Health>,
+    sqlite_writes: Arc<tokio::sync::Mutex<()>>,
 ) {
     let mut queue: Vec<WriteReq> = Vec::with_capacity(MAX_BATCH);
     let mut ids = ulid::Generator::new();
@@ -253,6 +269,10 @@ async fn writer(
         }
         let msgs: Vec<&NewMessage> = batch.iter().map(|(m, _)| m).collect();
         let started = std::time::Instant::now();
+        let serial = match backend {
+            Backend::Sqlite => Some(sqlite_writes.lock().await),
+            Backend::Postgres => None,
+        };
         let mut result = commit(&pool, backend, &msgs, &mut ids).await;
         // A unique violation here is a same-user retry racing on another node:
         // run the batch again and the lookup finds the winner.
@@ -264,6 +284,7 @@ async fn writer(
                 _ => break,
             }
         }
+        drop(serial);
         crate::metrics::store_write(started.elapsed(), msgs.len(), result.is_ok());
         match result {
             Ok(outcomes) => {

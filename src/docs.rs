@@ -1,0 +1,820 @@
+//! Collaborative documents: the server's half of docs/protocol.md §15.
+//!
+//! Every op for one document goes through that document's [`Entry`] on this
+//! node, one batch at a time: the ops waiting are rebased past every op the
+//! server accepted since their base version (`ot::rebase`), applied to a copy
+//! of the text, given the next versions, and committed in one transaction
+//! that also checks the stored version. Only after the commit are they
+//! relayed (in version order) and acked, so nothing acked is lost and nothing
+//! relayed is undone.
+//!
+//! Several nodes: each keeps its own copy of a document's text and recent
+//! ops. The commit's version check fails when another node committed first;
+//! the node then reads the ops it missed from the store, and rebases the
+//! batch again (nothing was relayed or acked yet). Versions thus stay
+//! gap-free and unique per document across nodes, with no lock held in
+//! Redis.
+//!
+//! Memory: a document is held while it is in use, and dropped after
+//! [`IDLE_EVICT`] without use (the store has it). It holds its text (at most
+//! `--max-doc-bytes`) and its latest [`KEEP_OPS`] ops (at most
+//! [`KEEP_OP_BYTES`] of op text).
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::ot::{self, Op};
+use crate::store::StoreError;
+use crate::store::docs::{Commit, CommitError, DocKey, DocStore, StoredOp};
+
+/// Ops kept per document for clients whose base version is behind; an op
+/// made on an older version is refused with `stale_version`.
+pub const KEEP_OPS: u64 = 1000;
+/// At most this much op text is kept in memory per document (fewer ops are
+/// then kept, and older bases are `stale_version`).
+pub const KEEP_OP_BYTES: usize = 8 << 20;
+/// A snapshot of the text is stored every this many versions.
+pub const SNAPSHOT_EVERY: u64 = 100;
+/// How often one batch is retried after losing the version race to another node.
+const MAX_CONFLICTS: usize = 8;
+/// A document unused this long is dropped from memory.
+pub const IDLE_EVICT: Duration = Duration::from_secs(60);
+
+/// An op from a client or a backend: made on `base`.
+#[derive(Debug, Clone)]
+pub struct Edit {
+    pub base: u64,
+    pub op: Op,
+    pub user_id: String,
+    pub op_id: Option<String>,
+}
+
+/// Why an edit or a read was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DocError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("version {base} is older than the ops kept (from {oldest}): join again")]
+    Stale { base: u64, oldest: u64 },
+    #[error("document store unavailable")]
+    Unavailable,
+    #[error("internal error")]
+    Internal,
+}
+
+impl From<StoreError> for DocError {
+    fn from(e: StoreError) -> Self {
+        tracing::debug!("document store: {e}");
+        match e {
+            StoreError::Unavailable(_) => DocError::Unavailable,
+            StoreError::Internal(_) => DocError::Internal,
+        }
+    }
+}
+
+/// An accepted op, as it is relayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub version: u64,
+    pub op: Op,
+    pub user_id: String,
+    pub op_id: Option<String>,
+    /// The text's length (characters) before it: checks ops based on `version - 1`.
+    len_before: usize,
+}
+
+impl Applied {
+    /// `{ docId, version, type, position, content?, length?, userId, opId? }`
+    pub fn to_json(&self, doc_id: &str) -> serde_json::Value {
+        let mut v = op_json(&self.op);
+        v["docId"] = doc_id.into();
+        v["version"] = self.version.into();
+        v["userId"] = self.user_id.as_str().into();
+        if let Some(id) = &self.op_id {
+            v["opId"] = id.as_str().into();
+        }
+        v
+    }
+}
+
+/// `{ type, position, content | length }`
+pub fn op_json(op: &Op) -> serde_json::Value {
+    match op {
+        Op::Insert { pos, text } => {
+            serde_json::json!({ "type": "insert", "position": pos, "content": text })
+        }
+        Op::Delete { pos, len } => {
+            serde_json::json!({ "type": "delete", "position": pos, "length": len })
+        }
+    }
+}
+
+/// What became of an edit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Accepted at this version.
+    New(Applied),
+    /// A retry of an `opId` already accepted at this version.
+    Duplicate(u64),
+}
+
+impl Outcome {
+    pub fn version(&self) -> u64 {
+        match self {
+            Outcome::New(a) => a.version,
+            Outcome::Duplicate(v) => *v,
+        }
+    }
+}
+
+/// A document as a client joins it.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub content: String,
+    pub version: u64,
+    /// The ops after the `since` the joiner gave, when still kept.
+    pub since: Option<Vec<Applied>>,
+}
+
+/// Relays an accepted op; run in version order, before the ack.
+pub type Relay = Box<dyn FnOnce(Applied) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+struct Submitted {
+    edit: Edit,
+    relay: Relay,
+    reply: oneshot::Sender<Result<Outcome, DocError>>,
+}
+
+/// One document on this node.
+struct Entry {
+    /// Edits waiting for the next batch.
+    waiting: Mutex<Vec<Submitted>>,
+    state: tokio::sync::Mutex<State>,
+    /// When it was last used, in ms since the documents were created.
+    last_used: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    loaded: bool,
+    text: String,
+    chars: usize,
+    version: u64,
+    snapshot_version: u64,
+    /// The latest ops, oldest first: versions `version - recent.len() + 1 ..= version`.
+    recent: VecDeque<Applied>,
+    recent_bytes: usize,
+}
+
+impl State {
+    /// The oldest version an op may be based on.
+    fn oldest_base(&self) -> u64 {
+        self.version - self.recent.len() as u64
+    }
+
+    fn push_recent(&mut self, a: Applied) {
+        if let Op::Insert { text, .. } = &a.op {
+            self.recent_bytes += text.len();
+        }
+        self.recent.push_back(a);
+        while self.recent.len() as u64 > KEEP_OPS || self.recent_bytes > KEEP_OP_BYTES {
+            let Some(old) = self.recent.pop_front() else {
+                break;
+            };
+            if let Op::Insert { text, .. } = &old.op {
+                self.recent_bytes -= text.len();
+            }
+        }
+    }
+
+    /// Applies ops another node committed (or the log after a snapshot).
+    fn replay(&mut self, ops: Vec<StoredOp>) -> Result<(), DocError> {
+        for s in ops {
+            if s.version <= self.version {
+                continue;
+            }
+            if s.version != self.version + 1 {
+                tracing::warn!(
+                    version = self.version,
+                    next = s.version,
+                    "document op log has a gap"
+                );
+                return Err(DocError::Internal);
+            }
+            let len_before = self.chars;
+            ot::apply(&mut self.text, &s.op).map_err(|e| {
+                tracing::warn!("stored document op does not apply: {e}");
+                DocError::Internal
+            })?;
+            self.chars = (self.chars as isize + s.op.len_delta()) as usize;
+            self.version = s.version;
+            self.push_recent(Applied {
+                version: s.version,
+                op: s.op,
+                user_id: s.user_id,
+                op_id: s.op_id,
+                len_before,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Every document this node holds.
+pub struct Docs {
+    store: Arc<dyn DocStore>,
+    entries: Mutex<HashMap<DocKey, Arc<Entry>>>,
+    started: std::time::Instant,
+    max_doc_bytes: usize,
+}
+
+impl Docs {
+    pub fn new(store: Arc<dyn DocStore>, max_doc_bytes: usize) -> Self {
+        Docs {
+            store,
+            entries: Mutex::new(HashMap::new()),
+            started: std::time::Instant::now(),
+            max_doc_bytes,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn entry(&self, key: &DocKey) -> Arc<Entry> {
+        let now = self.now_ms();
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let e = entries
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Entry {
+                    waiting: Mutex::new(Vec::new()),
+                    state: tokio::sync::Mutex::new(State::default()),
+                    last_used: AtomicU64::new(now),
+                })
+            })
+            .clone();
+        e.last_used.store(now, Ordering::Relaxed);
+        e
+    }
+
+    /// How many documents this node holds in memory.
+    pub fn held(&self) -> usize {
+        self.entries.lock().map(|e| e.len()).unwrap_or(0)
+    }
+
+    /// Drops documents unused for `idle` that nobody is using now.
+    pub fn evict_idle(&self, idle: Duration) {
+        let now = self.now_ms();
+        let idle = idle.as_millis() as u64;
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|_, e| {
+            Arc::strong_count(e) > 1
+                || now.saturating_sub(e.last_used.load(Ordering::Relaxed)) < idle
+        });
+    }
+
+    /// Loads the document if this node does not hold it yet, else reads
+    /// what other nodes committed since.
+    async fn refresh(&self, key: &DocKey, st: &mut State) -> Result<(), DocError> {
+        if !st.loaded {
+            let load = self.store.load(key, KEEP_OPS).await?;
+            let mut fresh = State {
+                text: load.snapshot,
+                version: load.snapshot_version,
+                snapshot_version: load.snapshot_version,
+                ..State::default()
+            };
+            fresh.chars = ot::char_len(&fresh.text);
+            // Ops at or below the snapshot are only kept as history: they
+            // need the text before the snapshot, so rebuild from the oldest.
+            let oldest = load.ops.first().map(|o| o.version);
+            match oldest {
+                Some(first) if first <= load.snapshot_version => {
+                    Self::rebuild_history(&mut fresh, load.ops)?
+                }
+                _ => fresh.replay(load.ops)?,
+            }
+            if fresh.version != load.version {
+                tracing::warn!(
+                    doc = key.doc_id,
+                    stored = load.version,
+                    rebuilt = fresh.version,
+                    "document row and op log disagree"
+                );
+                return Err(DocError::Internal);
+            }
+            fresh.loaded = true;
+            *st = fresh;
+            return Ok(());
+        }
+        let ops = self.store.ops_since(key, st.version).await?;
+        if ops.first().is_some_and(|o| o.version != st.version + 1) {
+            // Pruned past what this node has: start again from the store.
+            st.loaded = false;
+            return Box::pin(self.refresh(key, st)).await;
+        }
+        st.replay(ops)
+    }
+
+    /// `st` holds the text at its snapshot; `ops` reach back before it. The
+    /// text before them is not stored, so derive each op's `len_before` by
+    /// walking back from the snapshot, and keep them as history.
+    fn rebuild_history(st: &mut State, ops: Vec<StoredOp>) -> Result<(), DocError> {
+        let (old, new): (Vec<_>, Vec<_>) = ops.into_iter().partition(|o| o.version <= st.version);
+        let mut len = st.chars as isize;
+        let mut history = Vec::with_capacity(old.len());
+        for s in old.into_iter().rev() {
+            len -= s.op.len_delta();
+            if len < 0 {
+                return Err(DocError::Internal);
+            }
+            history.push(Applied {
+                version: s.version,
+                op: s.op,
+                user_id: s.user_id,
+                op_id: s.op_id,
+                len_before: len as usize,
+            });
+        }
+        for a in history.into_iter().rev() {
+            st.push_recent(a);
+        }
+        st.replay(new)
+    }
+
+    /// The document's text and version (and the ops after `since`, if kept).
+    pub async fn read(&self, key: &DocKey, since: Option<u64>) -> Result<Snapshot, DocError> {
+        let entry = self.entry(key);
+        let mut st = entry.state.lock().await;
+        if let Err(e) = self.refresh(key, &mut st).await {
+            if !st.loaded {
+                return Err(e);
+            }
+            // Serve what this node has; the next op finds out the rest.
+            tracing::debug!(doc = key.doc_id, "document refresh failed: {e}");
+        }
+        let since = since.and_then(|s| {
+            if s > st.version {
+                None
+            } else if s >= st.oldest_base() {
+                let skip = (s - st.oldest_base()) as usize;
+                Some(st.recent.iter().skip(skip).cloned().collect())
+            } else {
+                None
+            }
+        });
+        Ok(Snapshot {
+            content: st.text.clone(),
+            version: st.version,
+            since,
+        })
+    }
+
+    /// Accepts an edit: rebased, applied, committed, relayed (by `relay`), in
+    /// version order with every other edit of the document.
+    pub async fn submit(
+        &self,
+        key: &DocKey,
+        edit: Edit,
+        relay: Relay,
+    ) -> Result<Outcome, DocError> {
+        let entry = self.entry(key);
+        let (reply, rx) = oneshot::channel();
+        entry
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Submitted { edit, relay, reply });
+        {
+            // Whoever holds the state takes every edit waiting: a batch per
+            // commit, as many edits as arrived during the previous one.
+            let mut st = entry.state.lock().await;
+            let batch =
+                std::mem::take(&mut *entry.waiting.lock().unwrap_or_else(|p| p.into_inner()));
+            if !batch.is_empty() {
+                self.run_batch(key, &mut st, batch).await;
+            }
+        }
+        entry.last_used.store(self.now_ms(), Ordering::Relaxed);
+        rx.await.unwrap_or(Err(DocError::Internal))
+    }
+
+    async fn run_batch(&self, key: &DocKey, st: &mut State, batch: Vec<Submitted>) {
+        let fail_all = |batch: Vec<Submitted>, e: DocError| {
+            for s in batch {
+                let _ = s.reply.send(Err(e.clone()));
+            }
+        };
+        if !st.loaded
+            && let Err(e) = self.refresh(key, st).await
+        {
+            return fail_all(batch, e);
+        }
+        for _ in 0..MAX_CONFLICTS {
+            let (results, text, chars, new_ops) = self.rebase_batch(st, &batch);
+            if new_ops.is_empty() {
+                for (s, r) in batch.into_iter().zip(results) {
+                    let _ = s.reply.send(r);
+                }
+                return;
+            }
+            let version = st.version + new_ops.len() as u64;
+            let snapshot =
+                (version - st.snapshot_version >= SNAPSHOT_EVERY).then_some(text.as_str());
+            let stored: Vec<StoredOp> = new_ops
+                .iter()
+                .map(|a| StoredOp {
+                    version: a.version,
+                    op: a.op.clone(),
+                    user_id: a.user_id.clone(),
+                    op_id: a.op_id.clone(),
+                })
+                .collect();
+            // Keep KEEP_OPS ops, and never prune what the stored snapshot needs.
+            let prune_through = snapshot
+                .is_some()
+                .then(|| version.saturating_sub(KEEP_OPS))
+                .filter(|v| *v > 0);
+            let commit = Commit {
+                key,
+                expected: st.version,
+                ops: &stored,
+                snapshot,
+                prune_through,
+            };
+            match self.store.commit(commit).await {
+                Ok(()) => {
+                    if snapshot.is_some() {
+                        st.snapshot_version = version;
+                    }
+                    st.text = text;
+                    st.chars = chars;
+                    st.version = version;
+                    for a in new_ops {
+                        st.push_recent(a);
+                    }
+                    crate::metrics::doc_ops(stored.len());
+                    for (s, r) in batch.into_iter().zip(results) {
+                        if let Ok(Outcome::New(a)) = &r {
+                            (s.relay)(a.clone()).await;
+                        }
+                        let _ = s.reply.send(r);
+                    }
+                    return;
+                }
+                Err(CommitError::Conflict) => {
+                    crate::metrics::doc_conflict();
+                    if let Err(e) = self.refresh(key, st).await {
+                        return fail_all(batch, e);
+                    }
+                }
+                Err(CommitError::Store(e)) => return fail_all(batch, e.into()),
+            }
+        }
+        tracing::warn!(
+            doc = key.doc_id,
+            "document commit kept losing the version race"
+        );
+        fail_all(batch, DocError::Unavailable)
+    }
+
+    /// Rebases and applies the batch on a copy of the text: the outcome of
+    /// each edit, the new text and length, and the ops to commit.
+    fn rebase_batch(
+        &self,
+        st: &State,
+        batch: &[Submitted],
+    ) -> (Vec<Result<Outcome, DocError>>, String, usize, Vec<Applied>) {
+        let mut text = st.text.clone();
+        let mut chars = st.chars;
+        let mut new_ops: Vec<Applied> = Vec::new();
+        let results = batch
+            .iter()
+            .map(|s| self.rebase_one(st, &mut text, &mut chars, &mut new_ops, &s.edit))
+            .collect();
+        (results, text, chars, new_ops)
+    }
+
+    fn rebase_one(
+        &self,
+        st: &State,
+        text: &mut String,
+        chars: &mut usize,
+        new_ops: &mut Vec<Applied>,
+        edit: &Edit,
+    ) -> Result<Outcome, DocError> {
+        let history = || st.recent.iter().chain(new_ops.iter());
+        if let Some(id) = &edit.op_id
+            && let Some(done) =
+                history().find(|a| a.op_id.as_ref() == Some(id) && a.user_id == edit.user_id)
+        {
+            return Ok(Outcome::Duplicate(done.version));
+        }
+        let head = st.version + new_ops.len() as u64;
+        if edit.base > head {
+            return Err(DocError::Invalid(format!(
+                "version {} is newer than the document's ({head})",
+                edit.base
+            )));
+        }
+        let oldest = st.oldest_base();
+        if edit.base < oldest {
+            return Err(DocError::Stale {
+                base: edit.base,
+                oldest,
+            });
+        }
+        // The op must fit the text it was made on.
+        let len_at_base = history()
+            .find(|a| a.version == edit.base + 1)
+            .map(|a| a.len_before)
+            .unwrap_or(*chars);
+        edit.op
+            .check(len_at_base)
+            .map_err(|e| DocError::Invalid(e.to_string()))?;
+        let mut op = edit.op.clone();
+        for prior in history().filter(|a| a.version > edit.base) {
+            op = ot::rebase(&op, &prior.op);
+        }
+        if let Op::Insert { text: t, .. } = &op
+            && text.len() + t.len() > self.max_doc_bytes
+        {
+            crate::metrics::limit_hit("max_doc_bytes");
+            return Err(DocError::TooLarge(format!(
+                "the document would exceed {} bytes",
+                self.max_doc_bytes
+            )));
+        }
+        let len_before = *chars;
+        ot::apply(text, &op).map_err(|e| {
+            tracing::warn!("a rebased op does not apply: {e}");
+            DocError::Internal
+        })?;
+        *chars = (*chars as isize + op.len_delta()) as usize;
+        let applied = Applied {
+            version: head + 1,
+            op,
+            user_id: edit.user_id.clone(),
+            op_id: edit.op_id.clone(),
+            len_before,
+        };
+        new_ops.push(applied.clone());
+        Ok(Outcome::New(applied))
+    }
+}
+
+/// Checks a document id: the room id rules (1–128 characters from
+/// `[A-Za-z0-9_.:@-]`).
+pub fn check_doc_id(id: &str) -> Result<(), DocError> {
+    crate::realtime::reply::room_id(id)
+        .map(|_| ())
+        .map_err(|_| {
+            DocError::Invalid("docId must be 1-128 characters from A-Z a-z 0-9 _ . : @ -".into())
+        })
+}
+
+/// The fields of an op as a client or a backend sends them:
+/// `{ version, type, position, content?, length?, opId? }`.
+pub fn parse_edit(
+    v: &serde_json::Value,
+    user_id: &str,
+    max_op_bytes: usize,
+) -> Result<Edit, DocError> {
+    let invalid = |m: &str| DocError::Invalid(m.to_string());
+    let obj = v
+        .as_object()
+        .ok_or_else(|| invalid("expected { docId, version, type, position, ... }"))?;
+    let count = |name: &str| -> Result<u64, DocError> {
+        match obj.get(name) {
+            Some(n) => n
+                .as_u64()
+                .ok_or_else(|| DocError::Invalid(format!("{name} must be a non-negative integer"))),
+            None => Err(DocError::Invalid(format!("{name} is required"))),
+        }
+    };
+    let base = count("version")?;
+    let pos = usize::try_from(count("position")?).map_err(|_| invalid("position is too large"))?;
+    let op = match obj.get("type").and_then(|t| t.as_str()) {
+        Some("insert") => {
+            let text = match obj.get("content") {
+                Some(serde_json::Value::String(t)) => t,
+                Some(_) => return Err(invalid("content must be a string")),
+                None => return Err(invalid("an insert needs content")),
+            };
+            if text.is_empty() {
+                return Err(invalid("content is empty"));
+            }
+            if text.len() > max_op_bytes {
+                return Err(DocError::TooLarge(format!(
+                    "an op may insert at most {max_op_bytes} bytes"
+                )));
+            }
+            Op::Insert {
+                pos,
+                text: text.clone(),
+            }
+        }
+        Some("delete") => {
+            let len =
+                usize::try_from(count("length")?).map_err(|_| invalid("length is too large"))?;
+            if len == 0 {
+                return Err(invalid("length must be at least 1"));
+            }
+            Op::Delete { pos, len }
+        }
+        _ => return Err(invalid("type must be \"insert\" or \"delete\"")),
+    };
+    let op_id = match obj.get("opId") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) if !s.is_empty() && s.chars().count() <= 128 => {
+            Some(s.clone())
+        }
+        Some(_) => return Err(invalid("opId must be a string of 1-128 characters")),
+    };
+    Ok(Edit {
+        base,
+        op,
+        user_id: user_id.to_string(),
+        op_id,
+    })
+}
+
+/// Drops idle documents every 10 s.
+pub async fn evict_idle(docs: Arc<Docs>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        docs.evict_idle(IDLE_EVICT);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: serde_json::Value) -> Result<Edit, DocError> {
+        parse_edit(&v, "u", 10)
+    }
+
+    #[test]
+    fn edits_are_checked() {
+        let e = parse(
+            json!({ "version": 3, "type": "insert", "position": 1, "content": "hi", "opId": "a" }),
+        )
+        .unwrap();
+        assert_eq!((e.base, e.op_id.as_deref()), (3, Some("a")));
+        assert_eq!(
+            e.op,
+            Op::Insert {
+                pos: 1,
+                text: "hi".into()
+            }
+        );
+        let d =
+            parse(json!({ "version": 0, "type": "delete", "position": 0, "length": 2 })).unwrap();
+        assert_eq!(d.op, Op::Delete { pos: 0, len: 2 });
+        for bad in [
+            json!("x"),
+            json!({ "version": -1, "type": "insert", "position": 0, "content": "a" }),
+            json!({ "version": 1.5, "type": "insert", "position": 0, "content": "a" }),
+            json!({ "version": 0, "type": "insert", "position": -2, "content": "a" }),
+            json!({ "version": 0, "type": "insert", "position": 0, "content": 5 }),
+            json!({ "version": 0, "type": "insert", "position": 0, "content": "" }),
+            json!({ "version": 0, "type": "insert", "position": 0 }),
+            json!({ "version": 0, "type": "delete", "position": 0, "length": -1 }),
+            json!({ "version": 0, "type": "delete", "position": 0, "length": 0 }),
+            json!({ "version": 0, "type": "replace", "position": 0, "content": "a" }),
+            json!({ "type": "insert", "position": 0, "content": "a" }),
+            json!({ "version": 0, "type": "insert", "position": 0, "content": "a", "opId": "" }),
+        ] {
+            assert!(
+                matches!(parse(bad.clone()), Err(DocError::Invalid(_))),
+                "{bad}"
+            );
+        }
+        let big =
+            json!({ "version": 0, "type": "insert", "position": 0, "content": "x".repeat(11) });
+        assert!(matches!(parse(big), Err(DocError::TooLarge(_))));
+        assert!(check_doc_id("notes-1").is_ok());
+        assert!(check_doc_id("has space").is_err());
+        assert!(check_doc_id("").is_err());
+    }
+
+    fn ins(pos: usize, text: &str) -> Op {
+        Op::Insert {
+            pos,
+            text: text.into(),
+        }
+    }
+
+    fn edit(base: u64, op: Op, op_id: Option<&str>) -> Edit {
+        Edit {
+            base,
+            op,
+            user_id: "u".into(),
+            op_id: op_id.map(Into::into),
+        }
+    }
+
+    fn no_relay() -> Relay {
+        Box::new(|_| Box::pin(async {}))
+    }
+
+    #[tokio::test]
+    async fn concurrent_edits_are_rebased_and_versioned() {
+        let store: Arc<dyn DocStore> = Arc::new(crate::store::MemoryDocs::default());
+        let docs = Docs::new(store.clone(), 100);
+        let key = DocKey::new("/", "d");
+        let submit = |e| docs.submit(&key, e, no_relay());
+        assert_eq!(
+            submit(edit(0, ins(0, "ab"), None)).await.unwrap().version(),
+            1
+        );
+        // Two inserts made on version 1 at one position: server order.
+        assert_eq!(
+            submit(edit(1, ins(1, "X"), None)).await.unwrap().version(),
+            2
+        );
+        assert_eq!(
+            submit(edit(1, ins(1, "Y"), Some("y")))
+                .await
+                .unwrap()
+                .version(),
+            3
+        );
+        assert_eq!(docs.read(&key, None).await.unwrap().content, "aXYb");
+        // A retry of an accepted opId is not applied twice.
+        assert_eq!(
+            submit(edit(1, ins(1, "Y"), Some("y"))).await.unwrap(),
+            Outcome::Duplicate(3)
+        );
+        // Checked against the text of its base version (2 characters).
+        assert!(matches!(
+            submit(edit(1, ins(3, "z"), None)).await,
+            Err(DocError::Invalid(_))
+        ));
+        assert!(matches!(
+            submit(edit(9, ins(0, "z"), None)).await,
+            Err(DocError::Invalid(_))
+        ));
+        assert!(matches!(
+            submit(edit(3, ins(0, &"z".repeat(97)), None)).await,
+            Err(DocError::TooLarge(_))
+        ));
+        // Another node (a fresh Docs on the same store) sees it all, and the
+        // ops since version 1.
+        let other = Docs::new(store, 100);
+        let snap = other.read(&key, Some(1)).await.unwrap();
+        assert_eq!((snap.content.as_str(), snap.version), ("aXYb", 3));
+        let since: Vec<u64> = snap.since.unwrap().iter().map(|a| a.version).collect();
+        assert_eq!(since, [2, 3]);
+        // It commits on version 3 while this node still holds 3: the first
+        // node's next commit conflicts, catches up, and rebases.
+        other
+            .submit(&key, edit(3, ins(4, "!"), None), no_relay())
+            .await
+            .unwrap();
+        assert_eq!(
+            submit(edit(3, ins(0, ">"), None)).await.unwrap().version(),
+            5
+        );
+        assert_eq!(docs.read(&key, None).await.unwrap().content, ">aXYb!");
+        assert_eq!(other.read(&key, None).await.unwrap().content, ">aXYb!");
+    }
+
+    #[tokio::test]
+    async fn old_bases_are_stale_and_snapshots_bound_the_replay() {
+        let store: Arc<dyn DocStore> = Arc::new(crate::store::MemoryDocs::default());
+        let docs = Docs::new(store.clone(), 1 << 20);
+        let key = DocKey::new("/", "d");
+        let n = KEEP_OPS + 250;
+        for v in 0..n {
+            docs.submit(&key, edit(v, ins(0, "a"), None), no_relay())
+                .await
+                .unwrap();
+        }
+        assert!(matches!(
+            docs.submit(&key, edit(100, ins(0, "a"), None), no_relay())
+                .await,
+            Err(DocError::Stale { .. })
+        ));
+        let load = store.load(&key, 0).await.unwrap();
+        assert_eq!(load.snapshot_version, 1200);
+        assert_eq!(load.ops.len(), 50);
+        let fresh = Docs::new(store, 1 << 20);
+        let snap = fresh.read(&key, Some(n - KEEP_OPS + 10)).await.unwrap();
+        assert_eq!(snap.content.len() as u64, n);
+        assert_eq!(snap.since.unwrap().len(), (KEEP_OPS - 10) as usize);
+    }
+}

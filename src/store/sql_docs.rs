@@ -1,0 +1,198 @@
+//! Documents in SQLite or PostgreSQL (the `DocStore` of `SqlStore`).
+//!
+//! A commit is one transaction that starts with the version check, an
+//! upsert of the document row that only takes effect when the row is still at
+//! the expected version, so it is a write from its first statement (SQLite
+//! takes its lock there) and, on PostgreSQL, waits on the row lock of a
+//! concurrent writer and then sees its new version. No rows changed means
+//! another writer won: [`CommitError::Conflict`], and nothing is written.
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::docs::{
+    Commit, CommitError, DocKey, DocLoad, DocStore, StoredOp, op_columns, op_from_columns,
+};
+use super::sql::{Backend, SqlStore, classify, is_unique_violation};
+use super::{StoreError, now_ms};
+
+/// Rows per multi-row INSERT of ops (8 parameters each).
+const OPS_PER_INSERT: usize = 64;
+
+fn row_to_op(r: &AnyRow) -> Result<StoredOp, StoreError> {
+    let get = |e: sqlx::Error| StoreError::Internal(e.to_string());
+    let kind: String = r.try_get("kind").map_err(get)?;
+    Ok(StoredOp {
+        version: r.try_get::<i64, _>("version").map_err(get)? as u64,
+        op: op_from_columns(
+            &kind,
+            r.try_get("position").map_err(get)?,
+            r.try_get("content").map_err(get)?,
+            r.try_get("length").map_err(get)?,
+        )?,
+        user_id: r.try_get("user_id").map_err(get)?,
+        op_id: r.try_get("op_id").map_err(get)?,
+    })
+}
+
+const OP_COLUMNS: &str = "version, kind, position, content, length, user_id, op_id";
+
+impl SqlStore {
+    async fn ops_after(&self, key: &str, after: u64) -> Result<Vec<StoredOp>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {OP_COLUMNS} FROM doc_ops WHERE doc = $1 AND version > $2 ORDER BY version"
+        ))
+        .bind(key)
+        .bind(after.min(i64::MAX as u64) as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.iter().map(row_to_op).collect()
+    }
+
+    async fn try_commit(&self, c: &Commit<'_>) -> Result<bool, sqlx::Error> {
+        let p = |n| self.backend.placeholder(n);
+        let key = c.key.key();
+        let version = c.expected + c.ops.len() as u64;
+        let now = now_ms() as i64;
+        let mut tx = self.pool.begin().await?;
+        // The version check. A new row holds the snapshot, or the empty text
+        // at version 0; an update rewrites the snapshot only with a new one.
+        let (snap_text, snap_version, has_snapshot) = match c.snapshot {
+            Some(t) => (t, version as i64, 1i64),
+            None => ("", 0, 0),
+        };
+        let sql = format!(
+            "INSERT INTO documents (key, namespace, doc_id, version, snapshot, snapshot_version, updated_ms) \
+             VALUES ({}, {}, {}, {}, {}, {}, {}) \
+             ON CONFLICT (key) DO UPDATE SET version = excluded.version, \
+               snapshot = CASE WHEN {} = 1 THEN excluded.snapshot ELSE documents.snapshot END, \
+               snapshot_version = CASE WHEN {} = 1 THEN excluded.snapshot_version ELSE documents.snapshot_version END, \
+               updated_ms = excluded.updated_ms \
+             WHERE documents.version = {}",
+            p(1),
+            p(2),
+            p(3),
+            p(4),
+            p(5),
+            p(6),
+            p(7),
+            p(8),
+            p(9),
+            p(10)
+        );
+        let changed = sqlx::query(&sql)
+            .bind(key.as_str())
+            .bind(c.key.namespace.as_str())
+            .bind(c.key.doc_id.as_str())
+            .bind(version as i64)
+            .bind(snap_text)
+            .bind(snap_version)
+            .bind(now)
+            .bind(has_snapshot)
+            .bind(has_snapshot)
+            .bind(c.expected as i64)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if changed == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for chunk in c.ops.chunks(OPS_PER_INSERT) {
+            let mut sql = String::from(
+                "INSERT INTO doc_ops (doc, version, kind, position, content, length, user_id, op_id, ts_ms) VALUES ",
+            );
+            for r in 0..chunk.len() {
+                if r > 0 {
+                    sql.push(',');
+                }
+                sql.push('(');
+                for col in 0..9 {
+                    if col > 0 {
+                        sql.push(',');
+                    }
+                    sql.push_str(&p(r * 9 + col + 1));
+                }
+                sql.push(')');
+            }
+            let mut q = sqlx::query(&sql);
+            for op in chunk {
+                let (kind, position, content, length) = op_columns(&op.op);
+                q = q
+                    .bind(key.as_str())
+                    .bind(op.version as i64)
+                    .bind(kind)
+                    .bind(position)
+                    .bind(content.map(str::to_string))
+                    .bind(length)
+                    .bind(op.user_id.as_str())
+                    .bind(op.op_id.clone())
+                    .bind(now);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        if let Some(through) = c.prune_through {
+            sqlx::query(&format!(
+                "DELETE FROM doc_ops WHERE doc = {} AND version <= {}",
+                p(1),
+                p(2)
+            ))
+            .bind(key.as_str())
+            .bind(through as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl DocStore for SqlStore {
+    async fn load(&self, key: &DocKey, keep: u64) -> Result<DocLoad, StoreError> {
+        let k = key.key();
+        let row =
+            sqlx::query("SELECT version, snapshot, snapshot_version FROM documents WHERE key = $1")
+                .bind(k.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(classify)?;
+        let Some(row) = row else {
+            return Ok(DocLoad::default());
+        };
+        let get = |e: sqlx::Error| StoreError::Internal(e.to_string());
+        let version = row.try_get::<i64, _>(0).map_err(get)? as u64;
+        let snapshot: String = row.try_get(1).map_err(get)?;
+        let snapshot_version = row.try_get::<i64, _>(2).map_err(get)?.max(0) as u64;
+        let from = snapshot_version.min(version.saturating_sub(keep));
+        let ops = self.ops_after(&k, from).await?;
+        Ok(DocLoad {
+            version,
+            snapshot,
+            snapshot_version,
+            ops,
+        })
+    }
+
+    async fn ops_since(&self, key: &DocKey, version: u64) -> Result<Vec<StoredOp>, StoreError> {
+        self.ops_after(&key.key(), version).await
+    }
+
+    async fn commit(&self, c: Commit<'_>) -> Result<(), CommitError> {
+        let serial = match self.backend {
+            Backend::Sqlite => Some(self.sqlite_writes.lock().await),
+            Backend::Postgres => None,
+        };
+        let result = self.try_commit(&c).await;
+        drop(serial);
+        match result {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(CommitError::Conflict),
+            // Two nodes inserting a new document (or one version) at once.
+            Err(e) if is_unique_violation(&e) => Err(CommitError::Conflict),
+            Err(e) => Err(CommitError::Store(classify(e))),
+        }
+    }
+}
