@@ -34,6 +34,9 @@
 //! A run is valid when no op was refused, no connection closed, every due op
 //! was sent, the versions have no gaps (final version = ops acked), and every
 //! editor's text equals the server's (a fresh `doc:join` after the run).
+//! Each row also records the CPU the generator used (over 80% of its core:
+//! the run is not valid, the generator was the limit) and what the rest of
+//! the machine used meanwhile (`others_cpu_share`: a shared machine's noise).
 
 mod common;
 
@@ -443,6 +446,8 @@ struct Outcome {
     hist: Histogram<u64>,
     server_cpu: f64,
     generator_cpu: f64,
+    /// CPU seconds the rest of the machine used (other processes, steal).
+    others_cpu: f64,
     deliveries: u64,
     failed: BTreeMap<String, u64>,
     unsent: u64,
@@ -459,6 +464,9 @@ impl Outcome {
     }
     fn errors(&self) -> u64 {
         self.failed.values().sum()
+    }
+    fn others_share(&self) -> f64 {
+        self.others_cpu / self.secs
     }
     fn generator_share(&self) -> f64 {
         self.generator_cpu / self.secs
@@ -491,6 +499,7 @@ impl Outcome {
             "server_cpu_us_per_op": (self.server_cpu * 1e6 / self.accepted.max(1) as f64).round(),
             "deliveries_per_sec": (self.deliveries as f64 / self.secs).round(),
             "generator_cpu_share": (self.generator_share() * 100.0).round() / 100.0,
+            "others_cpu_share": (self.others_share() * 100.0).round() / 100.0,
             "unsent": self.unsent,
             "closed": self.closed,
             "final_version": self.final_version,
@@ -527,9 +536,9 @@ async fn run(
         .map(|e| tokio::spawn(e.drive(mode, n, w)))
         .collect();
     tokio::time::sleep_until(w.measure_from.into()).await;
-    let (cpu0, gen0) = (server.cpu_secs(), self_cpu_secs());
+    let (cpu0, gen0, busy0) = (server.cpu_secs(), self_cpu_secs(), machine_cpu_secs());
     tokio::time::sleep_until(w.end.into()).await;
-    let (cpu1, gen1) = (server.cpu_secs(), self_cpu_secs());
+    let (cpu1, gen1, busy1) = (server.cpu_secs(), self_cpu_secs(), machine_cpu_secs());
     let mut editors = Vec::new();
     for t in tasks {
         editors.push(t.await.unwrap());
@@ -569,6 +578,7 @@ async fn run(
         hist,
         server_cpu: cpu1 - cpu0,
         generator_cpu: gen1 - gen0,
+        others_cpu: ((busy1 - busy0) - (cpu1 - cpu0) - (gen1 - gen0)).max(0.0),
         deliveries,
         failed,
         unsent,
@@ -578,6 +588,25 @@ async fn run(
         doc_chars: ot::char_len(&content),
         converged,
     }
+}
+
+/// CPU seconds the whole machine has been busy in processes (user, nice,
+/// system) or stolen by the host, all cores: what is left after the server's
+/// and the generator's is other load. Interrupt time is left out: the
+/// loopback traffic of the run itself is counted there.
+fn machine_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: f64 = [0, 1, 2, 7].iter().filter_map(|&k| ticks.get(k)).sum();
+    busy / 100.0
 }
 
 fn sh(cmd: &str) -> String {
@@ -661,12 +690,12 @@ fn main() {
         }
 
         println!(
-            "\n{:<8} {:<14} {:>11} {:>8} {:>8} {:>8} {:>13} {:>13} {:>8} {:>6}",
-            "editors", "mode", "acked op/s", "p50 ms", "p99 ms", "max ms", "server µs/op", "relays recv/s", "gen cpu", "valid"
+            "\n{:<8} {:<14} {:>11} {:>8} {:>8} {:>8} {:>13} {:>13} {:>8} {:>7} {:>6}",
+            "editors", "mode", "acked op/s", "p50 ms", "p99 ms", "max ms", "server µs/op", "relays recv/s", "gen cpu", "others", "valid"
         );
         for o in &outcomes {
             println!(
-                "{:<8} {:<14} {:>11.0} {:>8.2} {:>8.2} {:>8.2} {:>13.0} {:>13.0} {:>7.0}% {:>6}{}",
+                "{:<8} {:<14} {:>11.0} {:>8.2} {:>8.2} {:>8.2} {:>13.0} {:>13.0} {:>7.0}% {:>6.0}% {:>6}{}",
                 o.editors,
                 o.mode.label(),
                 o.rate(),
@@ -676,6 +705,7 @@ fn main() {
                 o.server_cpu * 1e6 / o.accepted.max(1) as f64,
                 o.deliveries as f64 / o.secs,
                 100.0 * o.generator_share(),
+                100.0 * o.others_share(),
                 if o.valid() { "yes" } else { "NO" },
                 if o.errors() > 0 { format!("  errors {:?}", o.failed) } else { String::new() },
             );
@@ -688,6 +718,9 @@ fn main() {
         }
         if outcomes.iter().any(|o| o.generator_share() > 0.8) {
             println!("\nWARNING: the generator used over 80% of its core in some run: those figures understate the server.");
+        }
+        if outcomes.iter().any(|o| o.others_share() > 0.1) {
+            println!("\nNOTE: other processes used over 10% of a core in some run (\"others\"): the machine was not quiet.");
         }
         if cfg!(debug_assertions) || quick || only.is_some() {
             println!("\nDebug, quick or partial run: figures not written to benches/results.");
