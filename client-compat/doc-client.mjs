@@ -25,6 +25,9 @@
 // The transform functions are an exact port of src/ot.rs; change both or
 // neither.
 
+/** Ops held while an earlier version is missing, before the client re-reads the document instead. */
+const MAX_EARLY = 10000;
+
 /** `tie` for {@link transform}: the op being transformed goes after the other (the other was accepted first). */
 export const AFTER = "after";
 /** `tie` for {@link transform}: the op being transformed goes before the other. */
@@ -319,7 +322,7 @@ export class DocClient {
    * @param {import("socket.io-client").Socket} socket a socket.io-client socket
    *   (connected or not yet); the client adds its own listeners to it
    * @param {string} docId the document id (room id rules: 1–128 of `A-Z a-z 0-9 _ . : @ -`)
-   * @param {DocHandlers & { retryDelayMs?: number }} [handlers]
+   * @param {DocHandlers & { retryDelayMs?: number, gapTimeoutMs?: number }} [handlers]
    */
   constructor(socket, docId, handlers = {}) {
     this.socket = socket;
@@ -346,6 +349,8 @@ export class DocClient {
     this._epoch = 0; // bumped on every disconnect: acks from an older connection are ignored
     this._opTimer = null; // resends a rate-limited op
     this._joinTimer = null; // retries a refused rejoin
+    this._gapTimer = null; // rejoins when a version stays missing (a relay lost between nodes)
+    this._gapTimeoutMs = handlers.gapTimeoutMs ?? 2000;
     this._waiters = [];
     this._joinWaiter = null;
 
@@ -500,7 +505,8 @@ export class DocClient {
   _clearTimers() {
     clearTimeout(this._opTimer);
     clearTimeout(this._joinTimer);
-    this._opTimer = this._joinTimer = null;
+    clearTimeout(this._gapTimer);
+    this._opTimer = this._joinTimer = this._gapTimer = null;
   }
 
   _error(err) {
@@ -640,8 +646,37 @@ export class DocClient {
       break;
     }
     if (this._earlyAck && this._earlyAck.version <= this.version) this._earlyAck = null;
+    this._watchGap();
     this._sendNext();
     this._checkFlushed();
+  }
+
+  /**
+   * Ops (or an ack) beyond a missing version: normally the missing one is on
+   * its way (relays from other nodes can arrive out of order), but a relay
+   * can also be lost (Redis pub/sub does not promise delivery; a node that
+   * cannot reach Redis relays to its own sockets only). If the gap is still
+   * there after `gapTimeoutMs`, rejoin with `since`: the ack carries the ops.
+   */
+  _watchGap() {
+    const gap = this._early.size > 0 || this._earlyAck !== null;
+    if (!gap) {
+      clearTimeout(this._gapTimer);
+      this._gapTimer = null;
+      return;
+    }
+    if (this._early.size > MAX_EARLY) {
+      // Far behind: reading the text afresh is cheaper than holding on.
+      this._early.clear();
+      this._resync();
+      return;
+    }
+    if (this._gapTimer) return;
+    const at = this.version;
+    this._gapTimer = setTimeout(() => {
+      this._gapTimer = null;
+      if (this._state === "joined" && this._live && this.version === at && (this._early.size > 0 || this._earlyAck)) this._join();
+    }, this._gapTimeoutMs);
   }
 
   _acked(version) {

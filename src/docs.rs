@@ -39,6 +39,8 @@ pub const KEEP_OPS: u64 = 1000;
 /// At most this much op text is kept in memory per document (fewer ops are
 /// then kept, and older bases are `stale_version`).
 pub const KEEP_OP_BYTES: usize = 8 << 20;
+/// The most op text a rejoin's `ops` may carry (the ack is one packet).
+pub const MAX_SINCE_BYTES: usize = 512 * 1024;
 /// A snapshot of the text is stored every this many versions.
 pub const SNAPSHOT_EVERY: u64 = 100;
 /// How often one batch is retried after losing the version race to another
@@ -98,6 +100,15 @@ pub struct Applied {
 }
 
 impl Applied {
+    /// The bytes of text it carries (content and ids).
+    fn bytes(&self) -> usize {
+        let text = match &self.op {
+            Op::Insert { text, .. } => text.len(),
+            Op::Delete { .. } => 0,
+        };
+        text + self.user_id.len() + self.op_id.as_ref().map_or(0, String::len)
+    }
+
     /// `{ docId, version, type, position, content?, length?, userId, opId? }`
     pub fn to_json(&self, doc_id: &str) -> serde_json::Value {
         let mut v = op_json(&self.op);
@@ -189,17 +200,13 @@ impl State {
     }
 
     fn push_recent(&mut self, a: Applied) {
-        if let Op::Insert { text, .. } = &a.op {
-            self.recent_bytes += text.len();
-        }
+        self.recent_bytes += a.bytes();
         self.recent.push_back(a);
         while self.recent.len() as u64 > KEEP_OPS || self.recent_bytes > KEEP_OP_BYTES {
             let Some(old) = self.recent.pop_front() else {
                 break;
             };
-            if let Op::Insert { text, .. } = &old.op {
-                self.recent_bytes -= text.len();
-            }
+            self.recent_bytes -= old.bytes();
         }
     }
 
@@ -443,7 +450,10 @@ impl Docs {
                 None
             } else if s >= st.oldest_base() {
                 let skip = (s - st.oldest_base()) as usize;
-                Some(st.recent.iter().skip(skip).cloned().collect())
+                let ops = st.recent.iter().skip(skip);
+                // Past the cap the joiner takes the text as it is instead.
+                let bytes: usize = ops.clone().map(Applied::bytes).sum();
+                (bytes <= MAX_SINCE_BYTES).then(|| ops.cloned().collect())
             } else {
                 None
             }
@@ -458,7 +468,7 @@ impl Docs {
     /// Accepts an edit: rebased, applied, committed, relayed (by `relay`), in
     /// version order with every other edit of the document.
     pub async fn submit(
-        &self,
+        self: &Arc<Self>,
         key: &DocKey,
         edit: Edit,
         relay: Relay,
@@ -471,18 +481,22 @@ impl Docs {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(Submitted { edit, relay, reply });
-        {
-            // Whoever holds the state takes every edit waiting: a batch per
-            // commit, as many edits as arrived during the previous one.
+        // Whoever holds the state takes every edit waiting: a batch per
+        // commit, as many edits as arrived during the previous one. The
+        // batch runs in a task of its own: it carries other people's edits,
+        // so the caller going away (an HTTP client hanging up) must not
+        // cancel it half way.
+        let (docs, key) = (self.clone(), key.clone());
+        tokio::spawn(async move {
             let mut st = entry.state.lock().await;
             let batch =
                 std::mem::take(&mut *entry.waiting.lock().unwrap_or_else(|p| p.into_inner()));
             if !batch.is_empty() {
-                self.run_batch(key, &mut st, batch).await;
-                self.account(&entry, &st);
+                docs.run_batch(&key, &mut st, batch).await;
+                docs.account(&entry, &st);
             }
-        }
-        entry.last_used.store(self.now_ms(), Ordering::Relaxed);
+            entry.last_used.store(docs.now_ms(), Ordering::Relaxed);
+        });
         rx.await.unwrap_or(Err(DocError::Internal))
     }
 
@@ -532,26 +546,8 @@ impl Docs {
                 snapshot,
                 prune_through,
             };
-            match self.store.commit(commit).await {
-                Ok(()) => {
-                    if snapshot.is_some() {
-                        st.snapshot_version = version;
-                    }
-                    st.text = text;
-                    st.chars = chars;
-                    st.version = version;
-                    for a in new_ops {
-                        st.push_recent(a);
-                    }
-                    crate::metrics::doc_ops(stored.len());
-                    for (s, r) in batch.into_iter().zip(results) {
-                        if let Ok(Outcome::New(a)) = &r {
-                            (s.relay)(a.clone()).await;
-                        }
-                        let _ = s.reply.send(r);
-                    }
-                    return;
-                }
+            let landed = match self.store.commit(commit).await {
+                Ok(()) => true,
                 Err(CommitError::Conflict) => {
                     crate::metrics::doc_conflict();
                     // Back off before reading, not between the read and the
@@ -561,9 +557,43 @@ impl Docs {
                     if let Err(e) = self.refresh(key, st).await {
                         return fail_all(batch, e);
                     }
+                    false
                 }
-                Err(CommitError::Store(e)) => return fail_all(batch, e.into()),
+                Err(CommitError::Store(e)) => {
+                    // A connection lost during COMMIT leaves the outcome
+                    // unknown: if the ops are in the log, the batch went in,
+                    // and must be relayed and acked like any other.
+                    let found = self.store.ops_since(key, st.version).await;
+                    if !found.is_ok_and(|ops| same_ops(&ops, &stored)) {
+                        return fail_all(batch, e.into());
+                    }
+                    tracing::info!(
+                        doc = key.doc_id,
+                        "document commit reported '{e}' but landed"
+                    );
+                    true
+                }
+            };
+            if !landed {
+                continue;
             }
+            if snapshot.is_some() {
+                st.snapshot_version = version;
+            }
+            st.text = text;
+            st.chars = chars;
+            st.version = version;
+            for a in new_ops {
+                st.push_recent(a);
+            }
+            crate::metrics::doc_ops(stored.len());
+            for (s, r) in batch.into_iter().zip(results) {
+                if let Ok(Outcome::New(a)) = &r {
+                    (s.relay)(a.clone()).await;
+                }
+                let _ = s.reply.send(r);
+            }
+            return;
         }
         tracing::warn!(
             doc = key.doc_id,
@@ -733,6 +763,11 @@ pub fn parse_edit(
     })
 }
 
+/// Whether `found` (read from the store) begins with exactly `ours`.
+fn same_ops(found: &[StoredOp], ours: &[StoredOp]) -> bool {
+    found.len() >= ours.len() && found.iter().zip(ours).all(|(f, o)| f == o)
+}
+
 /// Drops idle documents every 10 s.
 pub async fn evict_idle(docs: Arc<Docs>) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
@@ -818,7 +853,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_edits_are_rebased_and_versioned() {
         let store: Arc<dyn DocStore> = Arc::new(crate::store::MemoryDocs::default());
-        let docs = Docs::new(store.clone(), 100, 1 << 30);
+        let docs = Arc::new(Docs::new(store.clone(), 100, 1 << 30));
         let key = DocKey::new("/", "d");
         let submit = |e| docs.submit(&key, e, no_relay());
         assert_eq!(
@@ -858,7 +893,7 @@ mod tests {
         ));
         // Another node (a fresh Docs on the same store) sees it all, and the
         // ops since version 1.
-        let other = Docs::new(store, 100, 1 << 30);
+        let other = Arc::new(Docs::new(store, 100, 1 << 30));
         let snap = other.read(&key, Some(1)).await.unwrap();
         assert_eq!((snap.content.as_str(), snap.version), ("aXYb", 3));
         let since: Vec<u64> = snap.since.unwrap().iter().map(|a| a.version).collect();
@@ -877,10 +912,43 @@ mod tests {
         assert_eq!(other.read(&key, None).await.unwrap().content, ">aXYb!");
     }
 
+    /// The batch carries other callers' edits: a caller that goes away (an
+    /// HTTP client hanging up, a timeout) must not cut it off half way.
+    #[tokio::test]
+    async fn a_caller_going_away_does_not_cut_its_batch_off() {
+        let docs = Arc::new(Docs::new(
+            Arc::new(crate::store::MemoryDocs::default()),
+            100,
+            1 << 30,
+        ));
+        let key = DocKey::new("/", "d");
+        let relayed = Arc::new(AtomicUsize::new(0));
+        let counted = relayed.clone();
+        let slow: Relay = Box::new(move |_| {
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                counted.fetch_add(1, Ordering::SeqCst);
+            })
+        });
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(10),
+            docs.submit(&key, edit(0, ins(0, "a"), None), slow),
+        )
+        .await;
+        assert!(
+            gave_up.is_err(),
+            "the caller went away before the relay ended"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(relayed.load(Ordering::SeqCst), 1, "relayed all the same");
+        let snap = docs.read(&key, None).await.unwrap();
+        assert_eq!((snap.content.as_str(), snap.version), ("a", 1));
+    }
+
     #[tokio::test]
     async fn old_bases_are_stale_and_snapshots_bound_the_replay() {
         let store: Arc<dyn DocStore> = Arc::new(crate::store::MemoryDocs::default());
-        let docs = Docs::new(store.clone(), 1 << 20, 1 << 30);
+        let docs = Arc::new(Docs::new(store.clone(), 1 << 20, 1 << 30));
         let key = DocKey::new("/", "d");
         let n = KEEP_OPS + 250;
         for v in 0..n {
@@ -896,7 +964,7 @@ mod tests {
         let load = store.load(&key, 0).await.unwrap();
         assert_eq!(load.snapshot_version, 1200);
         assert_eq!(load.ops.len(), 50);
-        let fresh = Docs::new(store, 1 << 20, 1 << 30);
+        let fresh = Arc::new(Docs::new(store, 1 << 20, 1 << 30));
         let snap = fresh.read(&key, Some(n - KEEP_OPS + 10)).await.unwrap();
         assert_eq!(snap.content.len() as u64, n);
         assert_eq!(snap.since.unwrap().len(), (KEEP_OPS - 10) as usize);

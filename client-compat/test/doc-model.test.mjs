@@ -163,7 +163,10 @@ class FakeServer {
       while (d.log.length > this.keep) d.log.shift();
       if (p.opId !== undefined) d.seen.set(`${conn.userId}\n${p.opId}`, d.version);
       ack?.({ success: true, version: d.version });
-      for (const other of d.members) if (other !== conn) other.send("doc:operation", clone(entry));
+      for (const other of d.members) {
+        // A relay lost on its way (Redis pub/sub between nodes promises no delivery).
+        if (other !== conn && !this.loseRelay?.()) other.send("doc:operation", clone(entry));
+      }
       return;
     }
     if (event === "doc:cursor") {
@@ -269,10 +272,14 @@ class FakeSocket {
 
 const ALPHABET = ["a", "b", "c", "x", "é", "e\u0301", "😀", "\u0301", "🇫🇷", " "];
 
-async function scenario(seed, { clients = 3, edits = 60, keep = 1000, reorder = false, drops = 0, maxDelay = 15 } = {}) {
+async function scenario(seed, { clients = 3, edits = 60, keep = 1000, reorder = false, drops = 0, maxDelay = 15, lose = 0 } = {}) {
   const rng = prng(seed);
   const sim = new Sim();
   const server = new FakeServer(sim, { keep });
+  // Relays are lost only in the first part: a lost last op is only noticed
+  // when a later one arrives.
+  let lost = 0;
+  if (lose) server.loseRelay = () => sim.now < 300 && rng.chance(lose) && ++lost > 0;
   const docId = "notes";
   const errors = [];
   const all = [];
@@ -286,6 +293,7 @@ async function scenario(seed, { clients = 3, edits = 60, keep = 1000, reorder = 
         assert.ok(change.type === "reset" || change.version === doc.version);
       },
       retryDelayMs: 1,
+      gapTimeoutMs: 5,
     });
     all.push({ socket, doc, joined: false });
     socket.connect();
@@ -332,7 +340,7 @@ async function scenario(seed, { clients = 3, edits = 60, keep = 1000, reorder = 
   // Only resyncs after a too-old rejoin are expected (and only with a short log).
   const unexpected = errors.filter((e) => !(e.code === "resync" && keep < 1000));
   assert.deepEqual(unexpected, [], `${where}: unexpected errors`);
-  return { version: d.version, text: d.text, errors, sent: all.map((c) => c.socket.sent.length) };
+  return { version: d.version, text: d.text, errors, lost, sent: all.map((c) => c.socket.sent.length) };
 }
 
 // SEED=n runs seed n; SEEDS=a-b runs seeds a..b (a longer stress run).
@@ -495,6 +503,15 @@ describe("DocClient against a fake server", () => {
       const r = await scenario(2000 + seed, { drops: 4, reorder: seed % 2 === 0 });
       assert.ok(r.version > 0);
     }
+  });
+
+  it("3 clients, relays lost between nodes: a gap is noticed and filled by rejoining with since", async () => {
+    let lost = 0;
+    for (const seed of SEEDS) {
+      const r = await scenario(4000 + seed, { lose: 0.05, reorder: seed % 2 === 0 });
+      lost += r.lost;
+    }
+    assert.ok(lost > 0, "some relays were lost");
   });
 
   it("a short op log: rejoins that are too old reset the text and report dropped edits", async () => {

@@ -1,10 +1,11 @@
 //! Documents in SQLite or PostgreSQL (the `DocStore` of `SqlStore`).
 //!
-//! A commit is one transaction that starts with the version check, an
-//! upsert of the document row that only takes effect when the row is still at
-//! the expected version, so it is a write from its first statement (SQLite
-//! takes its lock there) and, on PostgreSQL, waits on the row lock of a
-//! concurrent writer and then sees its new version. No rows changed means
+//! A commit is one transaction that starts with the version check: an
+//! UPDATE of the document row that only matches while the row is still at
+//! the expected version (or, for a new document, an INSERT that the primary
+//! key refuses to a second writer). It is a write from its first statement
+//! (SQLite takes its lock there); on PostgreSQL it waits on the row lock of a
+//! concurrent writer and then sees its new version. No row changed means
 //! another writer won: [`CommitError::Conflict`], and nothing is written.
 
 use async_trait::async_trait;
@@ -17,7 +18,7 @@ use super::docs::{
 use super::sql::{Backend, SqlStore, classify, is_unique_violation};
 use super::{StoreError, now_ms};
 
-/// Rows per multi-row INSERT of ops (8 parameters each).
+/// Rows per multi-row INSERT of ops (9 parameters each).
 const OPS_PER_INSERT: usize = 64;
 
 fn row_to_op(r: &AnyRow) -> Result<StoredOp, StoreError> {
@@ -63,26 +64,22 @@ impl SqlStore {
             Some(t) => (t, version as i64, 1i64),
             None => ("", 0, 0),
         };
-        let sql = format!(
-            "INSERT INTO documents (key, namespace, doc_id, version, snapshot, snapshot_version, updated_ms) \
-             VALUES ({}, {}, {}, {}, {}, {}, {}) \
-             ON CONFLICT (key) DO UPDATE SET version = excluded.version, \
-               snapshot = CASE WHEN {} = 1 THEN excluded.snapshot ELSE documents.snapshot END, \
-               snapshot_version = CASE WHEN {} = 1 THEN excluded.snapshot_version ELSE documents.snapshot_version END, \
-               updated_ms = excluded.updated_ms \
-             WHERE documents.version = {}",
-            p(1),
-            p(2),
-            p(3),
-            p(4),
-            p(5),
-            p(6),
-            p(7),
-            p(8),
-            p(9),
-            p(10)
-        );
-        let changed = sqlx::query(&sql)
+        // A new document is an INSERT (a second writer hits the primary key:
+        // a conflict); an existing one an UPDATE that only matches the
+        // expected version (a row gone missing is a conflict too, never a
+        // new row at a version without its log).
+        let changed = if c.expected == 0 {
+            sqlx::query(&format!(
+                "INSERT INTO documents (key, namespace, doc_id, version, snapshot, snapshot_version, updated_ms) \
+                 VALUES ({}, {}, {}, {}, {}, {}, {})",
+                p(1),
+                p(2),
+                p(3),
+                p(4),
+                p(5),
+                p(6),
+                p(7)
+            ))
             .bind(key.as_str())
             .bind(c.key.namespace.as_str())
             .bind(c.key.doc_id.as_str())
@@ -90,12 +87,37 @@ impl SqlStore {
             .bind(snap_text)
             .bind(snap_version)
             .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+        } else {
+            sqlx::query(&format!(
+                "UPDATE documents SET version = {}, \
+                   snapshot = CASE WHEN {} = 1 THEN {} ELSE snapshot END, \
+                   snapshot_version = CASE WHEN {} = 1 THEN {} ELSE snapshot_version END, \
+                   updated_ms = {} \
+                 WHERE key = {} AND version = {}",
+                p(1),
+                p(2),
+                p(3),
+                p(4),
+                p(5),
+                p(6),
+                p(7),
+                p(8)
+            ))
+            .bind(version as i64)
             .bind(has_snapshot)
+            .bind(snap_text)
             .bind(has_snapshot)
+            .bind(snap_version)
+            .bind(now)
+            .bind(key.as_str())
             .bind(c.expected as i64)
             .execute(&mut *tx)
             .await?
-            .rows_affected();
+            .rows_affected()
+        };
         if changed == 0 {
             tx.rollback().await?;
             return Ok(false);
