@@ -219,28 +219,6 @@ async fn run(store: &'static str, db: &str, senders: usize, rate: Option<f64>) -
     }
 }
 
-/// Appends 4 KiB and fsyncs, repeatedly; reports the latency distribution.
-fn fsync_probe(dir: &std::path::Path, run: Duration) -> String {
-    let path = dir.join("fsync-probe.bin");
-    let mut f = std::fs::File::create(&path).unwrap();
-    let mut h = new_hist();
-    let end = Instant::now() + run;
-    while Instant::now() < end {
-        f.write_all(&[0u8; 4096]).unwrap();
-        let t = Instant::now();
-        f.sync_data().unwrap();
-        h.saturating_record(t.elapsed().as_micros().max(1) as u64);
-    }
-    let _ = std::fs::remove_file(path);
-    format!(
-        "{{\"scenario\":\"fsync_floor\",\"fsyncs\":{},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3}}}",
-        h.len(),
-        h.value_at_quantile(0.5) as f64 / 1000.0,
-        h.value_at_quantile(0.99) as f64 / 1000.0,
-        h.max() as f64 / 1000.0
-    )
-}
-
 fn main() {
     let rt = common::generator_runtime();
     rt.block_on(async {
@@ -254,7 +232,7 @@ fn main() {
 
         // The disk's own fsync latency, measured in the same run: the floor
         // under every durable ack.
-        let probe = fsync_probe(dir.path(), Duration::from_secs(2));
+        let probe = common::fsync_probe(dir.path(), Duration::from_secs(2));
         println!("{probe}");
 
         let mut outcomes = Vec::new();

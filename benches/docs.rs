@@ -631,28 +631,6 @@ fn machine() -> Value {
     })
 }
 
-/// Appends 4 KiB and fsyncs, repeatedly: the floor under every durable ack.
-fn fsync_probe(dir: &std::path::Path, run: Duration) -> Value {
-    let path = dir.join("fsync-probe.bin");
-    let mut f = std::fs::File::create(&path).unwrap();
-    let mut h = new_hist();
-    let end = Instant::now() + run;
-    while Instant::now() < end {
-        f.write_all(&[0u8; 4096]).unwrap();
-        let t = Instant::now();
-        f.sync_data().unwrap();
-        h.saturating_record(t.elapsed().as_micros().max(1) as u64);
-    }
-    let _ = std::fs::remove_file(path);
-    json!({
-        "scenario": "fsync_floor",
-        "fsyncs": h.len(),
-        "p50_ms": h.value_at_quantile(0.5) as f64 / 1000.0,
-        "p99_ms": h.value_at_quantile(0.99) as f64 / 1000.0,
-        "max_ms": h.max() as f64 / 1000.0,
-    })
-}
-
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let only = std::env::var("DOCS_BENCH_ONLY").ok();
@@ -665,7 +643,11 @@ fn main() {
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let machine = machine();
-        let probe = fsync_probe(dir.path(), if quick { Duration::from_millis(300) } else { Duration::from_secs(1) });
+        let probe: Value = serde_json::from_str(&common::fsync_probe(
+            dir.path(),
+            if quick { Duration::from_millis(300) } else { Duration::from_secs(1) },
+        ))
+        .expect("fsync probe JSON");
         println!("{machine}\n{probe}");
 
         let mut outcomes = Vec::new();

@@ -170,3 +170,28 @@ pub const UNLIMITED: [&str; 10] = [
     "--event-burst",
     "1000000",
 ];
+
+/// Appends 4 KiB and fsyncs, repeatedly: the disk's floor under every
+/// durable ack, as a `fsync_floor` JSON line.
+pub fn fsync_probe(dir: &std::path::Path, run: std::time::Duration) -> String {
+    use std::io::Write;
+    use std::time::Instant;
+    let path = dir.join("fsync-probe.bin");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let mut h = new_hist();
+    let end = Instant::now() + run;
+    while Instant::now() < end {
+        f.write_all(&[0u8; 4096]).unwrap();
+        let t = Instant::now();
+        f.sync_data().unwrap();
+        h.saturating_record(t.elapsed().as_micros().max(1) as u64);
+    }
+    let _ = std::fs::remove_file(path);
+    format!(
+        "{{\"scenario\":\"fsync_floor\",\"fsyncs\":{},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3}}}",
+        h.len(),
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+        h.max() as f64 / 1000.0
+    )
+}
