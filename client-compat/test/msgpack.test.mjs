@@ -159,7 +159,10 @@ describe("one server, one parser", () => {
   ]) {
     for (const transports of [["websocket"], ["polling"]]) {
       it(`${what} (${transports[0]}) does not connect, and the server stays up`, async () => {
-        const server = await startServer(undefined, undefined, serverArgs);
+        // The JSON server keeps a msgpack polling client's session (it never
+        // sends a CONNECT it can read) until --connect-timeout-ms, and a
+        // shutdown waits for it: not what is tested here.
+        const server = await startServer(undefined, undefined, [...serverArgs, "--shutdown-timeout-secs", "1"]);
         try {
           const s = io(server.url, { auth: { token: token("alice") }, transports, reconnection: false, ...clientOpts });
           try {
