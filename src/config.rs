@@ -243,6 +243,25 @@ pub struct Config {
         default_value_t = 1_073_741_824
     )]
     pub max_doc_memory_bytes: usize,
+    /// The Socket.IO packet encoding: `json` (the default parser) or
+    /// `msgpack` (clients with `socket.io-msgpack-parser`). One server
+    /// speaks one parser.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_PARSER",
+        value_enum,
+        default_value_t = WireParser::Json
+    )]
+    pub parser: WireParser,
+}
+
+/// The Socket.IO parser the server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WireParser {
+    /// Socket.IO's default parser: JSON text packets.
+    Json,
+    /// MessagePack packets, as `socket.io-msgpack-parser` sends them.
+    Msgpack,
 }
 
 /// Who `private:send` may write to.
@@ -297,6 +316,7 @@ impl Default for Config {
             max_doc_bytes: 1_048_576,
             max_doc_op_bytes: 65_536,
             max_doc_memory_bytes: 1_073_741_824,
+            parser: WireParser::Json,
         }
     }
 }

@@ -39,7 +39,7 @@ pub fn summary(config: &Config) -> String {
         "listen={} auth={auth} store={} adapter={adapter} namespaces={namespaces} api={api} cors={cors} \
          max_payload_bytes={} max_connections={} max_connections_per_ip={} header_timeout_ms={} \
          connect_timeout_ms={} messages_per_sec={}/{} events_per_sec={}/{} max_rooms_per_socket={} \
-         private_recipients={:?} max_doc_bytes={} max_doc_op_bytes={} max_doc_memory_bytes={}",
+         private_recipients={:?} max_doc_bytes={} max_doc_op_bytes={} max_doc_memory_bytes={} parser={:?}",
         config.listen,
         redact(&config.database_url),
         config.max_payload_bytes,
@@ -59,6 +59,7 @@ pub fn summary(config: &Config) -> String {
         config.max_doc_bytes,
         config.max_doc_op_bytes,
         config.max_doc_memory_bytes,
+        config.parser,
     )
 }
 

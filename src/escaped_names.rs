@@ -13,6 +13,10 @@
 //! The rewrite keeps the length, so it works on a websocket stream as the
 //! bytes pass (no buffering, O(1) state) and on long-polling bodies alike.
 //! Pure code: bytes in, bytes out.
+//!
+//! With `--parser msgpack` nothing here applies and nothing is changed:
+//! names are not escaped, websocket binary frames are never scanned, and a
+//! polling packet in base64 (`b…`) ends the scan at its first byte.
 
 /// What an escaped part of a name is replaced with.
 pub const MARK: u8 = 0x7f;
@@ -196,6 +200,18 @@ mod tests {
         let names: Vec<_> = out.split('\u{1e}').map(|p| name_of(p).unwrap()).collect();
         assert_eq!(names[1], "ok");
         assert!(is_marked(&names[0]) && is_marked(&names[2]));
+    }
+
+    #[test]
+    fn msgpack_packets_pass_untouched() {
+        // With `--parser msgpack` a polling body carries base64 packets
+        // (`b…`); websocket binary frames are never scanned (`ws_frames`).
+        let body = "bhKR0eXBlAqNuc3ChLw==\u{1e}42[\"a\\\"b\"]\u{1e}bg6R0eXBlAg==";
+        let out = rewrite(body);
+        let packets: Vec<_> = out.split('\u{1e}').collect();
+        assert_eq!(packets[0], "bhKR0eXBlAqNuc3ChLw==");
+        assert_eq!(packets[2], "bg6R0eXBlAg==");
+        assert!(is_marked(&name_of(packets[1]).unwrap()));
     }
 
     #[test]

@@ -356,7 +356,12 @@ impl GuardedIo {
                     .success_acks
                     .lock()
                     .unwrap_or_else(|p| p.into_inner());
-                let n = written.iter().filter(|k| expected.remove(*k)).count();
+                // One count per frame: the first of its possible keys that
+                // was expected (see `ws_frames::msgpack_ack_keys`).
+                let n = written
+                    .iter()
+                    .filter(|keys| keys.iter().any(|k| expected.remove(k)))
+                    .count();
                 drop(expected);
                 crate::metrics::acks_written(n as u64);
             }

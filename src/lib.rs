@@ -144,6 +144,14 @@ impl Switchboard {
             // default); chat frames are small and a larger one still grows it.
             .ws_read_buffer_size(WS_READ_BUFFER)
             .with_state(ctx.clone());
+        // One server speaks one parser, as in Node: a client must use the
+        // same one (`socket.io-msgpack-parser` for msgpack).
+        let builder = match config.parser {
+            config::WireParser::Json => builder.with_parser(socketioxide::ParserConfig::common()),
+            config::WireParser::Msgpack => {
+                builder.with_parser(socketioxide::ParserConfig::msgpack())
+            }
+        };
         // The adapter is chosen once, here; everything after is generic.
         let (io, socketio_layer): (IoHandle, Box<dyn FnOnce(Router) -> Router>) = match driver {
             None => {

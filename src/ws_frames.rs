@@ -32,10 +32,17 @@ pub struct FrameTracker {
     message_len: u64,
     /// Write side: note the acks that go out (see [`FrameTracker::take_written_acks`]).
     track_acks: bool,
-    /// The start of the current text frame's payload, while tracking acks.
+    /// The start of the current text or binary frame's payload, while
+    /// tracking acks.
     prefix: Vec<u8>,
+    /// The last bytes of the current binary frame: a msgpack ack ends with its id.
+    tail: Vec<u8>,
     sniffing: bool,
-    written_acks: Vec<AckKey>,
+    /// The current frame is a binary one (msgpack parser).
+    sniffing_binary: bool,
+    /// The current frame's payload length.
+    frame_len: u64,
+    written_acks: Vec<Vec<AckKey>>,
     /// Read side: rewrite escaped event names (see [`crate::escaped_names`]).
     rewrite_names: bool,
     /// The current frame's mask key and how much of its payload has passed.
@@ -56,6 +63,13 @@ pub type AckKey = (Option<Box<str>>, i64);
 
 /// How much of a frame's payload is enough to read an ack's namespace and id.
 const ACK_PREFIX: usize = 160;
+
+/// The last bytes of a msgpack ack kept: `"id"` (3 bytes) and an int (9 at most).
+const ACK_TAIL: usize = 12;
+
+/// How socketioxide's msgpack parser starts an ack packet: a map of 4
+/// (`type`, `nsp`, `data`, `id`, in that order), `"type"` (its value follows).
+const MSGPACK_ACK_HEAD: &[u8] = b"\x84\xa4type";
 
 /// The namespace and id of a Socket.IO ack packet, `43[/namespace,]<id>[...`.
 pub fn ack_key(payload: &[u8]) -> Option<AckKey> {
@@ -85,6 +99,93 @@ fn header_size(b1: u8) -> usize {
     2 + ext + masked
 }
 
+/// The possible keys of a msgpack ack packet (`socket.io-msgpack-parser`'s
+/// encoding, as socketioxide writes it: `{type: 3, nsp, data, id}`), from
+/// the first bytes of the payload (`prefix`), its last bytes (`tail`, up to
+/// [`ACK_TAIL`]) and its length. The id comes last, after the data, so it
+/// is read backwards. Its encoding could in principle also be read with a
+/// shorter int (inside a large id's bytes) or a longer one (starting in the
+/// data), so every reading is given, the longest first; the caller removes
+/// the first one it expects. That is the real one unless a client picks two
+/// ids in flight that overlap like this (ids of 2^31 and more, or data
+/// bytes that end like an id): then one entry stays until the connection
+/// closes, and the frame still counts once.
+pub fn msgpack_ack_keys(prefix: &[u8], tail: &[u8], len: u64) -> Vec<AckKey> {
+    let mut keys = Vec::new();
+    let Some(rest) = prefix.strip_prefix(MSGPACK_ACK_HEAD) else {
+        return keys;
+    };
+    // An ack (3) or a binary ack (6).
+    let Some(rest) = rest
+        .strip_prefix(b"\x03")
+        .or_else(|| rest.strip_prefix(b"\x06"))
+        .and_then(|r| r.strip_prefix(b"\xa3nsp"))
+    else {
+        return keys;
+    };
+    let (ns_len, rest) = match rest {
+        [b @ 0xa0..=0xbf, r @ ..] => (usize::from(b & 0x1f), r),
+        [0xd9, n, r @ ..] => (usize::from(*n), r),
+        _ => return keys,
+    };
+    let Some(ns) = rest.get(..ns_len).and_then(|n| std::str::from_utf8(n).ok()) else {
+        return keys;
+    };
+    let rest = &rest[ns_len..];
+    if !rest.starts_with(b"\xa4data") {
+        return keys;
+    }
+    // Bytes before the data, which takes one at least.
+    let head = (prefix.len() - rest.len() + 5) as u64 + 1;
+    let ns: Option<Box<str>> = (ns != "/").then(|| ns.into());
+    for int_len in [9usize, 5, 3, 2, 1] {
+        if len < head + 3 + int_len as u64 || tail.len() < 3 + int_len {
+            continue;
+        }
+        let end = &tail[tail.len() - 3 - int_len..];
+        if &end[..3] != b"\xa2id" {
+            continue;
+        }
+        if let Some(id) = msgpack_int(&end[3..]) {
+            keys.push((ns.clone(), id));
+        }
+    }
+    keys
+}
+
+/// A msgpack integer that takes exactly `b.len()` bytes.
+fn msgpack_int(b: &[u8]) -> Option<i64> {
+    let be = |n: usize| {
+        b[1..]
+            .iter()
+            .take(n)
+            .fold(0u64, |a, &x| a << 8 | u64::from(x))
+    };
+    Some(match (b.len(), b[0]) {
+        (1, x @ 0x00..=0x7f) => i64::from(x),
+        (1, x @ 0xe0..=0xff) => i64::from(x as i8),
+        (2, 0xcc) => be(1) as i64,
+        (2, 0xd0) => i64::from(b[1] as i8),
+        (3, 0xcd) => be(2) as i64,
+        (3, 0xd1) => i64::from(be(2) as u16 as i16),
+        (5, 0xce) => be(4) as i64,
+        (5, 0xd2) => i64::from(be(4) as u32 as i32),
+        (9, 0xcf) => i64::try_from(be(8)).ok()?,
+        (9, 0xd3) => be(8) as i64,
+        _ => return None,
+    })
+}
+
+/// Whether a payload starting with `prefix` may still be an ack packet.
+fn could_be_ack(prefix: &[u8], binary: bool) -> bool {
+    if binary {
+        let n = prefix.len().min(MSGPACK_ACK_HEAD.len());
+        MSGPACK_ACK_HEAD.starts_with(&prefix[..n]) && matches!(prefix.get(n), None | Some(3 | 6))
+    } else {
+        b"43".starts_with(&prefix[..prefix.len().min(2)])
+    }
+}
+
 impl FrameTracker {
     /// A tracker for the server's own frames that notes the acks written
     /// (see [`FrameTracker::take_written_acks`]).
@@ -110,8 +211,9 @@ impl FrameTracker {
         std::mem::take(&mut self.patches)
     }
 
-    /// Acks whose frame was written completely since the last call.
-    pub fn take_written_acks(&mut self) -> Vec<AckKey> {
+    /// Acks whose frame was written completely since the last call: for each
+    /// frame, its possible keys (one for a JSON ack; see [`msgpack_ack_keys`]).
+    pub fn take_written_acks(&mut self) -> Vec<Vec<AckKey>> {
         std::mem::take(&mut self.written_acks)
     }
 
@@ -145,17 +247,29 @@ impl FrameTracker {
                     let take = (skip as usize).min(ACK_PREFIX - self.prefix.len());
                     self.prefix.extend_from_slice(&buf[i..i + take]);
                     // Broadcasts (`42…`) stop here: only acks are looked into.
-                    if !b"43".starts_with(&self.prefix[..self.prefix.len().min(2)]) {
+                    if !could_be_ack(&self.prefix, self.sniffing_binary) {
                         self.sniffing = false;
                     }
+                }
+                if self.sniffing && self.sniffing_binary {
+                    let chunk = &buf[i..i + skip as usize];
+                    self.tail
+                        .extend_from_slice(&chunk[chunk.len().saturating_sub(ACK_TAIL)..]);
+                    let excess = self.tail.len().saturating_sub(ACK_TAIL);
+                    self.tail.drain(..excess);
                 }
                 self.remaining -= skip;
                 self.payload_pos += skip;
                 i += skip as usize;
                 if self.remaining == 0 && self.sniffing {
                     self.sniffing = false;
-                    if let Some(key) = ack_key(&self.prefix) {
-                        self.written_acks.push(key);
+                    let keys = if self.sniffing_binary {
+                        msgpack_ack_keys(&self.prefix, &self.tail, self.frame_len)
+                    } else {
+                        ack_key(&self.prefix).into_iter().collect()
+                    };
+                    if !keys.is_empty() {
+                        self.written_acks.push(keys);
                     }
                 }
                 continue;
@@ -198,9 +312,16 @@ impl FrameTracker {
                     _ => {} // a continuation goes on with its message's scanner
                 }
             }
-            // A whole text message in one frame, as socketioxide writes them.
-            self.sniffing = self.track_acks && opcode == 1 && self.header[0] & 0x80 != 0 && len > 0;
+            // A whole text (JSON parser) or binary (msgpack parser) message
+            // in one frame, as socketioxide writes them.
+            self.sniffing = self.track_acks
+                && (opcode == 1 || opcode == 2)
+                && self.header[0] & 0x80 != 0
+                && len > 0;
+            self.sniffing_binary = opcode == 2;
+            self.frame_len = len;
             self.prefix.clear();
+            self.tail.clear();
         }
         Scan::Fine
     }
@@ -377,14 +498,118 @@ mod tests {
             }
             assert_eq!(
                 t.take_written_acks(),
-                vec![(None, 12), (Some("/acme".into()), 7)],
+                vec![vec![(None, 12)], vec![(Some("/acme".into()), 7)]],
                 "chunk {chunk}: the last is not whole"
             );
             t.scan(&last[last.len() - 1..], u64::MAX);
-            assert_eq!(t.take_written_acks(), vec![(None, 9)]);
+            assert_eq!(t.take_written_acks(), vec![vec![(None, 9)]]);
         }
         assert_eq!(ack_key(br#"43[{"success":true}]"#), None, "no ack id");
         assert_eq!(ack_key(br#"431x"#), None);
+    }
+
+    /// An ack as socketioxide's msgpack parser writes it: `{type, nsp, data, id}`
+    /// with `data` = `[{success: true}]` padded with `pad` bytes of text.
+    fn msgpack_ack(ty: u8, ns: &str, id_bytes: &[u8], pad: usize) -> Vec<u8> {
+        let mut p = vec![0x84, 0xa4];
+        p.extend(b"type");
+        p.push(ty);
+        p.push(0xa3);
+        p.extend(b"nsp");
+        p.push(0xa0 | ns.len() as u8);
+        p.extend(ns.as_bytes());
+        p.push(0xa4);
+        p.extend(b"data");
+        p.extend([0x91, 0x82, 0xa7]);
+        p.extend(b"success");
+        p.push(0xc3);
+        p.extend([0xa1, b't', 0xda]);
+        p.extend((pad as u16).to_be_bytes());
+        p.extend(std::iter::repeat_n(b'x', pad));
+        p.extend([0xa2, b'i', b'd']);
+        p.extend(id_bytes);
+        p
+    }
+
+    fn binary_frame(payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x82u8];
+        if payload.len() < 126 {
+            f.push(payload.len() as u8);
+        } else {
+            f.push(126);
+            f.extend((payload.len() as u16).to_be_bytes());
+        }
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn msgpack_acks_are_noted_once_written() {
+        let mut stream = binary_frame(&msgpack_ack(3, "/", &[0], 0));
+        stream.extend(binary_frame(&msgpack_ack(3, "/acme", &[0xcc, 200], 3)));
+        stream.extend(binary_frame(&msgpack_ack(
+            3,
+            "/",
+            &[0xce, 0, 1, 0x11, 0x70],
+            400,
+        )));
+        // An event (type 2) with the same shape is not an ack.
+        stream.extend(binary_frame(&msgpack_ack(2, "/", &[5], 0)));
+        // A JSON text ack still is.
+        stream.extend([0x81, 7]);
+        stream.extend(b"433[{}]");
+        let last = binary_frame(&msgpack_ack(6, "/", &[0x7f], 1));
+        stream.extend(&last[..last.len() - 1]);
+        for chunk in [1, 2, 5, 13, stream.len()] {
+            let mut t = FrameTracker::tracking_acks();
+            for part in stream.chunks(chunk) {
+                t.scan(part, u64::MAX);
+            }
+            assert_eq!(
+                t.take_written_acks(),
+                vec![
+                    vec![(None, 0)],
+                    vec![(Some("/acme".into()), 200)],
+                    vec![(None, 70_000)],
+                    vec![(None, 3)],
+                ],
+                "chunk {chunk}: the last is not whole"
+            );
+            t.scan(&last[last.len() - 1..], u64::MAX);
+            assert_eq!(t.take_written_acks(), vec![vec![(None, 127)]]);
+        }
+    }
+
+    #[test]
+    fn msgpack_ack_ids_read_backwards() {
+        let keys = |id: &[u8]| {
+            let p = msgpack_ack(3, "/", id, 0);
+            msgpack_ack_keys(&p, &p[p.len().saturating_sub(ACK_TAIL)..], p.len() as u64)
+        };
+        assert_eq!(keys(&[0xff]), vec![(None, -1)]);
+        assert_eq!(keys(&[0xd0, 0x80]), vec![(None, -128)]);
+        assert_eq!(keys(&[0xcd, 1, 0]), vec![(None, 256)]);
+        assert_eq!(keys(&[0xd1, 0xff, 0]), vec![(None, -256)]);
+        assert_eq!(keys(&[0xd2, 0xff, 0xff, 0xff, 0]), vec![(None, -256)]);
+        assert_eq!(keys(&[0xcf, 0, 0, 0, 1, 0, 0, 0, 0]), vec![(None, 1 << 32)]);
+        assert_eq!(
+            keys(&[0xcf, 0xff, 0, 0, 0, 0, 0, 0, 0]),
+            vec![],
+            "above i64"
+        );
+        assert_eq!(keys(&[0xc0]), vec![], "nil is no id");
+        // An id whose bytes end like a shorter id: both readings, longest first.
+        assert_eq!(
+            keys(&[0xce, 0xa2, b'i', b'd', 5]),
+            vec![(None, 0xa269_6405), (None, 5)]
+        );
+        // Not an ack, or cut short.
+        let p = msgpack_ack(3, "/", &[1], 0);
+        assert_eq!(
+            msgpack_ack_keys(&p[..10], &p[p.len() - 4..], p.len() as u64),
+            vec![]
+        );
+        assert_eq!(msgpack_ack_keys(b"43[1]", b"", 5), vec![]);
     }
 
     /// A masked client text frame carrying `payload`.

@@ -216,6 +216,63 @@ fn ack_packets_round_trip() {
     );
 }
 
+/// An ack packet as socketioxide's msgpack parser writes it (fields in this
+/// order, ints in their shortest form).
+#[derive(serde::Serialize)]
+struct MsgpackAck<'a> {
+    r#type: u8,
+    nsp: &'a str,
+    data: &'a [Value],
+    id: i64,
+}
+
+#[test]
+fn msgpack_acks_are_found_in_written_frames() {
+    let ns = prop_oneof![Just(None), "/[a-z0-9-]{1,20}".prop_map(Some)];
+    let id = prop_oneof![0i64..1000, any::<i64>()];
+    fuzz(
+        "msgpack_ack_keys",
+        (ns, id, prop::collection::vec(json(), 0..3), 1usize..64),
+        |(ns, id, data, chunk)| {
+            let nsp = ns.clone().unwrap_or_else(|| "/".into());
+            let payload = rmp_serde::to_vec_named(&MsgpackAck {
+                r#type: 3,
+                nsp: &nsp,
+                data: &data,
+                id,
+            })
+            .unwrap();
+            let mut frame = vec![0x82u8];
+            match payload.len() {
+                n if n < 126 => frame.push(n as u8),
+                n if n < 65536 => {
+                    frame.push(126);
+                    frame.extend((n as u16).to_be_bytes());
+                }
+                n => {
+                    frame.push(127);
+                    frame.extend((n as u64).to_be_bytes());
+                }
+            }
+            frame.extend(&payload);
+            let mut t = FrameTracker::tracking_acks();
+            for part in frame.chunks(chunk) {
+                t.scan(part, u64::MAX);
+            }
+            let written = t.take_written_acks();
+            prop_assert_eq!(written.len(), 1);
+            let key = (ns.map(Into::into), id);
+            prop_assert!(written[0].contains(&key), "{key:?} in {:?}", written[0]);
+            if (0..1 << 31).contains(&id) {
+                // A client's ids: the real one is the only reading, unless
+                // the data's last bytes happen to read as a longer int.
+                prop_assert_eq!(written[0].last(), Some(&key));
+            }
+            Ok(())
+        },
+    );
+}
+
 const SECRET: &[u8] = b"fuzz-secret-fuzz-secret-fuzz-secret!";
 
 fn valid_token() -> String {

@@ -88,8 +88,10 @@ pub fn ok<A: Adapter, T: Serialize + ?Sized>(ack: Option<Ack<A>>, data: &T) {
 /// Counts the ack under `outcome` once it is queued; one that could not be
 /// is counted as `dropped`, and its socket is disconnected when the reason is
 /// a full queue. A success ack on a guarded websocket is counted when its
-/// frame is written instead (`ws_frames`): a queued ack can still be lost
-/// with its connection (a slow consumer's), and must then not count.
+/// frame is written instead (`ws_frames`: a text frame with the JSON parser,
+/// a binary one with msgpack): a queued ack can still be lost with its
+/// connection (a slow consumer's), and must then not count. Keys expected
+/// and never written go with the connection.
 fn send<A: Adapter, T: Serialize + ?Sized>(ack: Option<Ack<A>>, data: &T, outcome: &'static str) {
     let Some(Ack { sender, socket, id }) = ack else {
         return;
