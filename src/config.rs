@@ -136,6 +136,11 @@ pub struct Config {
     /// Prefix of every Redis key and channel, so clusters can share a Redis.
     #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "switchboard")]
     pub redis_prefix: String,
+    /// The `key` of `@socket.io/redis-emitter` publishers whose emits, joins,
+    /// leaves and disconnects every node applies to its own sockets (only
+    /// with `--redis-url`).
+    #[arg(long, env = "SWITCHBOARD_EMITTER_KEY", default_value = "socket.io")]
+    pub emitter_key: String,
     /// Seconds between SSE heartbeat comments on `/events`.
     #[arg(long, env = "SWITCHBOARD_SSE_HEARTBEAT_SECS", default_value_t = 30)]
     pub sse_heartbeat_secs: u64,
@@ -297,6 +302,7 @@ impl Default for Config {
             sse_heartbeat_secs: 30,
             redis_url: None,
             redis_prefix: "switchboard".into(),
+            emitter_key: "socket.io".into(),
             shutdown_timeout_secs: 10,
             header_timeout_ms: 10_000,
             connect_timeout_ms: 10_000,

@@ -190,6 +190,12 @@ impl Switchboard {
                 cluster.node_id.clone(),
             );
             ctx.feeds.relay_to(relay);
+            cluster::emitter::start(
+                io.clone(),
+                client.clone(),
+                config.emitter_key.clone(),
+                config.namespaces.clone(),
+            );
         }
         let hub = Hub::new(io.clone(), ctx.clone());
         let key = match config.api_key.clone().or(opts.dev_api_key) {

@@ -71,6 +71,11 @@ const SERVER_EVENTS: &[&str] = &[
     "doc:sync",
 ];
 
+/// A Redis emitter message dropped, by why (`cluster::emitter::Drop`).
+pub fn emitter_dropped(kind: &'static str) {
+    metrics::counter!("switchboard_emitter_dropped_total", "kind" => kind).increment(1);
+}
+
 /// An event sent out. The server's own names cost no allocation (this runs
 /// per message); names chosen by backends are kept if at most 64 characters.
 pub fn event_out(event: &str) {

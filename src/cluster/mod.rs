@@ -1,6 +1,7 @@
 //! Running several nodes: the Redis adapter and its driver.
 
 pub mod driver;
+pub mod emitter;
 pub mod feeds;
 pub mod heartbeat;
 
