@@ -258,6 +258,38 @@ pub struct Config {
         default_value_t = WireParser::Json
     )]
     pub parser: WireParser,
+    /// Serve the `@socket.io/admin-ui` 0.5 protocol on the `/admin` namespace
+    /// (off by default). Outside dev mode it needs --admin-username and
+    /// --admin-password-hash.
+    #[arg(long, env = "SWITCHBOARD_ADMIN_UI")]
+    pub admin_ui: bool,
+    /// The Admin UI login name.
+    #[arg(long, env = "SWITCHBOARD_ADMIN_USERNAME")]
+    pub admin_username: Option<String>,
+    /// bcrypt hash of the Admin UI password (`$2a$`/`$2b$`/`$2y$`, as the
+    /// Node `instrument()` takes it).
+    #[arg(long, env = "SWITCHBOARD_ADMIN_PASSWORD_HASH", hide_env_values = true)]
+    pub admin_password_hash: Option<String>,
+    /// `development` (the default, as in Node) lists every socket and sends
+    /// their lifecycle events to the UI; `production` sends server stats only.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_ADMIN_UI_MODE",
+        value_enum,
+        default_value_t = AdminUiMode::Development
+    )]
+    pub admin_ui_mode: AdminUiMode,
+    /// The UI bundle (`node_modules/@socket.io/admin-ui/ui/dist`), served at
+    /// `/admin-ui/` when --admin-ui is on.
+    #[arg(long, env = "SWITCHBOARD_ADMIN_UI_DIR")]
+    pub admin_ui_dir: Option<PathBuf>,
+}
+
+/// What the Admin UI is sent (see `--admin-ui-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AdminUiMode {
+    Development,
+    Production,
 }
 
 /// The Socket.IO parser the server speaks.
@@ -323,6 +355,11 @@ impl Default for Config {
             max_doc_op_bytes: 65_536,
             max_doc_memory_bytes: 1_073_741_824,
             parser: WireParser::Json,
+            admin_ui: false,
+            admin_username: None,
+            admin_password_hash: None,
+            admin_ui_mode: AdminUiMode::Development,
+            admin_ui_dir: None,
         }
     }
 }
@@ -362,6 +399,12 @@ pub enum ConfigError {
     Redis(String),
     #[error("--static-dir {0}: not a directory this process can read")]
     StaticDir(String),
+    #[error("--admin-ui needs --admin-username and --admin-password-hash outside dev mode")]
+    AdminCredentials,
+    #[error("--admin-password-hash is not a bcrypt hash ($2b$10$...)")]
+    AdminHash,
+    #[error("--admin-ui-dir {0}: not a directory with an index.html")]
+    AdminUiDir(String),
 }
 
 impl Config {
@@ -448,6 +491,22 @@ impl Config {
             && std::fs::read_dir(dir).is_err()
         {
             return Err(ConfigError::StaticDir(dir.display().to_string()));
+        }
+        if self.admin_ui {
+            match (&self.admin_username, &self.admin_password_hash) {
+                (Some(_), Some(hash)) => {
+                    if hash.parse::<bcrypt::HashParts>().is_err() {
+                        return Err(ConfigError::AdminHash);
+                    }
+                }
+                (None, None) if self.dev_mode() => {}
+                _ => return Err(ConfigError::AdminCredentials),
+            }
+            if let Some(dir) = &self.admin_ui_dir
+                && !dir.join("index.html").is_file()
+            {
+                return Err(ConfigError::AdminUiDir(dir.display().to_string()));
+            }
         }
         if self.ping_interval_ms == 0 {
             return Err(ConfigError::Zero("ping-interval-ms"));

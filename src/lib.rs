@@ -120,6 +120,7 @@ impl Switchboard {
             namespaces: realtime::namespaces::DynNamespaces::new(&config.namespaces),
             limits: realtime::limits::Limits::new(&config),
             expiries: realtime::expiry::Expiries::new(config.auth_expiry_warning_secs),
+            admin: realtime::admin::Admin::new(&config),
             config: config.clone(),
         });
         let builder = SocketIo::builder()
@@ -158,6 +159,9 @@ impl Switchboard {
                 let (layer, io) = builder.build_layer();
                 realtime::register(&io, &config)
                     .map_err(|e| ConfigError::Namespace(e.to_string()))?;
+                if let Some(admin) = &ctx.admin {
+                    realtime::admin::start(&io, admin, &ctx);
+                }
                 (
                     IoHandle::Local(io),
                     Box::new(move |r: Router| r.layer(layer)),
@@ -174,6 +178,9 @@ impl Switchboard {
                 realtime::register_cluster(&io, &config)
                     .await
                     .map_err(ConfigError::Redis)?;
+                if let Some(admin) = &ctx.admin {
+                    realtime::admin::start(&io, admin, &ctx);
+                }
                 (
                     IoHandle::Cluster(io),
                     Box::new(move |r: Router| r.layer(layer)),
@@ -217,6 +224,10 @@ impl Switchboard {
         let router = match &config.static_dir {
             Some(dir) => http::static_files::serve_beside(router, dir),
             None => router,
+        };
+        let router = match (&config.admin_ui_dir, config.admin_ui) {
+            (Some(dir), true) => http::static_files::serve_admin_ui(router, dir),
+            _ => router,
         };
         tokio::spawn(realtime::slow::watch_stalls(ctx.clone()));
         tokio::spawn(realtime::limits::forget_idle_users(ctx.clone()));

@@ -59,6 +59,42 @@ pub fn serve_beside(app: Router, dir: &Path) -> Router {
     Router::new().fallback_service(pick)
 }
 
+/// The path the Admin UI bundle (`--admin-ui-dir`) is served at.
+pub const ADMIN_UI_PATH: &str = "/admin-ui";
+
+/// `app` with the Admin UI bundle of `dir` at `/admin-ui/` (`/admin-ui`
+/// redirects there, so that the bundle's relative paths resolve).
+pub fn serve_admin_ui(app: Router, dir: &Path) -> Router {
+    let files = ServeDir::new(dir);
+    let pick = tower::service_fn(move |req: Request| {
+        let (app, files) = (app.clone(), files.clone());
+        async move {
+            let path = req.uri().path().to_string();
+            if path == ADMIN_UI_PATH {
+                let res = axum::http::Response::builder()
+                    .status(axum::http::StatusCode::MOVED_PERMANENTLY)
+                    .header(header::LOCATION, "/admin-ui/")
+                    .body(Body::empty())
+                    .unwrap_or_default();
+                return Ok(res);
+            }
+            let Some(rest) = path.strip_prefix("/admin-ui/") else {
+                return app.oneshot(req).await;
+            };
+            let (mut parts, body) = req.into_parts();
+            let mut uri = format!("/{rest}");
+            if let Some(q) = parts.uri.query() {
+                uri.push('?');
+                uri.push_str(q);
+            }
+            parts.uri = uri.parse().unwrap_or_default();
+            let Ok(res) = files.oneshot(Request::from_parts(parts, body)).await;
+            Ok(res.map(Body::new))
+        }
+    });
+    Router::new().fallback_service(pick)
+}
+
 #[cfg(test)]
 mod tests {
     use super::is_server_path;

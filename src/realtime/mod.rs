@@ -1,6 +1,7 @@
 //! The Socket.IO side: namespace registration, the JWT connect middleware, and
 //! the dispatch of client events to the handlers of each concern.
 
+pub mod admin;
 pub mod broadcast;
 pub mod chat;
 pub mod docs;
@@ -55,6 +56,8 @@ pub struct Ctx {
     pub limits: limits::Limits,
     /// Token deadlines of the sockets.
     pub expiries: Arc<expiry::Expiries>,
+    /// The Admin UI, with `--admin-ui` only.
+    pub admin: Option<Arc<admin::Admin>>,
 }
 
 /// A refused connection; the client reads the display text as `err.message`.
@@ -76,6 +79,12 @@ pub fn register(
             io.ns(ns.clone(), handler());
         }
     }
+    if config.admin_ui {
+        io.ns(
+            admin::NAMESPACE,
+            admin::connected::<LocalAdapter>.with(admin::authenticate::<LocalAdapter>),
+        );
+    }
     Ok(())
 }
 
@@ -96,6 +105,14 @@ pub async fn register_cluster(
                 .await
                 .map_err(|e| e.to_string())?;
         }
+    }
+    if config.admin_ui {
+        io.ns(
+            admin::NAMESPACE,
+            admin::connected::<ClusterAdapter>.with(admin::authenticate::<ClusterAdapter>),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -162,6 +179,7 @@ fn admit<A: Adapter>(
     s.on_fallback(async |_: Enqueued| {});
     s.on_disconnect(disconnected::<A>);
     crate::metrics::connection_opened(s.ns());
+    admin::socket_connected(ctx, s);
     Ok(())
 }
 
@@ -178,10 +196,15 @@ async fn connected<A: Adapter>(s: SocketRef<A>, State(ctx): State<Arc<Ctx>>, io:
 
 /// Runs the socket's clean-up through its queue, after any event still
 /// waiting, so nothing the socket did can outlive it.
-async fn disconnected<A: Adapter>(s: SocketRef<A>, io: SocketIo<A>) {
+async fn disconnected<A: Adapter>(
+    s: SocketRef<A>,
+    io: SocketIo<A>,
+    reason: socketioxide::socket::DisconnectReason,
+) {
     let Some(session) = s.extensions.get::<Arc<Session<A>>>() else {
         return;
     };
+    admin::socket_disconnected(&session.ctx, &s, reason);
     tracing::debug!(ns = s.ns(), sid = %s.id, user = session.identity.user_id, "disconnected");
     crate::metrics::connection_closed(s.ns());
     if let Some(key) = session.expiry.get() {

@@ -131,6 +131,7 @@ pub async fn join<A: Adapter>(
         return reply::refuse(ack, &r);
     }
     socket.join(client_room(&room_id));
+    super::admin::room_joined(ctx, socket, &client_room(&room_id));
     let sid = socket.id.to_string();
     let first = record_join(ctx, socket.ns(), &room_id, &id.user_id, &id.name, &sid).await;
     if first {
@@ -194,6 +195,7 @@ pub async fn leave<A: Adapter>(
         return reply::error(ack, Code::NotInRoom, "you are not in this room");
     }
     socket.leave(client_room(&room_id));
+    super::admin::room_left(&session.ctx, socket, &client_room(&room_id));
     leave_presence(session, socket, &room_id).await;
     reply::ok(ack, &json!({ "success": true, "roomId": room_id }));
 }
