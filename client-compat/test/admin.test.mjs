@@ -65,7 +65,7 @@ describe("Admin UI protocol (/admin)", () => {
     await next(acme, "connect");
     const { a, session, config, all } = await login();
     assert.match(session, /^[0-9a-f]{16}$/);
-    for (const f of ["EMIT", "JOIN", "LEAVE", "DISCONNECT", "MJOIN", "MLEAVE", "MDISCONNECT", "AGGREGATED_EVENTS"]) {
+    for (const f of ["EMIT", "JOIN", "LEAVE", "DISCONNECT", "MJOIN", "MLEAVE", "MDISCONNECT", "AGGREGATED_EVENTS", "ALL_EVENTS"]) {
       assert.ok(config.supportedFeatures.includes(f), f);
     }
     const b = all.find((s) => s.id === bob.id);
@@ -100,7 +100,7 @@ describe("Admin UI protocol (/admin)", () => {
     assert.equal((await next(admin({ sessionId: "0123456789abcdef" }), "connect_error")).message, "invalid credentials");
   });
 
-  it("socket_connected, room_joined, room_left, socket_disconnected", async () => {
+  it("socket_connected, room_joined, event_received, room_left, socket_disconnected", async () => {
     const { a } = await login();
     const seen = new Promise((resolve) => a.once("socket_connected", (...args) => resolve(args)));
     const dave = chat("dave");
@@ -116,6 +116,12 @@ describe("Admin UI protocol (/admin)", () => {
     const [nsp, room, id, when] = await joined;
     assert.deepEqual([nsp, room, id], ["/", "room:ops", dave.id]);
     assert.ok(!Number.isNaN(Date.parse(when)));
+
+    const received = new Promise((resolve) => a.once("event_received", (...args) => resolve(args)));
+    await dave.timeout(5000).emitWithAck("ping", { n: 7 });
+    const [enp, eid, eargs, ewhen] = await received;
+    assert.deepEqual([enp, eid, eargs], ["/", dave.id, ["ping", { n: 7 }]]);
+    assert.ok(!Number.isNaN(Date.parse(ewhen)));
 
     const left = new Promise((resolve) => a.once("room_left", (...args) => resolve(args)));
     assert.equal((await dave.timeout(5000).emitWithAck("room:leave", "ops")).success, true);

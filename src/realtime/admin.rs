@@ -11,8 +11,9 @@
 //! * Development mode: `socket_connected`, `socket_disconnected`,
 //!   `room_joined` and `room_left` as switchboard's sockets come, go, join
 //!   and leave rooms.
-//! * Not sent: `event_received` / `event_sent` (so `config` does not
-//!   announce `ALL_EVENTS`), `socket_updated`, and `aggregatedEvents` is
+//! * `event_received` (development mode) for each event switchboard's
+//!   sockets send, with its first argument.
+//! * Not sent: `event_sent`, `socket_updated`, and `aggregatedEvents` is
 //!   always empty.
 //! * Commands `emit`, `join`, `leave`, `_disconnect` with the filter of
 //!   `instrument()`: a socket id or a room of the namespace, or none for
@@ -217,8 +218,7 @@ pub async fn connected<A: Adapter>(s: SocketRef<A>, State(ctx): State<Arc<Ctx>>,
         let _ = s.emit("session", &id);
     }
     register_commands(&s);
-    // Not ALL_EVENTS: event_received / event_sent are not sent (yet).
-    let features = [
+    let mut features = vec![
         "EMIT",
         "JOIN",
         "LEAVE",
@@ -228,6 +228,11 @@ pub async fn connected<A: Adapter>(s: SocketRef<A>, State(ctx): State<Arc<Ctx>>,
         "MDISCONNECT",
         "AGGREGATED_EVENTS",
     ];
+    // The UI shows its Sockets, Rooms, Clients and Events pages only with
+    // ALL_EVENTS (its "development mode").
+    if admin.development {
+        features.push("ALL_EVENTS");
+    }
     let _ = s.emit("config", &json!({ "supportedFeatures": features }));
     if admin.development {
         let _ = s.emit("all_sockets", &all_sockets(&io));
@@ -458,6 +463,22 @@ pub fn socket_disconnected<A: Adapter>(ctx: &Ctx, s: &SocketRef<A>, reason: Disc
                 json!(s.ns()),
                 json!(s.id.to_string()),
                 json!(reason),
+                Value::String(iso_date(now_ms())),
+            ],
+        );
+    }
+}
+
+pub fn event_received<A: Adapter>(ctx: &Ctx, s: &SocketRef<A>, event: &str, data: &Option<Value>) {
+    if let Some(admin) = dev(ctx) {
+        let mut args = vec![json!(event)];
+        args.extend(data.clone());
+        admin.send(
+            "event_received",
+            vec![
+                json!(s.ns()),
+                json!(s.id.to_string()),
+                Value::Array(args),
                 Value::String(iso_date(now_ms())),
             ],
         );

@@ -246,6 +246,7 @@ pub(crate) async fn dispatch<A: Adapter>(
     incoming: Incoming<A>,
 ) {
     let Incoming { event, data, ack } = incoming;
+    admin::event_received(&session.ctx, socket, &event, &data);
     crate::metrics::event_in(&event);
     match event.as_str() {
         "room:join" => rooms::join(session, socket, data, ack, rooms::Dialect::Room).await,
