@@ -403,6 +403,8 @@ pub enum ConfigError {
     AdminCredentials,
     #[error("--admin-password-hash is not a bcrypt hash ($2b$10$...)")]
     AdminHash,
+    #[error("--namespace /admin is the Admin UI's namespace with --admin-ui")]
+    AdminNamespace,
     #[error("--admin-ui-dir {0}: not a directory with an index.html")]
     AdminUiDir(String),
 }
@@ -501,6 +503,9 @@ impl Config {
                 }
                 (None, None) if self.dev_mode() => {}
                 _ => return Err(ConfigError::AdminCredentials),
+            }
+            if self.namespaces.iter().any(|ns| ns == "/admin") {
+                return Err(ConfigError::AdminNamespace);
             }
             if let Some(dir) = &self.admin_ui_dir
                 && !dir.join("index.html").is_file()

@@ -9,7 +9,7 @@ import { spawnSync } from "node:child_process";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { io } from "socket.io-client";
-import { BIN, SECRET, startServer, token, next, none } from "./server.mjs";
+import { BIN, SECRET, startServer, token, next, none, freePort, tempDb } from "./server.mjs";
 
 const require = createRequire(import.meta.url);
 const bcrypt = require("bcryptjs");
@@ -210,5 +210,89 @@ describe("Admin UI off and misconfigured", () => {
     });
     assert.equal(r.status, 2);
     assert.match(r.stderr, /bcrypt/);
+  });
+});
+
+describe("Admin UI modes", () => {
+  it("--admin-ui-mode production: config without ALL_EVENTS, no all_sockets, no lifecycle events, stats", async () => {
+    const server = await startServer(undefined, undefined, [...ADMIN_ARGS, "--admin-ui-mode", "production"]);
+    const open = [];
+    try {
+      const a = io(`${server.url}/admin`, { auth: { username: "admin", password: PASSWORD }, reconnection: false });
+      open.push(a);
+      const noList = none(a, "all_sockets", 1500);
+      const config = await next(a, "config");
+      assert.ok(!config.supportedFeatures.includes("ALL_EVENTS"));
+      assert.ok(config.supportedFeatures.includes("AGGREGATED_EVENTS"));
+      assert.ok("serverId" in (await next(a, "server_stats", 3000)));
+      const noEvent = none(a, "socket_connected", 1000);
+      const bob = io(server.url, { auth: { token: token("bob") }, reconnection: false });
+      open.push(bob);
+      await next(bob, "connect");
+      await noEvent;
+      await noList;
+    } finally {
+      open.forEach((s) => s.close());
+      await server.stop();
+    }
+  });
+
+  it("dev mode (no JWT key) allows --admin-ui without credentials", async () => {
+    const port = await freePort();
+    const env = { ...process.env, RUST_LOG: "warn" };
+    for (const k of ["SWITCHBOARD_JWT_SECRET", "SWITCHBOARD_JWT_PUBLIC_KEY", "SWITCHBOARD_LISTEN", "SWITCHBOARD_ADMIN_USERNAME", "SWITCHBOARD_ADMIN_PASSWORD_HASH"]) delete env[k];
+    const child = (await import("node:child_process")).spawn(
+      BIN,
+      ["--listen", `127.0.0.1:${port}`, "--database-url", "memory", "--admin-ui"],
+      { env, stdio: ["ignore", "ignore", "inherit"] },
+    );
+    try {
+      const url = `http://127.0.0.1:${port}`;
+      for (let i = 0; ; i++) {
+        try {
+          if ((await fetch(`${url}/healthz`)).ok) break;
+        } catch {}
+        assert.ok(i < 200, "dev server did not start");
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const a = io(`${url}/admin`, { reconnection: false });
+      const config = await next(a, "config");
+      assert.ok(config.supportedFeatures.includes("ALL_EVENTS"));
+      a.close();
+    } finally {
+      child.kill("SIGTERM");
+    }
+  });
+});
+
+// Two nodes through Redis (SWITCHBOARD_TEST_REDIS=host:port, as the emitter
+// test): an admin on node 0 gets the server_stats of both nodes and the
+// socket_connected of a socket on node 1.
+const REDIS = process.env.SWITCHBOARD_TEST_REDIS;
+describe("Admin UI on two nodes", { skip: REDIS ? false : process.env.CI ? false : "set SWITCHBOARD_TEST_REDIS (host:port)" }, () => {
+  it("every node reports its stats; lifecycle events of every node reach the UI", async () => {
+    assert.ok(REDIS, "CI=true, but SWITCHBOARD_TEST_REDIS is not set");
+    const redisUrl = /^rediss?:\/\//.test(REDIS) ? REDIS : `redis://${REDIS}`;
+    const extra = [...ADMIN_ARGS, "--redis-url", redisUrl, "--redis-prefix", `admin-test-${process.pid}-${Date.now()}`];
+    const nodes = [await startServer(undefined, tempDb(), extra), await startServer(undefined, tempDb(), extra)];
+    const open = [];
+    try {
+      const a = io(`${nodes[0].url}/admin`, { auth: { username: "admin", password: PASSWORD }, reconnection: false });
+      open.push(a);
+      await next(a, "config");
+      const ids = new Set();
+      const deadline = Date.now() + 8000;
+      while (ids.size < 2 && Date.now() < deadline) ids.add((await next(a, "server_stats", 5000)).serverId);
+      assert.equal(ids.size, 2, `server ids seen: ${[...ids]}`);
+
+      const seen = new Promise((resolve) => a.once("socket_connected", (s) => resolve(s)));
+      const bob = io(nodes[1].url, { auth: { token: token("bob") }, reconnection: false });
+      open.push(bob);
+      const [s] = await Promise.all([seen, next(bob, "connect")]);
+      assert.equal(s.id, bob.id);
+    } finally {
+      open.forEach((s) => s.close());
+      await Promise.all(nodes.map((n) => n.stop()));
+    }
   });
 });
