@@ -77,6 +77,7 @@ describe("Admin UI protocol (/admin)", () => {
     assert.equal(b.data.userId, "bob");
     assert.equal(typeof b.handshake.headers, "object");
     assert.equal(b.handshake.headers.authorization, undefined);
+    assert.equal(b.handshake.query.token, undefined);
     const c = all.find((s) => s.id === acme.id);
     assert.equal(c?.nsp, "/acme");
     assert.ok(!all.some((s) => s.nsp === "/admin"), "the admin sockets are not listed");

@@ -331,7 +331,10 @@ pub fn serialize<A: Adapter>(s: &SocketRef<A>) -> Value {
     let headers: serde_json::Map<String, Value> = parts
         .headers
         .iter()
-        .filter(|(k, _)| *k != axum::http::header::AUTHORIZATION)
+        // Credentials stay on the server.
+        .filter(|(k, _)| {
+            *k != axum::http::header::AUTHORIZATION && *k != axum::http::header::COOKIE
+        })
         .map(|(k, v)| {
             (
                 k.as_str().to_string(),
