@@ -609,24 +609,16 @@ fn machine_cpu_secs() -> f64 {
     busy / 100.0
 }
 
-fn sh(cmd: &str) -> String {
-    std::process::Command::new("sh")
-        .args(["-c", cmd])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
-}
-
 /// Where the figures were taken, as the other results record it.
 fn machine() -> Value {
     json!({
         "scenario": "machine",
-        "date": sh("date -u +%Y-%m-%d"),
-        "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
-        "cores": sh("nproc --all"),
-        "memory": sh("grep MemTotal /proc/meminfo | awk '{print $2\" kB\"}'"),
-        "kernel": sh("uname -r"),
-        "rustc": sh("rustc --version"),
+        "date": common::sh("date -u +%Y-%m-%d"),
+        "cpu": common::sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
+        "cores": common::sh("nproc --all"),
+        "memory": common::sh("grep MemTotal /proc/meminfo | awk '{print $2\" kB\"}'"),
+        "kernel": common::sh("uname -r"),
+        "rustc": common::sh("rustc --version"),
         "switchboard": env!("CARGO_PKG_VERSION"),
     })
 }

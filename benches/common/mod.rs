@@ -195,3 +195,12 @@ pub fn fsync_probe(dir: &std::path::Path, run: std::time::Duration) -> String {
         h.max() as f64 / 1000.0
     )
 }
+
+/// The trimmed output of a shell command (empty if it fails).
+pub fn sh(cmd: &str) -> String {
+    std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}

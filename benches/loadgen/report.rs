@@ -6,6 +6,7 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
+use crate::common::sh;
 use crate::servers::{Kind, Server, self_cpu_secs};
 
 /// Latency in microseconds, 1 µs .. 120 s, 3 significant digits.
@@ -106,14 +107,6 @@ impl Results {
         std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap() + "\n").unwrap();
         println!("wrote {path}");
     }
-}
-
-fn sh(cmd: &str) -> String {
-    std::process::Command::new("sh")
-        .args(["-c", cmd])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
 }
 
 pub fn today() -> String {

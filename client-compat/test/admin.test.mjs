@@ -50,6 +50,25 @@ describe("Admin UI protocol (/admin)", () => {
     }
   });
 
+  it("a flood of wrong passwords is checked a few at a time: threads stay bounded, health answers", async () => {
+    const { readFileSync } = await import("node:fs");
+    const threads = () => Number(/Threads:\s+(\d+)/.exec(readFileSync(`/proc/${server.child.pid}/status`, "utf8"))[1]);
+    const before = threads();
+    const flood = Array.from({ length: 60 }, () => next(admin({ username: "admin", password: "guess" }), "connect_error", 30000));
+    let most = before;
+    const watch = setInterval(() => (most = Math.max(most, threads())), 20);
+    await new Promise((r) => setTimeout(r, 200));
+    const t0 = Date.now();
+    assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
+    const healthMs = Date.now() - t0;
+    const errors = await Promise.all(flood);
+    clearInterval(watch);
+    assert.ok(errors.every((e) => e.message === "invalid credentials"));
+    // Without the bound every check took a blocking thread of its own (60+).
+    assert.ok(most - before <= 8, `threads grew from ${before} to ${most}`);
+    assert.ok(healthMs < 1000, `healthz took ${healthMs} ms during the flood`);
+  });
+
   it("the JWT is not what opens /admin, and the admin password opens no chat namespace", async () => {
     const err = await next(admin({ token: token("alice") }), "connect_error");
     assert.equal(err.message, "invalid credentials");

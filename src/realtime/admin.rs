@@ -43,6 +43,13 @@ use crate::config::{AdminUiMode, Config};
 /// The namespace the UI connects to.
 pub const NAMESPACE: &str = "/admin";
 
+/// Lifecycle events waiting for the `/admin` namespace.
+const EVENTS_WAITING: usize = 4096;
+/// Password checks at once.
+const PASSWORD_CHECKS: usize = 2;
+/// Login sessions remembered (`auth: { sessionId }`).
+const MAX_SESSIONS: usize = 1024;
+
 /// The Admin UI state of the server.
 pub struct Admin {
     username: Option<String>,
@@ -52,8 +59,14 @@ pub struct Admin {
     server_id: String,
     hostname: String,
     started: Instant,
-    /// Lifecycle events, sent in order by one task to the `/admin` namespace.
-    events: std::sync::OnceLock<mpsc::UnboundedSender<(&'static str, Args)>>,
+    /// Lifecycle events, sent in order by one task to the `/admin` namespace
+    /// (at most [`EVENTS_WAITING`] waiting: they only inform the UI, so more
+    /// are dropped, and counted, rather than held when delivery stalls).
+    events: std::sync::OnceLock<mpsc::Sender<(&'static str, Args)>>,
+    /// Password checks running at once: bcrypt costs tens of milliseconds of
+    /// CPU each on purpose, so a flood of logins waits instead of taking
+    /// every blocking thread.
+    checks: tokio::sync::Semaphore,
 }
 
 impl Admin {
@@ -81,12 +94,15 @@ impl Admin {
             hostname,
             started: Instant::now(),
             events: Default::default(),
+            checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS),
         }))
     }
 
     fn send(&self, event: &'static str, args: Vec<Value>) {
-        if let Some(tx) = self.events.get() {
-            let _ = tx.send((event, Args(args)));
+        if let Some(tx) = self.events.get()
+            && tx.try_send((event, Args(args))).is_err()
+        {
+            crate::metrics::limit_hit("admin_events_waiting");
         }
     }
 }
@@ -137,7 +153,7 @@ struct NewSession(String);
 
 /// Starts the event and stats tasks; call once after registering `/admin`.
 pub fn start<A: Adapter>(io: &SocketIo<A>, admin: &Arc<Admin>, ctx: &Arc<Ctx>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<(&'static str, Args)>();
+    let (tx, mut rx) = mpsc::channel::<(&'static str, Args)>(EVENTS_WAITING);
     if admin.events.set(tx).is_err() {
         return;
     }
@@ -192,7 +208,11 @@ pub async fn authenticate<A: Adapter>(
         tracing::info!(ns = NAMESPACE, "admin login refused");
         return Err(InvalidCredentials);
     }
-    // bcrypt takes tens of milliseconds on purpose: not on the runtime.
+    // bcrypt takes tens of milliseconds on purpose: not on the runtime, and
+    // a few at a time.
+    let Ok(_permit) = admin.checks.acquire().await else {
+        return Err(InvalidCredentials);
+    };
     let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
         .await
         .ok()
@@ -203,7 +223,14 @@ pub async fn authenticate<A: Adapter>(
         return Err(InvalidCredentials);
     }
     let id = random_id();
-    admin.sessions.lock().unwrap().insert(id.clone());
+    {
+        // Bounded: past the cap, earlier sessions end (their UIs log in again).
+        let mut sessions = admin.sessions.lock().unwrap();
+        if sessions.len() >= MAX_SESSIONS {
+            sessions.clear();
+        }
+        sessions.insert(id.clone());
+    }
     s.extensions.insert(NewSession(id));
     tracing::info!(ns = NAMESPACE, sid = %s.id, "admin logged in");
     Ok(())
