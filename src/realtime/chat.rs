@@ -280,7 +280,7 @@ fn history_query<A: Adapter>(
 }
 
 /// `ping { ts }` -> `pong { ts, serverTs }` to this socket.
-pub fn ping<A: Adapter>(
+pub async fn ping<A: Adapter>(
     socket: &SocketRef<A>,
     data: Option<serde_json::Value>,
     ack: Option<Ack<A>>,
@@ -292,7 +292,7 @@ pub fn ping<A: Adapter>(
         .unwrap_or(serde_json::Value::Null);
     let pong = json!({ "ts": ts, "serverTs": crate::store::now_ms() });
     crate::metrics::event_out("pong");
-    if let Err(e) = socket.emit("pong", &pong) {
+    if let Err(e) = reply::emit_to_self(socket, "pong", &pong).await {
         tracing::debug!("pong not sent: {e}");
     }
     reply::ok(ack, &pong);

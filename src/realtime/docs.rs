@@ -114,7 +114,7 @@ pub async fn join<A: Adapter>(
     };
     let sync = json!({ "docId": doc_id, "content": snap.content, "version": snap.version });
     crate::metrics::event_out("doc:sync");
-    if let Err(e) = socket.emit("doc:sync", &sync) {
+    if let Err(e) = reply::emit_to_self(socket, "doc:sync", &sync).await {
         tracing::debug!("doc:sync not sent: {e}");
     }
     let mut body = sync;

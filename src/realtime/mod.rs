@@ -259,7 +259,7 @@ pub(crate) async fn dispatch<A: Adapter>(
         "chat:history" => chat::history(session, socket.ns(), data, ack).await,
         "typing:start" => typing::start(session, socket, data, ack).await,
         "typing:stop" => typing::stop(session, socket, data, ack).await,
-        "ping" => chat::ping(socket, data, ack),
+        "ping" => chat::ping(socket, data, ack).await,
         "auth:refresh" => refresh::refresh(session, socket, data, ack).await,
         "doc:join" => docs::join(session, socket, data, ack).await,
         "doc:operation" => docs::operation(session, socket, data, ack).await,

@@ -80,6 +80,31 @@ impl<A: Adapter> Ack<A> {
     }
 }
 
+/// Emits `event` to this socket alone, from an event handler.
+///
+/// socketioxide writes CONNECT before it marks the socket connected, and a
+/// client that emits the moment CONNECT arrives (socket.io-client sends its
+/// buffered emits then) can have that event handled in between: `emit`
+/// refuses with `Closed` in that window while the ack, sent another way, goes
+/// out. So wait for the flag, briefly; a socket that really is gone fails
+/// after the wait as before.
+pub async fn emit_to_self<A: Adapter, T: Serialize + ?Sized>(
+    socket: &SocketRef<A>,
+    event: &str,
+    data: &T,
+) -> Result<(), SendError> {
+    for _ in 0..CONNECT_SETTLE_TRIES {
+        if socket.connected() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    socket.emit(event, data)
+}
+
+/// How many 1 ms waits `emit_to_self` gives the connect task to finish.
+const CONNECT_SETTLE_TRIES: u32 = 100;
+
 /// Sends `data` as the ack, if the client asked for one.
 pub fn ok<A: Adapter, T: Serialize + ?Sized>(ack: Option<Ack<A>>, data: &T) {
     send(ack, data, "success");
