@@ -4,7 +4,7 @@
 //!
 //!   cargo bench --bench loadgen -- <scenario> [--servers switchboard,node,floor] [--quick]
 //!
-//! Scenarios: idle, fanout, ack, connect, chat, scale, all. Each prints one
+//! Scenarios: idle, fanout, ack, connect, chat, scale, instructions, all. Each prints one
 //! JSON line per measurement and a ratio line, and writes
 //! benches/results/<scenario>.json when it ran in full (all its servers,
 //! default sizes, release build). The generator is a current-thread runtime
@@ -21,6 +21,7 @@ mod connect;
 mod fanout;
 mod floor;
 mod idle;
+mod instructions;
 mod report;
 mod scale;
 mod servers;
@@ -30,7 +31,7 @@ use std::time::Duration;
 use report::Results;
 use servers::Kind;
 
-const USAGE: &str = "usage: loadgen <idle|fanout|ack|connect|chat|scale|all> [--servers a,b] [--sizes n,n] [--quick]";
+const USAGE: &str = "usage: loadgen <idle|fanout|ack|connect|chat|scale|instructions|all> [--servers a,b] [--sizes n,n] [--quick]";
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -77,7 +78,15 @@ fn main() {
         .unwrap();
     let local = tokio::task::LocalSet::new();
     let scenarios: Vec<&str> = if scenario == "all" {
-        vec!["idle", "fanout", "ack", "connect", "chat", "scale"]
+        vec![
+            "idle",
+            "fanout",
+            "ack",
+            "connect",
+            "chat",
+            "scale",
+            "instructions",
+        ]
     } else {
         vec![scenario.as_str()]
     };
@@ -180,6 +189,16 @@ async fn run(
                 sampled_per_node: 200,
             };
             scale::run(&opts, &mut r).await;
+            r.save();
+        }
+        "instructions" => {
+            let mut r = Results::new("instructions", complete);
+            let opts = instructions::Opts {
+                connections: 100,
+                warmup: 2_000,
+                acks: if quick { 5_000 } else { 20_000 },
+            };
+            instructions::run(kinds, &opts, &mut r).await;
             r.save();
         }
         other => {

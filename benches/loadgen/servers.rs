@@ -58,14 +58,10 @@ impl Server {
     }
 
     pub fn start_on(kind: Kind, args: &[&str], cpus: Option<&str>) -> Server {
-        let (mut cmd, from_stdout) = match kind {
+        let (cmd, from_stdout) = match kind {
             Kind::Switchboard => {
                 let mut c = pinned(cpus, env!("CARGO_BIN_EXE_switchboard"));
-                c.args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
-                    .args(["--api-key", API_KEY])
-                    .args(UNLIMITED)
-                    .args(args)
-                    .env("RUST_LOG", "warn,switchboard=info");
+                switchboard_args(&mut c, args);
                 (c, false)
             }
             Kind::Node => {
@@ -87,6 +83,12 @@ impl Server {
                 (c, true)
             }
         };
+        Self::spawn(kind, cmd, from_stdout)
+    }
+
+    /// Starts `cmd` (a server of `kind`, perhaps under a wrapper such as
+    /// valgrind) and waits for its "listening on" line.
+    pub fn spawn(kind: Kind, mut cmd: Command, from_stdout: bool) -> Server {
         let mut child = if from_stdout {
             cmd.stdout(Stdio::piped()).stderr(Stdio::inherit())
         } else {
@@ -137,6 +139,15 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The arguments every switchboard under test gets, then `args`.
+pub fn switchboard_args(c: &mut Command, args: &[&str]) {
+    c.args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
+        .args(["--api-key", API_KEY])
+        .args(UNLIMITED)
+        .args(args)
+        .env("RUST_LOG", "warn,switchboard=info");
 }
 
 pub fn free_port() -> u16 {
