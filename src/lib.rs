@@ -18,6 +18,7 @@ pub mod feeds;
 pub mod guarded_io;
 pub mod http;
 pub mod hub;
+pub mod keys;
 pub mod metrics;
 pub mod ot;
 pub mod presence;

@@ -26,6 +26,40 @@ pub fn init() -> Option<PrometheusHandle> {
                 .ok()
         })
         .clone()
+        .inspect(|_| {
+            HOT.get_or_init(Hot::new);
+        })
+}
+
+/// Handles of the counters bumped for every event, made once the recorder is
+/// installed. Looking a counter up by name and labels on each event cost
+/// more than the rest of the counting (a registry lookup with hashing);
+/// before `init` (unit tests) the helpers look up as before.
+struct Hot {
+    /// One per `CLIENT_EVENTS` entry, then "other".
+    events_in: Vec<metrics::Counter>,
+    /// One per `SERVER_EVENTS` entry.
+    events_out: Vec<metrics::Counter>,
+    acks_success: metrics::Counter,
+}
+
+static HOT: OnceLock<Hot> = OnceLock::new();
+
+impl Hot {
+    fn new() -> Hot {
+        Hot {
+            events_in: CLIENT_EVENTS
+                .iter()
+                .chain(&["other"])
+                .map(|&name| metrics::counter!("switchboard_events_in_total", "event" => name))
+                .collect(),
+            events_out: SERVER_EVENTS
+                .iter()
+                .map(|&name| metrics::counter!("switchboard_events_out_total", "event" => name))
+                .collect(),
+            acks_success: metrics::counter!("switchboard_acks_total", "outcome" => "success"),
+        }
+    }
 }
 
 const CLIENT_EVENTS: &[&str] = &[
@@ -48,11 +82,11 @@ const CLIENT_EVENTS: &[&str] = &[
 ];
 
 pub fn event_in(event: &str) {
-    let name = CLIENT_EVENTS
-        .iter()
-        .find(|e| **e == event)
-        .copied()
-        .unwrap_or("other");
+    let i = CLIENT_EVENTS.iter().position(|e| *e == event);
+    if let Some(hot) = HOT.get() {
+        return hot.events_in[i.unwrap_or(CLIENT_EVENTS.len())].increment(1);
+    }
+    let name = i.map_or("other", |i| CLIENT_EVENTS[i]);
     metrics::counter!("switchboard_events_in_total", "event" => name).increment(1);
 }
 
@@ -79,10 +113,12 @@ pub fn emitter_dropped(kind: &'static str) {
 /// An event sent out. The server's own names cost no allocation (this runs
 /// per message); names chosen by backends are kept if at most 64 characters.
 pub fn event_out(event: &str) {
-    match SERVER_EVENTS.iter().find(|e| **e == event) {
-        Some(name) => {
-            metrics::counter!("switchboard_events_out_total", "event" => *name).increment(1)
-        }
+    match SERVER_EVENTS.iter().position(|e| *e == event) {
+        Some(i) => match HOT.get() {
+            Some(hot) => hot.events_out[i].increment(1),
+            None => metrics::counter!("switchboard_events_out_total", "event" => SERVER_EVENTS[i])
+                .increment(1),
+        },
         None => {
             let name = if event.len() <= 64 { event } else { "other" };
             metrics::counter!("switchboard_events_out_total", "event" => name.to_string())
@@ -94,7 +130,10 @@ pub fn event_out(event: &str) {
 /// Success acks written to a guarded websocket (counted there, once written,
 /// so that one dropped with its connection is not counted).
 pub fn acks_written(n: u64) {
-    metrics::counter!("switchboard_acks_total", "outcome" => "success").increment(n);
+    match HOT.get() {
+        Some(hot) => hot.acks_success.increment(n),
+        None => metrics::counter!("switchboard_acks_total", "outcome" => "success").increment(n),
+    }
 }
 
 /// An ack sent to a client: "success" or the error code.

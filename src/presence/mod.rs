@@ -8,6 +8,8 @@ use std::collections::{HashMap, HashSet};
 use dashmap::DashMap;
 use serde::Serialize;
 
+use crate::keys::Pair;
+
 /// A room member as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -90,7 +92,7 @@ impl Presence {
     /// Whether socket `sid` is recorded in the room.
     pub fn contains(&self, ns: &str, room: &str, user_id: &str, sid: &str) -> bool {
         self.rooms
-            .get(&(ns.to_string(), room.to_string()))
+            .get(&(ns, room) as &dyn Pair)
             .and_then(|users| users.get(user_id).map(|e| e.sockets.contains(sid)))
             .unwrap_or(false)
     }

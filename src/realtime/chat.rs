@@ -126,6 +126,15 @@ pub async fn send<A: Adapter>(
     );
 }
 
+/// The ack of a stored message: `{ success, messageId, seq }`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SendAck {
+    success: bool,
+    message_id: String,
+    seq: u64,
+}
+
 /// Appends `msg` to the store now (fixing its place in the conversation),
 /// then, in a task, once it is durable and every earlier write of this socket
 /// is done: runs `deliver` for a new message and acks `{ success, messageId, seq }`.
@@ -144,15 +153,19 @@ pub fn store_then<A, F, Fut>(
     let (prev, done) = session.chain();
     let session = session.clone();
     let socket = socket.clone();
-    tokio::spawn(async move {
+    super::tasks::run_or_spawn(async move {
         let stored = pending.await;
         if let Some(prev) = prev {
             let _ = prev.await;
         }
         match stored {
             Ok(stored) => {
-                let m = stored.message().clone();
-                let ack_body = json!({ "success": true, "messageId": m.id, "seq": m.seq });
+                let m = stored.message();
+                let ack_body = SendAck {
+                    success: true,
+                    message_id: m.id.clone(),
+                    seq: m.seq,
+                };
                 if let Appended::New(m) = stored {
                     deliver(session, socket, m).await;
                 }
@@ -182,11 +195,10 @@ fn prepare<A: Adapter>(
     let content = check_content(body, session.ctx.config.max_message_chars)?;
     let client_msg_id = check_client_msg_id(p.client_msg_id)?;
     let id = &session.identity;
-    let sid = socket.id.to_string();
     if !session
         .ctx
         .presence
-        .contains(socket.ns(), &p.room_id, &id.user_id, &sid)
+        .contains(socket.ns(), &p.room_id, &id.user_id, socket.id.as_str())
     {
         return Err(Refusal::new(
             Code::NotInRoom,

@@ -14,6 +14,7 @@ pub mod reply;
 pub mod rooms;
 pub mod session;
 pub mod slow;
+pub mod tasks;
 pub mod typing;
 
 use std::sync::Arc;
@@ -30,7 +31,7 @@ use crate::config::Config;
 use crate::presence::Presence;
 use crate::store::MessageStore;
 use reply::Code;
-use session::{Enqueued, Incoming, Job, Session};
+use session::{Incoming, Job, QueueEvents, Session};
 use typing::Typing;
 
 /// Everything the handlers share.
@@ -176,7 +177,7 @@ fn admit<A: Adapter>(
         .expiry
         .set(ctx.expiries.track(exp, Arc::new(target)));
     s.extensions.insert(session);
-    s.on_fallback(async |_: Enqueued| {});
+    s.on_fallback(QueueEvents);
     s.on_disconnect(disconnected::<A>);
     crate::metrics::connection_opened(s.ns());
     admin::socket_connected(ctx, s);

@@ -1,12 +1,13 @@
 //! Per-socket state and the serial queue that keeps one socket's events in
 //! the order it sent them.
 //!
-//! socketioxide spawns a task per incoming event, so two events from one
-//! socket can run out of order. Extractors, however, run synchronously on the
-//! socket's read path, before that spawn. [`Enqueued`] is such an extractor: it
-//! appends the event to the socket's queue right there, and one worker task
-//! (started on demand, gone when the queue is empty) handles the queue in order.
-//! An idle socket therefore costs no task.
+//! socketioxide runs closure handlers in a task per incoming event, so two
+//! events from one socket could run out of order. [`QueueEvents`] is instead
+//! called synchronously on the socket's read path: it appends the event to
+//! the socket's queue right there, and one worker (started on demand, gone
+//! when the queue is empty) handles the queue in order. The worker runs in
+//! place while its events need no waiting and becomes a task only when one
+//! does (`tasks::run_or_spawn`). An idle socket therefore costs no task.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -14,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
-use socketioxide::handler::{FromMessage, FromMessageParts, Value};
+use socketioxide::handler::{FromMessageParts, MessageHandler, Value};
 use socketioxide::socket::Socket;
 use tokio::sync::oneshot;
 
@@ -146,7 +147,7 @@ impl<A: Adapter> Session<A> {
         if start {
             let session = self.clone();
             let span = self.span.clone();
-            tokio::spawn(tracing::Instrument::instrument(
+            super::tasks::run_or_spawn(tracing::Instrument::instrument(
                 async move { session.drain(socket).await },
                 span,
             ));
@@ -177,37 +178,38 @@ impl<A: Adapter> Session<A> {
     }
 }
 
-/// The extractor that queues the event (see the module doc). The handler it
-/// feeds does nothing else.
-pub struct Enqueued;
+/// The fallback handler, called for every event on the socket's read path:
+/// queues the event (see the module doc). socketioxide would spawn a task
+/// per event for a closure handler, even one that does nothing; this spawns
+/// nothing.
+#[derive(Clone, Copy)]
+pub struct QueueEvents;
 
-/// Why an event could not be queued (the handler then does not run).
-#[derive(Debug, thiserror::Error)]
-pub enum NotQueued {
-    #[error("socket has no session")]
-    NoSession,
-    #[error("unreadable event name")]
-    BadEvent,
-}
-
-impl<A: Adapter> FromMessage<A> for Enqueued {
-    type Error = NotQueued;
-
-    fn from_message(
-        s: Arc<Socket<A>>,
-        mut v: Value,
-        ack_id: Option<i64>,
-    ) -> Result<Self, NotQueued> {
-        let session = s
-            .extensions
-            .get::<Arc<Session<A>>>()
-            .ok_or(NotQueued::NoSession)?;
-        let event = match Event::from_message_parts(&s, &mut v, &ack_id) {
-            Ok(Event(e)) => e,
-            Err(_) => return Err(NotQueued::BadEvent),
+impl<A: Adapter> MessageHandler<A, QueueEvents> for QueueEvents {
+    fn call(&self, s: Arc<Socket<A>>, mut v: Value, ack_id: Option<i64>) {
+        let Some(session) = s.extensions.get::<Arc<Session<A>>>() else {
+            tracing::debug!("event on a socket without a session");
+            return;
         };
-        let Ok::<_, Infallible>(TryData(data)) =
-            TryData::<serde_json::Value>::from_message_parts(&s, &mut v, &ack_id);
+        // A JSON event without binary attachments is read in one pass; the
+        // extractors below read the text twice and build an error on the
+        // way each time (socketioxide's `FirstElement`).
+        let parsed = match &v {
+            Value::Str(text, None) => read_event(text),
+            _ => None,
+        };
+        let (event, data) = match parsed {
+            Some(p) => p,
+            None => {
+                let Ok(Event(event)) = Event::from_message_parts(&s, &mut v, &ack_id) else {
+                    tracing::debug!("unreadable event name");
+                    return;
+                };
+                let Ok::<_, Infallible>(TryData(data)) =
+                    TryData::<serde_json::Value>::from_message_parts(&s, &mut v, &ack_id);
+                (event, data.ok())
+            }
+        };
         let Ok::<_, Infallible>(socket) = SocketRef::from_message_parts(&s, &mut v, &ack_id);
         let ack = match ack_id {
             Some(id) => {
@@ -226,13 +228,9 @@ impl<A: Adapter> FromMessage<A> for Enqueued {
                 );
             }
             session.rate_refused(&socket);
-            return Ok(Enqueued);
+            return;
         }
-        let job = Job::Event(Incoming {
-            event,
-            data: data.ok(),
-            ack,
-        });
+        let job = Job::Event(Incoming { event, data, ack });
         if let Err(Job::Event(refused)) = session.push(socket, job) {
             tracing::debug!(event = refused.event, "socket queue full");
             super::reply::error(
@@ -241,6 +239,56 @@ impl<A: Adapter> FromMessage<A> for Enqueued {
                 "too many events waiting",
             );
         }
-        Ok(Enqueued)
+    }
+}
+
+/// `["name", first, ...rest]` -> (name, first argument); the rest is checked
+/// to be JSON and skipped. `None` when the text is not such an array.
+fn read_event(text: &str) -> Option<(String, Option<serde_json::Value>)> {
+    use serde::de::{Deserializer as _, Error, IgnoredAny, SeqAccess, Visitor};
+    struct Args;
+    impl<'de> Visitor<'de> for Args {
+        type Value = (String, Option<serde_json::Value>);
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an event array")
+        }
+        fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Self::Value, S::Error> {
+            let Some(name) = seq.next_element::<String>()? else {
+                return Err(S::Error::custom("no event name"));
+            };
+            let data = seq.next_element::<serde_json::Value>()?;
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok((name, data))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let args = (&mut de).deserialize_seq(Args).ok()?;
+    de.end().ok()?;
+    Some(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_event;
+    use serde_json::json;
+
+    #[test]
+    fn reads_the_name_and_the_first_argument() {
+        assert_eq!(
+            read_event(r#"["chat:send",{"roomId":"a"},2,[3]]"#),
+            Some(("chat:send".into(), Some(json!({ "roomId": "a" }))))
+        );
+        assert_eq!(read_event(r#"["ping"]"#), Some(("ping".into(), None)));
+        assert_eq!(
+            read_event(r#"["x",null]"#),
+            Some(("x".into(), Some(json!(null))))
+        );
+        assert_eq!(
+            read_event(r#"["éé",1]"#),
+            Some(("éé".into(), Some(json!(1))))
+        );
+        for bad in ["[]", "[1]", "{}", r#""x""#, r#"["x",1"#, r#"["x"] 1"#, ""] {
+            assert_eq!(read_event(bad), None, "{bad}");
+        }
     }
 }

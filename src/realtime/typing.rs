@@ -16,6 +16,7 @@ use super::broadcast::broadcast;
 use super::reply::{self, Ack, Code};
 use super::rooms::others;
 use super::session::Session;
+use crate::keys::Triple;
 
 pub const TYPING_TTL: Duration = Duration::from_secs(6);
 
@@ -36,8 +37,8 @@ impl Typing {
     }
 
     /// True when the user was typing (broadcast the stop).
-    fn stop(&self, key: &Key) -> bool {
-        self.deadlines.remove(key).is_some()
+    fn stop(&self, key: &(&str, &str, &str)) -> bool {
+        self.deadlines.remove(key as &dyn Triple).is_some()
     }
 }
 
@@ -135,7 +136,8 @@ pub async fn stop<A: Adapter>(
 
 /// Ends the user's indicator in the room, telling the others if it was on.
 pub async fn stop_user<A: Adapter>(session: &Session<A>, socket: &SocketRef<A>, room_id: &str) {
-    if session.ctx.typing.stop(&key(session, socket, room_id)) {
+    let key = (socket.ns(), room_id, session.identity.user_id.as_str());
+    if session.ctx.typing.stop(&key) {
         let payload = json!({ "userId": session.identity.user_id, "roomId": room_id });
         let others = others(session, socket, room_id);
         broadcast(others.volatile(), "typing:stopped", &payload).await;
