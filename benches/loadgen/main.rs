@@ -8,7 +8,9 @@
 //! JSON line per measurement and a ratio line, and writes
 //! benches/results/<scenario>.json when it ran in full (all its servers,
 //! default sizes, release build). The generator is a current-thread runtime
-//! pinned to CPU 1; servers are pinned to CPU 0.
+//! pinned to CPU 1; servers are pinned to CPU 0. `fanout`
+//! spreads its receivers over generator processes (`--generators N`, by
+//! default one per core the server does not have, at most 8).
 //!
 //! `loadgen hold <addr> <n> <secs>` only holds n idle connections to a server
 //! started by hand (for profiling it, e.g. under heaptrack).
@@ -30,7 +32,7 @@ use std::time::Duration;
 use report::Results;
 use servers::Kind;
 
-const USAGE: &str = "usage: loadgen <idle|fanout|ack|connect|chat|scale|all> [--servers a,b] [--sizes n,n] [--quick]";
+const USAGE: &str = "usage: loadgen <idle|fanout|ack|connect|chat|scale|all> [--servers a,b] [--sizes n,n] [--generators n] [--quick]";
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -40,6 +42,7 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("floor-server") => return floor::main(),
         Some("scale-worker") => return scale::worker(&args[1..]),
+        Some("fanout-worker") => return fanout::worker(&args[1..]),
         Some("hold") => return idle::hold_main(&args[1..]),
         _ => {}
     }
@@ -69,7 +72,15 @@ fn main() {
                 .map(|n| n.parse().expect("--sizes n,n"))
                 .collect()
         });
-    let complete = servers_arg.is_none() && sizes_arg.is_none() && !quick;
+    let generators: Option<usize> = args
+        .iter()
+        .position(|a| a == "--generators")
+        .and_then(|i| args.get(i + 1))
+        .map(|n| n.parse().expect("--generators n"));
+    let complete = servers_arg.is_none() && sizes_arg.is_none() && generators.is_none() && !quick;
+    // Before pinning: afterwards this process sees one CPU.
+    let cpus = servers::usable_cpus();
+    eprintln!("usable cpus: {cpus:?}");
     servers::pin_self();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -83,7 +94,8 @@ fn main() {
     };
     for s in scenarios {
         println!("\n== {s}");
-        local.block_on(&rt, run(s, &kinds, quick, sizes_arg.clone(), complete));
+        let sizes = sizes_arg.clone();
+        local.block_on(&rt, run(s, &kinds, quick, sizes, generators, complete));
     }
 }
 
@@ -92,6 +104,7 @@ async fn run(
     kinds: &[Kind],
     quick: bool,
     sizes: Option<Vec<usize>>,
+    generators: Option<usize>,
     complete: bool,
 ) {
     let step = Duration::from_secs(if quick { 3 } else { 8 });
@@ -158,6 +171,7 @@ async fn run(
                 step,
                 sampled: 100,
                 p99_limit_ms: vec![50.0, 250.0],
+                generators,
             };
             fanout::run(kinds, &opts, &mut r).await;
             r.save();
