@@ -4,12 +4,12 @@
 //!
 //!   cargo bench --bench loadgen -- <scenario> [--servers switchboard,node,floor] [--quick]
 //!
-//! Scenarios: idle, fanout, ack, connect, chat, scale, all. Each prints one
-//! JSON line per measurement and a ratio line, and writes
+//! Scenarios: idle, fanout, ack, connect, chat, scale, scaleup, all. Each
+//! prints one JSON line per measurement and a ratio line, and writes
 //! benches/results/<scenario>.json when it ran in full (all its servers,
 //! default sizes, release build). The generator is a current-thread runtime
-//! pinned to CPU 1; servers are pinned to CPU 0. `fanout`
-//! spreads its receivers over generator processes (`--generators N`, by
+//! pinned to CPU 1; servers are pinned to CPU 0. `fanout` and `scaleup`
+//! spread their receivers over generator processes (`--generators N`, by
 //! default one per core the server does not have, at most 8).
 //!
 //! `loadgen hold <addr> <n> <secs>` only holds n idle connections to a server
@@ -25,6 +25,7 @@ mod floor;
 mod idle;
 mod report;
 mod scale;
+mod scaleup;
 mod servers;
 
 use std::time::Duration;
@@ -32,7 +33,7 @@ use std::time::Duration;
 use report::Results;
 use servers::Kind;
 
-const USAGE: &str = "usage: loadgen <idle|fanout|ack|connect|chat|scale|all> [--servers a,b] [--sizes n,n] [--generators n] [--quick]";
+const USAGE: &str = "usage: loadgen <idle|fanout|ack|connect|chat|scale|scaleup|all> [--servers a,b] [--sizes n,n] [--generators n] [--quick]";
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -88,7 +89,9 @@ fn main() {
         .unwrap();
     let local = tokio::task::LocalSet::new();
     let scenarios: Vec<&str> = if scenario == "all" {
-        vec!["idle", "fanout", "ack", "connect", "chat", "scale"]
+        vec![
+            "idle", "fanout", "ack", "connect", "chat", "scale", "scaleup",
+        ]
     } else {
         vec![scenario.as_str()]
     };
@@ -174,6 +177,51 @@ async fn run(
                 generators,
             };
             fanout::run(kinds, &opts, &mut r).await;
+            r.save();
+        }
+        "scaleup" => {
+            // Figures from a bigger machine go to a file of their own.
+            let n = servers::usable_cpus().len();
+            let file = if n > 2 {
+                format!("scaleup-{n}core")
+            } else {
+                "scaleup".to_owned()
+            };
+            let mut r = Results::new("scaleup", complete).file(file);
+            let ack_rates: &[f64] = if quick {
+                &[1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 60.0]
+            } else {
+                &[
+                    1.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0, 17.5, 20.0, 22.5, 25.0, 27.5, 30.0, 35.0,
+                    40.0, 50.0, 60.0, 80.0, 100.0, 120.0, 150.0, 200.0,
+                ]
+            };
+            let deliveries: &[f64] = if quick {
+                &[2.5, 10.0, 50.0, 100.0, 200.0, 400.0]
+            } else {
+                &[
+                    2.5, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 150.0, 200.0, 250.0, 300.0, 400.0,
+                    500.0, 600.0, 800.0, 1000.0, 1200.0, 1600.0,
+                ]
+            };
+            let opts = scaleup::Opts {
+                cores: sizes.unwrap_or_else(|| vec![1, 2, 4, 8]),
+                ack: ack::Opts {
+                    connections: if quick { 1000 } else { 10_000 },
+                    rates: ack_rates.iter().map(|k| k * 1000.0).collect(),
+                    step,
+                    p99_limit_ms: 10.0,
+                },
+                fanout: fanout::Opts {
+                    rooms: vec![1000],
+                    deliveries: deliveries.iter().map(|k| k * 1000.0).collect(),
+                    step,
+                    sampled: 100,
+                    p99_limit_ms: vec![50.0],
+                    generators,
+                },
+            };
+            scaleup::run(kinds, &opts, &mut r).await;
             r.save();
         }
         "connect" => {
