@@ -4,11 +4,13 @@
 //!
 //!   cargo bench --bench loadgen -- <scenario> [--servers switchboard,node,floor] [--quick]
 //!
-//! Scenarios: idle, fanout, ack, connect, chat, scale, instructions, all. Each prints one
-//! JSON line per measurement and a ratio line, and writes
+//! Scenarios: idle, fanout, ack, connect, chat, scale, scaleup, instructions,
+//! all. Each prints one JSON line per measurement and a ratio line, and writes
 //! benches/results/<scenario>.json when it ran in full (all its servers,
 //! default sizes, release build). The generator is a current-thread runtime
-//! pinned to CPU 1; servers are pinned to CPU 0.
+//! pinned to CPU 1; servers are pinned to CPU 0. `fanout` and `scaleup`
+//! spread their receivers over generator processes (`--generators N`, by
+//! default one per core the server does not have, at most 8).
 //!
 //! `loadgen hold <addr> <n> <secs>` only holds n idle connections to a server
 //! started by hand (for profiling it, e.g. under heaptrack).
@@ -24,6 +26,7 @@ mod idle;
 mod instructions;
 mod report;
 mod scale;
+mod scaleup;
 mod servers;
 
 use std::time::Duration;
@@ -31,7 +34,7 @@ use std::time::Duration;
 use report::Results;
 use servers::Kind;
 
-const USAGE: &str = "usage: loadgen <idle|fanout|ack|connect|chat|scale|instructions|all> [--servers a,b] [--sizes n,n] [--quick]";
+const USAGE: &str = "usage: loadgen <idle|fanout|ack|connect|chat|scale|scaleup|instructions|all> [--servers a,b] [--sizes n,n] [--generators n] [--quick]";
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -41,6 +44,7 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("floor-server") => return floor::main(),
         Some("scale-worker") => return scale::worker(&args[1..]),
+        Some("fanout-worker") => return fanout::worker(&args[1..]),
         Some("hold") => return idle::hold_main(&args[1..]),
         _ => {}
     }
@@ -70,7 +74,15 @@ fn main() {
                 .map(|n| n.parse().expect("--sizes n,n"))
                 .collect()
         });
-    let complete = servers_arg.is_none() && sizes_arg.is_none() && !quick;
+    let generators: Option<usize> = args
+        .iter()
+        .position(|a| a == "--generators")
+        .and_then(|i| args.get(i + 1))
+        .map(|n| n.parse().expect("--generators n"));
+    let complete = servers_arg.is_none() && sizes_arg.is_none() && generators.is_none() && !quick;
+    // Before pinning: afterwards this process sees one CPU.
+    let cpus = servers::usable_cpus();
+    eprintln!("usable cpus: {cpus:?}");
     servers::pin_self();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -85,6 +97,7 @@ fn main() {
             "connect",
             "chat",
             "scale",
+            "scaleup",
             "instructions",
         ]
     } else {
@@ -92,7 +105,8 @@ fn main() {
     };
     for s in scenarios {
         println!("\n== {s}");
-        local.block_on(&rt, run(s, &kinds, quick, sizes_arg.clone(), complete));
+        let sizes = sizes_arg.clone();
+        local.block_on(&rt, run(s, &kinds, quick, sizes, generators, complete));
     }
 }
 
@@ -101,6 +115,7 @@ async fn run(
     kinds: &[Kind],
     quick: bool,
     sizes: Option<Vec<usize>>,
+    generators: Option<usize>,
     complete: bool,
 ) {
     let step = Duration::from_secs(if quick { 3 } else { 8 });
@@ -167,8 +182,54 @@ async fn run(
                 step,
                 sampled: 100,
                 p99_limit_ms: vec![50.0, 250.0],
+                generators,
             };
             fanout::run(kinds, &opts, &mut r).await;
+            r.save();
+        }
+        "scaleup" => {
+            // Figures from a bigger machine go to a file of their own.
+            let n = servers::usable_cpus().len();
+            let file = if n > 2 {
+                format!("scaleup-{n}core")
+            } else {
+                "scaleup".to_owned()
+            };
+            let mut r = Results::new("scaleup", complete).file(file);
+            let ack_rates: &[f64] = if quick {
+                &[1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 60.0]
+            } else {
+                &[
+                    1.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0, 17.5, 20.0, 22.5, 25.0, 27.5, 30.0, 35.0,
+                    40.0, 50.0, 60.0, 80.0, 100.0, 120.0, 150.0, 200.0,
+                ]
+            };
+            let deliveries: &[f64] = if quick {
+                &[2.5, 10.0, 50.0, 100.0, 200.0, 400.0]
+            } else {
+                &[
+                    2.5, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 150.0, 200.0, 250.0, 300.0, 400.0,
+                    500.0, 600.0, 800.0, 1000.0, 1200.0, 1600.0,
+                ]
+            };
+            let opts = scaleup::Opts {
+                cores: sizes.unwrap_or_else(|| vec![1, 2, 4, 8]),
+                ack: ack::Opts {
+                    connections: if quick { 1000 } else { 10_000 },
+                    rates: ack_rates.iter().map(|k| k * 1000.0).collect(),
+                    step,
+                    p99_limit_ms: 10.0,
+                },
+                fanout: fanout::Opts {
+                    rooms: vec![1000],
+                    deliveries: deliveries.iter().map(|k| k * 1000.0).collect(),
+                    step,
+                    sampled: 100,
+                    p99_limit_ms: vec![50.0],
+                    generators,
+                },
+            };
+            scaleup::run(kinds, &opts, &mut r).await;
             r.save();
         }
         "connect" => {

@@ -60,6 +60,10 @@ pub const GENERATOR_CPU_LIMIT: f64 = 0.8;
 /// the run was partial (a subset of servers or sizes) or a debug build.
 pub struct Results {
     scenario: &'static str,
+    /// The file's name without `.json`: the scenario's name unless set.
+    file: String,
+    /// Fields added to every row from here on (see `tag`).
+    tags: serde_json::Map<String, Value>,
     rows: Vec<Value>,
     summary: Vec<Value>,
     pub complete: bool,
@@ -69,13 +73,31 @@ impl Results {
     pub fn new(scenario: &'static str, complete: bool) -> Results {
         Results {
             scenario,
+            file: scenario.to_owned(),
+            tags: serde_json::Map::new(),
             rows: Vec::new(),
             summary: Vec::new(),
             complete,
         }
     }
 
-    pub fn row(&mut self, row: Value) {
+    /// Writes to benches/results/<file>.json instead of <scenario>.json.
+    pub fn file(mut self, file: String) -> Results {
+        self.file = file;
+        self
+    }
+
+    /// Adds `key: value` to every row recorded after this.
+    pub fn tag(&mut self, key: &str, value: Value) {
+        self.tags.insert(key.to_owned(), value);
+    }
+
+    pub fn row(&mut self, mut row: Value) {
+        if let Value::Object(o) = &mut row {
+            for (k, v) in &self.tags {
+                o.insert(k.clone(), v.clone());
+            }
+        }
         println!("{row}");
         self.rows.push(row);
     }
@@ -89,7 +111,7 @@ impl Results {
         if cfg!(debug_assertions) || !self.complete {
             println!(
                 "(partial or debug run: benches/results/{}.json not written)",
-                self.scenario
+                self.file
             );
             return;
         }
@@ -103,7 +125,7 @@ impl Results {
         });
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/results");
         std::fs::create_dir_all(dir).unwrap();
-        let path = format!("{dir}/{}.json", self.scenario);
+        let path = format!("{dir}/{}.json", self.file);
         std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap() + "\n").unwrap();
         println!("wrote {path}");
     }
@@ -118,6 +140,8 @@ fn machine() -> Value {
         "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
         // Not available_parallelism(): this process is pinned to one core.
         "cores": sh("nproc --all"),
+        // The CPUs the bench could use, read before it pinned itself.
+        "usable_cpus": crate::servers::usable_cpus().len(),
         "memory": sh("grep MemTotal /proc/meminfo | awk '{print $2\" kB\"}'"),
         "kernel": sh("uname -r"),
     })

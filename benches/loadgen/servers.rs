@@ -1,7 +1,8 @@
 //! The servers under test, each its own process pinned to CPU 0 (the
-//! generator takes CPU 1): switchboard (release binary), the Node.js
-//! socket.io 4.8 reference (benches/node-reference), and the transport floor
-//! (this binary's `floor-server`, see floor.rs).
+//! generator takes CPU 1; `Placement` gives a server more cores and spreads
+//! generator processes over the rest): switchboard (release binary), the
+//! Node.js socket.io 4.8 reference (benches/node-reference), and the
+//! transport floor (this binary's `floor-server`, see floor.rs).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -174,11 +175,88 @@ pub fn rss_kib(pid: u32) -> u64 {
 
 /// Pins this process to CPU 1, the core the servers do not use.
 pub fn pin_self() {
+    pin_self_to(1);
+}
+
+/// Pins this process (all its threads) to `cpu`.
+pub fn pin_self_to(cpu: usize) {
     if which("taskset") {
         let _ = Command::new("taskset")
-            .args(["-acp", "1", &std::process::id().to_string()])
+            .args(["-acp", &cpu.to_string(), &std::process::id().to_string()])
             .stdout(Stdio::null())
             .status();
+    }
+}
+
+static USABLE: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+
+/// The CPUs this process may run on, as it found them the first time it
+/// asked: main() asks before pinning itself to one core, after which the
+/// answer would be that one core.
+pub fn usable_cpus() -> &'static [usize] {
+    USABLE.get_or_init(|| {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set, and its size is passed.
+        let cpus: Vec<usize> = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+                (0..libc::CPU_SETSIZE as usize)
+                    .filter(|&c| libc::CPU_ISSET(c, &set))
+                    .collect()
+            } else {
+                Vec::new()
+            }
+        };
+        if cpus.is_empty() {
+            let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+            (0..n).collect()
+        } else {
+            cpus
+        }
+    })
+}
+
+/// Where a server and its generator processes run: the server on the
+/// first `server_cores` usable CPUs, the generator workers spread over the
+/// rest (sharing a core when there are more workers than cores), and the
+/// orchestrating process on a core no worker has when one is left.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    /// taskset list for the server, e.g. "0" or "0,1,2,3".
+    pub server: String,
+    /// The CPU of each generator worker process.
+    pub workers: Vec<usize>,
+    /// The CPU of this (the orchestrating) process.
+    pub parent: usize,
+}
+
+/// Generator workers used by default at most: past this the server, not
+/// the generator, is what a bigger machine is for.
+pub const MAX_GENERATORS: usize = 8;
+
+impl Placement {
+    pub fn new(server_cores: usize, generators: Option<usize>) -> Placement {
+        let cpus = usable_cpus();
+        let s = server_cores.clamp(1, cpus.len().max(1));
+        let server: Vec<usize> = cpus[..s.min(cpus.len())].to_vec();
+        let mut gen_cores: Vec<usize> = cpus[s.min(cpus.len())..].to_vec();
+        if gen_cores.is_empty() {
+            // One CPU in all: everything shares it (the figures say so).
+            gen_cores.push(*cpus.last().unwrap_or(&0));
+        }
+        let k = generators
+            .unwrap_or(gen_cores.len().min(MAX_GENERATORS))
+            .max(1);
+        let workers = (0..k).map(|i| gen_cores[i % gen_cores.len()]).collect();
+        let parent = gen_cores.get(k).copied().unwrap_or(gen_cores[0]);
+        Placement {
+            server: server
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            workers,
+            parent,
+        }
     }
 }
 
