@@ -316,7 +316,7 @@ async fn bump_counters(
     per_conv: &HashMap<String, Vec<usize>>,
 ) -> Result<HashMap<String, i64>, sqlx::Error> {
     let mut out = HashMap::with_capacity(keys.len());
-    for chunk in keys.chunks(ROWS_PER_INSERT) {
+    for chunk in statement_chunks(keys) {
         let mut sql = String::from("INSERT INTO conversations (key, last_seq) VALUES ");
         for r in 0..chunk.len() {
             if r > 0 {
@@ -358,6 +358,27 @@ fn row_to_message(r: &AnyRow) -> Result<Message, sqlx::Error> {
         kind: r.try_get("kind")?,
         timestamp: r.try_get::<i64, _>("ts_ms")? as u64,
     })
+}
+
+/// Splits rows into multi-row statements of `ROWS_PER_INSERT`, then the rest
+/// in powers of two. A statement's text depends on its row count and sqlx
+/// keeps prepared statements by text (100 per connection): any count at all
+/// had most batches prepare fresh statements of up to 1,536 placeholders,
+/// while powers of two leave 8 shapes per table, prepared once.
+fn statement_chunks<T>(rows: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let size = if rest.len() >= ROWS_PER_INSERT {
+            ROWS_PER_INSERT
+        } else {
+            1 << rest.len().ilog2()
+        };
+        let (chunk, tail) = rest.split_at(size);
+        out.push(chunk);
+        rest = tail;
+    }
+    out
 }
 
 /// One transaction for the whole batch; outcomes in batch order.
@@ -461,7 +482,7 @@ async fn commit(
     }
 
     // 3. Insert them, many rows per statement.
-    for chunk in stored.chunks(ROWS_PER_INSERT) {
+    for chunk in statement_chunks(&stored) {
         let mut sql = format!("INSERT INTO messages ({COLUMNS}) VALUES ");
         for r in 0..chunk.len() {
             if r > 0 {
@@ -582,5 +603,27 @@ impl MessageStore for SqlStore {
             .await
             .map(|_| ())
             .map_err(classify)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_come_in_few_shapes() {
+        let rows: Vec<usize> = (0..1000).collect();
+        let sizes: Vec<usize> = statement_chunks(&rows).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [128, 128, 128, 128, 128, 128, 128, 64, 32, 8]);
+        for n in 0..300 {
+            let rows: Vec<usize> = (0..n).collect();
+            let chunks = statement_chunks(&rows);
+            assert_eq!(chunks.concat(), rows, "every row once, in order");
+            assert!(
+                chunks
+                    .iter()
+                    .all(|c| c.len().is_power_of_two() && c.len() <= ROWS_PER_INSERT)
+            );
+        }
     }
 }
