@@ -78,9 +78,20 @@ def table():
         ok = lambda r: r["all_acked"] and r["valid"] and r["p99_ms"] < 10
         v = {s: best(rows, s, "rate", ok) for s in ("switchboard", "node", "floor")}
         lines.append(f"| ack | highest acks/s with p99 < 10 ms (10k conns) | {fmt(v['switchboard'])} | {fmt(v['node'])} "
-                     f"| {fmt(v['floor'])} | {ratio(v['switchboard'], v['node'])} | ≥ 4× Node |")
+                     f"| {fmt(v['floor'])} | {ratio(v['switchboard'], v['node'])} | ≥ 6× Node |")
         p = {r["server"]: r["p99_ms"] for r in rows if r["rate"] == 20000}
         lines.append(f"| ack | p99 ms at 20k acks/s | {fmt(p.get('switchboard'))} | {fmt(p.get('node'))} | {fmt(p.get('floor'))} | | < 2 ms |")
+        # CPU per ack where every server still keeps up (Node falls behind above ~7.5k/s)
+        c = {r["server"]: r["server_cpu_us_per_ack"] for r in rows if r["rate"] == 5000}
+        lines.append(f"| ack | server CPU µs per acked `chat:send` at 5k/s | {fmt(c.get('switchboard'))} | {fmt(c.get('node'))} "
+                     f"| {fmt(c.get('floor'))} | | ≤ 20 µs |")
+    ins = load("instructions")
+    if ins:
+        dates.add(ins.get("date"))
+        v = {r["server"]: r["instructions_per_ack"] for r in ins["rows"]}
+        sb, fl = v.get("switchboard"), v.get("floor")
+        lines.append(f"| instructions | user-space instructions per acked `chat:send` (callgrind) | {fmt(sb)} | | {fmt(fl)} "
+                     f"| switchboard ÷ floor {ratio(sb, fl)} | |")
     con = load("connect")
     if con:
         dates.add(con.get("date"))
@@ -99,7 +110,21 @@ def table():
         mem = best(rows, "switchboard-memory", "rate", ok)
         sql = best(rows, "switchboard-sqlite", "rate", ok)
         lines.append(f"| chat | acked msgs/s with p99 < 10 ms, SQLite vs memory store | {fmt(sql)} (memory {fmt(mem)}) | | | "
-                     f"SQLite ÷ memory {ratio(sql, mem)} | ≥ 0.5× |")
+                     f"SQLite ÷ memory {ratio(sql, mem)} | ≥ 0.6× |")
+    for path in sorted(RESULTS.glob("scaleup*.json")):
+        up = load(path.stem)
+        if not up or (path.stem != "scaleup" and up.get("machine", {}).get("usable_cpus", 2) > 2):
+            continue  # a larger machine's curve is never mixed into this table
+        dates.add(up.get("date"))
+        sums = [r for r in up.get("summary", []) if "highest_ack_rate" in r]
+        node = next((r for r in sums if r["server"] == "node"), {})
+        for r in (r for r in sums if r["server"] == "switchboard"):
+            c = r["server_cores"]
+            lines.append(f"| scaleup | acks/s with p99 < 10 ms, switchboard on {c} core(s), Node on 1 | {fmt(r['highest_ack_rate'])} "
+                         f"| {fmt(node.get('highest_ack_rate'))} | | {ratio(r['highest_ack_rate'], node.get('highest_ack_rate'))} | |")
+            lines.append(f"| scaleup | deliveries/s with p99 < 50 ms, room of {r['members']:,}, switchboard on {c} core(s) "
+                         f"| {fmt(r['highest_deliveries_per_sec'])} | {fmt(node.get('highest_deliveries_per_sec'))} | "
+                         f"| {ratio(r['highest_deliveries_per_sec'], node.get('highest_deliveries_per_sec'))} | |")
     scale = load("scale")
     if scale:
         dates.add(scale.get("date"))
