@@ -451,12 +451,7 @@ pub async fn run(kinds: &[Kind], opts: &Opts, results: &mut Results) {
 pub fn worker(args: &[String]) {
     let addr: SocketAddr = args[0].parse().expect("addr");
     let [first, count, stride] = [1, 2, 3].map(|i| args[i].parse::<usize>().expect("n"));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, async move {
+    crate::block_on_local(async move {
         let sh = Shared::new();
         let token = conn::token("fan");
         let mut tasks = Vec::with_capacity(count);

@@ -87,12 +87,7 @@ pub fn hold_main(args: &[String]) {
     let addr = args[0].parse().expect("addr");
     let n: usize = args[1].parse().expect("n");
     let secs: u64 = args[2].parse().expect("secs");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, async move {
+    crate::block_on_local(async move {
         let tasks = hold_many(addr, n).await;
         println!("holding {n} connections for {secs} s");
         tokio::time::sleep(Duration::from_secs(secs)).await;

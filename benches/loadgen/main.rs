@@ -84,11 +84,6 @@ fn main() {
     let cpus = servers::usable_cpus();
     eprintln!("usable cpus: {cpus:?}");
     servers::pin_self();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let local = tokio::task::LocalSet::new();
     let scenarios: Vec<&str> = if scenario == "all" {
         vec![
             "idle",
@@ -106,8 +101,19 @@ fn main() {
     for s in scenarios {
         println!("\n== {s}");
         let sizes = sizes_arg.clone();
-        local.block_on(&rt, run(s, &kinds, quick, sizes, generators, complete));
+        block_on_local(run(s, &kinds, quick, sizes, generators, complete));
     }
+}
+
+/// Runs `fut` on a new current-thread runtime with a `LocalSet` (the
+/// generator's tasks are `!Send`): the parent's scenarios and every worker
+/// process.
+pub fn block_on_local<F: std::future::Future>(fut: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio::task::LocalSet::new().block_on(&rt, fut)
 }
 
 async fn run(

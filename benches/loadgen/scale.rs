@@ -160,12 +160,7 @@ pub fn worker(args: &[String]) {
     let src: Ipv4Addr = args[1].parse().unwrap();
     let [first, count, sampled, broadcasts] =
         [2, 3, 4, 5].map(|i| args[i].parse::<usize>().unwrap());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, async move {
+    crate::block_on_local(async move {
         let received = std::rc::Rc::new(std::cell::Cell::new(0u64));
         let lat = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
         // Each batch starts answering pings at once: a ramp this long outlasts
