@@ -70,8 +70,9 @@ async fn unauthenticated_namespace_churn_leaves_memory_flat() {
         "namespace churn: RSS after each 20,000 names {rss:?} KiB; grew {grown} KiB over the last 100,000; {removed} namespaces removed"
     );
     assert!(removed >= 200_000.0, "removed {removed}");
+    // 16 MiB: allocator noise reached 9 MiB on a slow VM; the bug was ~70 MB.
     assert!(
-        grown < 8 * 1024,
+        grown < 16 * 1024,
         "RSS grew {grown} KiB for 100,000 made-up names"
     );
     // A real tenant still connects, and its namespace stays while in use.
