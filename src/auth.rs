@@ -23,16 +23,22 @@ pub struct Identity {
     pub expires_at: u64,
 }
 
+/// Whether a `rooms` claim allows `room_id` (exact match or `prefix*`);
+/// no claim allows any room.
+pub fn rooms_allow(rooms: Option<&[String]>, room_id: &str) -> bool {
+    match rooms {
+        None => true,
+        Some(patterns) => patterns.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => room_id.starts_with(prefix),
+            None => p == room_id,
+        }),
+    }
+}
+
 impl Identity {
     /// Whether the token allows joining `room_id` (exact match or `prefix*`).
     pub fn may_join(&self, room_id: &str) -> bool {
-        match &self.rooms {
-            None => true,
-            Some(patterns) => patterns.iter().any(|p| match p.strip_suffix('*') {
-                Some(prefix) => room_id.starts_with(prefix),
-                None => p == room_id,
-            }),
-        }
+        rooms_allow(self.rooms.as_deref(), room_id)
     }
 
     /// Whether this identity may open namespace `ns` (e.g. `/` or `/acme`).

@@ -203,6 +203,22 @@ pub struct Config {
     /// Messages a user may send at once above the sustained rate.
     #[arg(long, env = "SWITCHBOARD_MESSAGE_BURST", default_value_t = 60)]
     pub message_burst: u32,
+    /// Chat and private messages per second from one client address (all
+    /// its users and sockets on this node), sustained; 0: no such limit.
+    /// Behind `--trusted-proxy` the forwarded address counts.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_ADDRESS_MESSAGES_PER_SEC",
+        default_value_t = 200
+    )]
+    pub address_messages_per_sec: u32,
+    /// Messages one address may send at once above its sustained rate.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_ADDRESS_MESSAGE_BURST",
+        default_value_t = 1000
+    )]
+    pub address_message_burst: u32,
     /// Events of any kind per second per socket, sustained.
     #[arg(long, env = "SWITCHBOARD_EVENTS_PER_SEC", default_value_t = 100)]
     pub events_per_sec: u32,
@@ -344,6 +360,8 @@ impl Default for Config {
             max_queued_packets: 8192,
             write_stall_timeout_ms: 10_000,
             messages_per_sec: 20,
+            address_messages_per_sec: 200,
+            address_message_burst: 1000,
             message_burst: 60,
             events_per_sec: 100,
             event_burst: 300,

@@ -38,7 +38,7 @@ pub fn summary(config: &Config) -> String {
     format!(
         "listen={} auth={auth} store={} adapter={adapter} namespaces={namespaces} api={api} cors={cors} \
          max_payload_bytes={} max_connections={} max_connections_per_ip={} header_timeout_ms={} \
-         connect_timeout_ms={} messages_per_sec={}/{} events_per_sec={}/{} max_rooms_per_socket={} \
+         connect_timeout_ms={} messages_per_sec={}/{} address_messages_per_sec={}/{} events_per_sec={}/{} max_rooms_per_socket={} \
          private_recipients={:?} max_doc_bytes={} max_doc_op_bytes={} max_doc_memory_bytes={} parser={:?}",
         config.listen,
         redact(&config.database_url),
@@ -52,6 +52,8 @@ pub fn summary(config: &Config) -> String {
         config.connect_timeout_ms,
         config.messages_per_sec,
         config.message_burst,
+        config.address_messages_per_sec,
+        config.address_message_burst,
         config.events_per_sec,
         config.event_burst,
         config.max_rooms_per_socket,

@@ -162,6 +162,11 @@ impl Drop for Slot {
     }
 }
 
+/// The client's address as [`client_ip`] found it, in each request's
+/// extensions (absent when switchboard is embedded in another server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
 /// The client's address for a connection from `peer`: the peer itself,
 /// unless it is a trusted proxy, in which case the right-most address of
 /// `X-Forwarded-For` that is not a trusted proxy (the left part of the header

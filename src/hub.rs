@@ -360,6 +360,12 @@ async fn emit_in<A: Adapter, T: serde::Serialize + ?Sized>(
             let _ = op.local().emit(event, data).await;
             Err(HubError::ClusterUnavailable(e.to_string()))
         }
+        // One member's full queue is that member's problem (it is closed as
+        // a slow consumer), never the backend's: the others got it.
+        Err(socketioxide::BroadcastError::Socket(errs)) => {
+            crate::realtime::broadcast::socket_failures(event, &errs);
+            Ok(())
+        }
         Err(e) => Err(HubError::Delivery(e.to_string())),
     }
 }

@@ -162,17 +162,20 @@ impl PerConnection {
         self,
         mut req: Request<Incoming>,
     ) -> Result<Response<axum::body::Body>, std::convert::Infallible> {
+        let mut client = self.peer.ip();
         if self.limits.trusted_proxies.contains(&self.peer.ip()) {
             let forwarded = req
                 .headers()
                 .get("x-forwarded-for")
                 .and_then(|h| h.to_str().ok());
-            let ip = client_ip(self.peer.ip(), forwarded, &self.limits.trusted_proxies);
-            if let Err(refused) = self.slot.rebind(ip) {
+            client = client_ip(self.peer.ip(), forwarded, &self.limits.trusted_proxies);
+            if let Err(refused) = self.slot.rebind(client) {
                 crate::metrics::connection_refused(refused.as_str());
                 return Ok(refusal(refused));
             }
         }
+        req.extensions_mut()
+            .insert(crate::conn_limits::ClientAddr(client));
         if let Some(sid) = websocket_upgrade_sid(req.uri()) {
             self.connections.bind_sid(sid, &self.handle);
         }

@@ -16,7 +16,7 @@ console.log(`docs.test.mjs: seed ${SEED} (rerun with SEED=${SEED})`);
 const API_KEY = "docs-test-api-key-0123456789abcdef";
 // Room for ~60 quick edits per user without pauses for rate_limited (which
 // doc-client.mjs would retry, only slower).
-const FLAGS = ["--api-key", API_KEY, "--messages-per-sec", "500", "--message-burst", "1000"];
+const FLAGS = ["--api-key", API_KEY, "--messages-per-sec", "500", "--message-burst", "1000", "--address-messages-per-sec", "0"];
 const TRANSPORTS = [
   ["ws", { transports: ["websocket"] }],
   ["poll", { transports: ["polling"] }],

@@ -28,15 +28,21 @@ pub async fn broadcast<A: Adapter, T: Serialize + ?Sized>(
                 tracing::debug!(event, "local broadcast failed: {e}");
             }
         }
-        Err(BroadcastError::Socket(errs)) => {
-            if errs
-                .iter()
-                .any(|e| matches!(e, socketioxide::SocketError::InternalChannelFull))
-            {
-                super::slow::overflow_seen();
-            }
-            tracing::debug!(event, "broadcast incomplete: {} sockets", errs.len());
-        }
+        Err(BroadcastError::Socket(errs)) => socket_failures(event, &errs),
         Err(e) => tracing::debug!(event, "broadcast incomplete: {e}"),
     }
+}
+
+/// Some sockets could not take a broadcast: a full queue is a slow consumer,
+/// which is closed (see `slow`); a closed socket is already gone. Neither is
+/// the sender's failure: every other member got the packet, and the message
+/// was stored before it was broadcast.
+pub fn socket_failures(event: &str, errs: &[socketioxide::SocketError]) {
+    if errs
+        .iter()
+        .any(|e| matches!(e, socketioxide::SocketError::InternalChannelFull))
+    {
+        super::slow::overflow_seen();
+    }
+    tracing::debug!(event, "broadcast incomplete: {} sockets", errs.len());
 }

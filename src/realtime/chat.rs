@@ -71,10 +71,20 @@ pub fn check_client_msg_id(id: Option<serde_json::Value>) -> Result<Option<Strin
     }
 }
 
-/// Takes one message from the user's bucket (`--messages-per-sec`).
+/// Takes one message from the client address's bucket
+/// (`--address-messages-per-sec`) and the user's (`--messages-per-sec`).
 pub fn check_message_rate<A: Adapter>(session: &Session<A>, ns: &str) -> Result<(), Refusal> {
+    // The user's bucket first: a message refused there takes nothing from
+    // the address's, so one flooder does not silence its neighbours.
     if session.ctx.limits.message(ns, &session.identity.user_id) {
-        return Ok(());
+        if session.ctx.limits.address_message(session.address) {
+            return Ok(());
+        }
+        crate::metrics::limit_hit("address_messages_per_sec");
+        return Err(Refusal::new(
+            Code::RateLimited,
+            "too many messages from your address: slow down",
+        ));
     }
     crate::metrics::limit_hit("messages_per_sec");
     Err(Refusal::new(
@@ -269,7 +279,7 @@ fn history_query<A: Adapter>(
     let conv = match (p.room_id, p.with_user_id) {
         (Some(room_id), None) => {
             reply::room_id(&room_id)?;
-            if !session.identity.may_join(&room_id) {
+            if !session.may_join(&room_id) {
                 return Err(Refusal::new(
                     Code::ForbiddenRoom,
                     "your token does not allow this room",

@@ -88,7 +88,7 @@ pub async fn join<A: Adapter>(
         },
     };
     let room = doc_room(&doc_id);
-    if !session.identity.may_join(&room) {
+    if !session.may_join(&room) {
         return reply::error(
             ack,
             Code::ForbiddenRoom,

@@ -5,12 +5,17 @@
 //! * **Messages** (`chat:send`, `chat:message`, `private:send`): per user,
 //!   across all of the user's sockets on this node, `--messages-per-sec`
 //!   sustained with bursts of `--message-burst`.
+//! * **Messages per address**: the same messages, per client address (the
+//!   forwarded one behind `--trusted-proxy`), `--address-messages-per-sec`
+//!   with bursts of `--address-message-burst`, so that many tokens from one
+//!   address do not add up to many users' worth.
 //! * **Events** of any kind: per socket, `--events-per-sec` with bursts of
 //!   `--event-burst`, checked on the socket's read path before the event is
 //!   queued, so a flood costs no task and no queue slot.
 //! * Each refusal answers `rate_limited`; more than `--max-rate-refusals`
 //!   within [`REFUSAL_WINDOW`] disconnect the socket.
 
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -30,6 +35,8 @@ fn quota(per_sec: u32, burst: u32) -> Quota {
 /// The node-wide limiters.
 pub struct Limits {
     messages: DefaultKeyedRateLimiter<(String, String)>,
+    /// Per client address; none with `--address-messages-per-sec 0`.
+    addresses: Option<DefaultKeyedRateLimiter<IpAddr>>,
     event_quota: Quota,
     max_refusals: u32,
 }
@@ -44,6 +51,12 @@ impl Limits {
     pub fn new(config: &Config) -> Self {
         Limits {
             messages: RateLimiter::keyed(quota(config.messages_per_sec, config.message_burst)),
+            addresses: (config.address_messages_per_sec > 0).then(|| {
+                RateLimiter::keyed(quota(
+                    config.address_messages_per_sec,
+                    config.address_message_burst,
+                ))
+            }),
             event_quota: quota(config.events_per_sec, config.event_burst),
             max_refusals: config.max_rate_refusals,
         }
@@ -56,11 +69,24 @@ impl Limits {
             .is_ok()
     }
 
-    /// Forgets users whose buckets are full again (run every so often, so
-    /// the map holds only recent senders).
+    /// Takes one message from client address `addr`'s bucket (always
+    /// allowed without an address or without the limit).
+    pub fn address_message(&self, addr: Option<IpAddr>) -> bool {
+        match (&self.addresses, addr) {
+            (Some(limiter), Some(addr)) => limiter.check_key(&addr).is_ok(),
+            _ => true,
+        }
+    }
+
+    /// Forgets users and addresses whose buckets are full again (run every
+    /// so often, so the maps hold only recent senders).
     pub fn forget_idle(&self) {
         self.messages.retain_recent();
         self.messages.shrink_to_fit();
+        if let Some(addresses) = &self.addresses {
+            addresses.retain_recent();
+            addresses.shrink_to_fit();
+        }
     }
 
     /// A fresh per-socket state.
@@ -137,6 +163,25 @@ mod tests {
             "another user has a bucket of his own"
         );
         assert!(l.message("/acme", "alice"), "and so has another namespace");
+    }
+
+    #[test]
+    fn messages_are_limited_per_address_across_users() {
+        let mut c = config(1000, 1000, 10);
+        c.address_messages_per_sec = 1;
+        c.address_message_burst = 3;
+        let l = Limits::new(&c);
+        let here = Some(IpAddr::from([127, 0, 0, 1]));
+        assert!(l.address_message(here) && l.address_message(here) && l.address_message(here));
+        assert!(!l.address_message(here), "burst spent, whoever sends");
+        assert!(l.address_message(Some(IpAddr::from([127, 0, 0, 2]))));
+        assert!(
+            l.address_message(None),
+            "no address known: no address limit"
+        );
+        c.address_messages_per_sec = 0;
+        let off = Limits::new(&c);
+        assert!((0..10).all(|_| off.address_message(here)), "0 turns it off");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod broadcast;
 pub mod chat;
+pub mod closing;
 pub mod docs;
 pub mod expiry;
 pub mod limits;
@@ -166,6 +167,10 @@ fn admit<A: Adapter>(
         ctx.clone(),
         s.ns(),
         &s.id.to_string(),
+        parts
+            .extensions
+            .get::<crate::conn_limits::ClientAddr>()
+            .map(|a| a.0),
     ));
     s.join(session.user_room());
     let target = refresh::SocketExpiry {
@@ -179,7 +184,7 @@ fn admit<A: Adapter>(
     s.extensions.insert(session);
     s.on_fallback(QueueEvents);
     s.on_disconnect(disconnected::<A>);
-    crate::metrics::connection_opened(s.ns());
+    crate::metrics::connection_opened(ctx.namespaces.label(s.ns()));
     admin::socket_connected(ctx, s);
     Ok(())
 }
@@ -207,7 +212,7 @@ async fn disconnected<A: Adapter>(
     };
     admin::socket_disconnected(&session.ctx, &s, reason);
     tracing::debug!(ns = s.ns(), sid = %s.id, user = session.identity.user_id, "disconnected");
-    crate::metrics::connection_closed(s.ns());
+    crate::metrics::connection_closed(session.ctx.namespaces.label(s.ns()));
     if let Some(key) = session.expiry.get() {
         session.ctx.expiries.untrack(*key);
     }
@@ -224,21 +229,8 @@ async fn disconnected<A: Adapter>(
 /// Ends `socket` on the server's initiative: it gets `server:closing
 /// { reason }` and then a Socket.IO disconnect (socket.io-client does not
 /// reconnect by itself after one: the application decides, e.g. after
-/// fetching a new token).
-pub fn closing<A: Adapter>(socket: &SocketRef<A>, reason: &'static str) {
-    let _ = socket.emit("server:closing", &serde_json::json!({ "reason": reason }));
-    if let Err(e) = socket.clone().disconnect() {
-        tracing::debug!(sid = %socket.id, "disconnect failed ({e}); closing the connection");
-        if let Some(ctx) = socket
-            .extensions
-            .get::<Arc<Session<A>>>()
-            .map(|s| s.ctx.clone())
-            && let Some(conn) = slow::connection_of(&ctx, socket)
-        {
-            conn.close(crate::ws_frames::CLOSE_POLICY, reason);
-        }
-    }
-}
+/// fetching a new token). See `closing` for how nothing owed is lost.
+pub use closing::closing;
 
 /// Routes one client event to its handler.
 pub(crate) async fn dispatch<A: Adapter>(
@@ -247,6 +239,10 @@ pub(crate) async fn dispatch<A: Adapter>(
     incoming: Incoming<A>,
 ) {
     let Incoming { event, data, ack } = incoming;
+    if let Some(reason) = session.closing_reason() {
+        let (code, why) = closing::refusal(reason);
+        return reply::error(ack, code, &why);
+    }
     admin::event_received(&session.ctx, socket, &event, &data);
     crate::metrics::event_in(&event);
     match event.as_str() {

@@ -67,6 +67,16 @@ impl DynNamespaces {
         self.patterns.iter().any(|p| pattern_matches(p, ns))
     }
 
+    /// The name `ns` is counted under in metrics: the pattern it is a child
+    /// of, else the namespace itself (`/` or a fixed one, a bounded set).
+    /// Clients choose child names, so they never become label values.
+    pub fn label<'a>(&'a self, ns: &'a str) -> &'a str {
+        self.patterns
+            .iter()
+            .find(|p| pattern_matches(p, ns))
+            .map_or(ns, String::as_str)
+    }
+
     /// Marks a connect to `ns` in progress (nothing for fixed namespaces).
     pub fn connecting(&self, ns: &str) -> Option<Connecting<'_>> {
         if !self.is_child(ns) {
@@ -114,5 +124,19 @@ impl DynNamespaces {
                 .of(socket.ns())
                 .and_then(|op| op.get_socket(socket.id))
                 .is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn children_are_labelled_by_their_pattern() {
+        let n = DynNamespaces::new(&["/acme".into(), "/t-{tenant}".into()]);
+        assert_eq!(n.label("/"), "/");
+        assert_eq!(n.label("/acme"), "/acme");
+        assert_eq!(n.label("/t-one"), "/t-{tenant}");
+        assert_eq!(n.label("/t-two"), "/t-{tenant}");
     }
 }

@@ -52,8 +52,10 @@ struct RefreshArgs {
 }
 
 /// `auth:refresh { token }`: the token must be valid and name the same user
-/// (and tenant); the socket then lives until its `exp`. The name and rooms
-/// claims stay those the socket connected with.
+/// (and tenant); the socket then lives until its `exp`. Its `rooms` claim
+/// is in force from then on: rooms and documents it no longer allows are
+/// left (`room:left` / `doc:left`). The name stays the one the socket
+/// connected with.
 pub async fn refresh<A: Adapter>(
     session: &Arc<Session<A>>,
     socket: &SocketRef<A>,
@@ -61,10 +63,14 @@ pub async fn refresh<A: Adapter>(
     ack: Option<Ack<A>>,
 ) {
     match check(session, socket, data) {
-        Ok(exp) => reply::ok(
-            ack,
-            &serde_json::json!({ "success": true, "expiresAt": exp * 1000 }),
-        ),
+        Ok((exp, rooms)) => {
+            session.set_rooms_claim(rooms);
+            super::rooms::drop_forbidden(session, socket).await;
+            reply::ok(
+                ack,
+                &serde_json::json!({ "success": true, "expiresAt": exp * 1000 }),
+            )
+        }
         Err(r) => reply::refuse(ack, &r),
     }
 }
@@ -73,7 +79,7 @@ fn check<A: Adapter>(
     session: &Arc<Session<A>>,
     socket: &SocketRef<A>,
     data: Option<serde_json::Value>,
-) -> Result<u64, Refusal> {
+) -> Result<(u64, Option<Vec<String>>), Refusal> {
     let RefreshArgs { token } = reply::parse(data)?;
     let refused = |why: &str| Refusal::invalid(format!("Authentication failed: {why}"));
     let new = session
@@ -91,9 +97,10 @@ fn check<A: Adapter>(
         .expiry
         .get()
         .ok_or_else(|| Refusal::new(Code::Internal, "socket lifetime not tracked"))?;
-    session
+    let exp = session
         .ctx
         .expiries
         .extend(*key, new.expires_at)
-        .ok_or_else(|| refused("token expired"))
+        .ok_or_else(|| refused("token expired"))?;
+    Ok((exp, new.rooms))
 }

@@ -105,7 +105,7 @@ fn permitted<A: Adapter>(
     data: Option<serde_json::Value>,
 ) -> Result<String, Refusal> {
     let room_id = reply::room_arg(data)?;
-    if !session.identity.may_join(&room_id) {
+    if !session.may_join(&room_id) {
         return Err(Refusal::new(
             Code::ForbiddenRoom,
             "your token does not allow this room",
@@ -130,9 +130,14 @@ pub async fn join<A: Adapter>(
     if let Err(r) = room_capacity(session, socket, &client_room(&room_id)) {
         return reply::refuse(ack, &r);
     }
+    if !socket.connected() {
+        // Queued before a disconnect: joining now would record a ghost.
+        return reply::error(ack, Code::Unavailable, "the socket is closing");
+    }
     socket.join(client_room(&room_id));
     super::admin::room_joined(ctx, socket, &client_room(&room_id));
     let sid = socket.id.to_string();
+    session.joined(&room_id);
     let first = record_join(ctx, socket.ns(), &room_id, &id.user_id, &id.name, &sid).await;
     if first {
         let others = others(session, socket, &room_id);
@@ -206,6 +211,7 @@ async fn leave_presence<A: Adapter>(session: &Session<A>, socket: &SocketRef<A>,
     let ctx = &session.ctx;
     let user = &session.identity.user_id;
     let sid = socket.id.to_string();
+    session.left(room_id);
     if !record_leave(ctx, socket.ns(), room_id, user, &sid).await {
         return;
     }
@@ -246,11 +252,39 @@ async fn ack_members<A: Adapter>(
     );
 }
 
-/// The socket is gone: it leaves every room it was in.
-pub async fn on_disconnect<A: Adapter>(session: &Arc<Session<A>>, socket: &SocketRef<A>) {
-    for room in socket.rooms() {
-        if let Some(room_id) = room.strip_prefix("room:") {
-            leave_presence(session, socket, room_id).await;
+/// After `auth:refresh`: the socket leaves the rooms and documents the new
+/// token's `rooms` claim no longer allows, and hears `room:left { roomId,
+/// reason: "token" }` (or `doc:left { docId, reason }`) for each.
+pub async fn drop_forbidden<A: Adapter>(session: &Arc<Session<A>>, socket: &SocketRef<A>) {
+    for room_id in session.joined_rooms() {
+        if session.may_join(&room_id) {
+            continue;
         }
+        socket.leave(client_room(&room_id));
+        super::admin::room_left(&session.ctx, socket, &client_room(&room_id));
+        leave_presence(session, socket, &room_id).await;
+        let left = json!({ "roomId": room_id, "reason": "token" });
+        if let Err(e) = socket.emit("room:left", &left) {
+            tracing::debug!("room:left not sent: {e}");
+        }
+    }
+    for room in socket.rooms() {
+        if room.starts_with("doc:") && !session.may_join(&room) {
+            socket.leave(room.clone());
+            super::admin::room_left(&session.ctx, socket, &room);
+            let left = json!({ "docId": &room["doc:".len()..], "reason": "token" });
+            if let Err(e) = socket.emit("doc:left", &left) {
+                tracing::debug!("doc:left not sent: {e}");
+            }
+        }
+    }
+}
+
+/// The socket is gone: it leaves every room it joined, as the session
+/// recorded them (`socket.rooms()` may already be empty, see
+/// `Session::joined`).
+pub async fn on_disconnect<A: Adapter>(session: &Arc<Session<A>>, socket: &SocketRef<A>) {
+    for room_id in session.take_joined() {
+        leave_presence(session, socket, &room_id).await;
     }
 }

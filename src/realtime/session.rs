@@ -9,9 +9,10 @@
 //! place while its events need no waiting and becomes a task only when one
 //! does (`tasks::run_or_spawn`). An idle socket therefore costs no task.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
@@ -32,6 +33,8 @@ pub enum Job<A: Adapter> {
     Event(Incoming<A>),
     /// The socket is gone: clean up, then signal.
     Disconnect(oneshot::Sender<()>),
+    /// Signals once every job queued before it has been handled.
+    Barrier(oneshot::Sender<()>),
 }
 
 /// An event as the client sent it.
@@ -51,6 +54,9 @@ struct QueueState<A: Adapter> {
 /// What switchboard keeps per socket, in the socket's extensions.
 pub struct Session<A: Adapter> {
     pub identity: Identity,
+    /// The client's address (`--trusted-proxy` applied), for per-address
+    /// limits; none when embedded in another server.
+    pub address: Option<std::net::IpAddr>,
     pub ctx: Arc<Ctx>,
     queue: Mutex<QueueState<A>>,
     /// Completion of the socket's latest pipelined store write (see [`Session::chain`]).
@@ -67,11 +73,31 @@ pub struct Session<A: Adapter> {
     /// The socket's span: every line logged while handling its events
     /// carries its namespace, user id and socket id (`--log-format json`).
     pub span: tracing::Span,
+    /// The client rooms this socket is recorded in presence for. The
+    /// disconnect clean-up walks this, not `socket.rooms()`: socketioxide can
+    /// run `close` twice (the client's `41`, then the transport close), and
+    /// the second run takes the socket out of its rooms before our clean-up
+    /// reads them, which left presence ghosts behind.
+    joined: Mutex<BTreeSet<String>>,
+    /// The `rooms` claim in force: the connect token's, then that of the
+    /// latest `auth:refresh` (which may narrow or widen it).
+    rooms_claim: std::sync::RwLock<Option<Vec<String>>>,
+    /// Why the server is ending this socket, once it is (see `closing`).
+    closing: std::sync::OnceLock<&'static str>,
+    /// When the closing socket last sent an event.
+    last_event: Mutex<Option<Instant>>,
 }
 
 impl<A: Adapter> Session<A> {
-    pub fn new(identity: Identity, ctx: Arc<Ctx>, ns: &str, sid: &str) -> Self {
+    pub fn new(
+        identity: Identity,
+        ctx: Arc<Ctx>,
+        ns: &str,
+        sid: &str,
+        address: Option<std::net::IpAddr>,
+    ) -> Self {
         Session {
+            address,
             span: tracing::info_span!("socket", ns, user = identity.user_id, sid),
             queue: Mutex::new(QueueState {
                 running: false,
@@ -82,6 +108,10 @@ impl<A: Adapter> Session<A> {
             limits: ctx.limits.socket(),
             expiry: Default::default(),
             websocket: Default::default(),
+            joined: Default::default(),
+            rooms_claim: std::sync::RwLock::new(identity.rooms.clone()),
+            closing: Default::default(),
+            last_event: Default::default(),
             identity,
             ctx,
         }
@@ -90,7 +120,7 @@ impl<A: Adapter> Session<A> {
     /// Counts a `rate_limited` refusal; a socket that keeps flooding after
     /// refusals is told why and disconnected.
     pub fn rate_refused(&self, socket: &SocketRef<A>) {
-        if !self.limits.refused() {
+        if !self.limits.refused() || self.closing_reason().is_some() {
             return;
         }
         tracing::info!(
@@ -124,6 +154,76 @@ impl<A: Adapter> Session<A> {
         if let Some(prev) = prev {
             let _ = prev.await;
         }
+    }
+
+    /// Whether the `rooms` claim in force allows `room_id`.
+    pub fn may_join(&self, room_id: &str) -> bool {
+        self.rooms_claim
+            .read()
+            .map(|rooms| crate::auth::rooms_allow(rooms.as_deref(), room_id))
+            .unwrap_or(false)
+    }
+
+    /// Puts a refreshed token's `rooms` claim in force.
+    pub fn set_rooms_claim(&self, rooms: Option<Vec<String>>) {
+        if let Ok(mut claim) = self.rooms_claim.write() {
+            *claim = rooms;
+        }
+    }
+
+    /// The client rooms the socket is recorded in.
+    pub fn joined_rooms(&self) -> Vec<String> {
+        self.joined
+            .lock()
+            .map(|rooms| rooms.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Marks the socket as closing; false when it already was.
+    pub fn start_closing(&self, reason: &'static str) -> bool {
+        self.closing.set(reason).is_ok()
+    }
+
+    /// Why the socket is closing, once it is.
+    pub fn closing_reason(&self) -> Option<&'static str> {
+        self.closing.get().copied()
+    }
+
+    /// Notes an event from the closing socket.
+    fn heard(&self) {
+        if let Ok(mut last) = self.last_event.lock() {
+            *last = Some(Instant::now());
+        }
+    }
+
+    /// None when the socket has sent nothing for `quiet`; else how much
+    /// longer to wait for that.
+    pub fn quiet_in(&self, quiet: Duration) -> Option<Duration> {
+        let last = (*self.last_event.lock().ok()?)?;
+        quiet.checked_sub(last.elapsed()).filter(|d| !d.is_zero())
+    }
+
+    /// Records that the socket is in client room `room_id` (presence).
+    pub fn joined(&self, room_id: &str) {
+        if let Ok(mut rooms) = self.joined.lock() {
+            rooms.insert(room_id.to_string());
+        }
+    }
+
+    /// Forgets client room `room_id`; true when the socket was recorded there.
+    pub fn left(&self, room_id: &str) -> bool {
+        self.joined
+            .lock()
+            .map(|mut rooms| rooms.remove(room_id))
+            .unwrap_or(false)
+    }
+
+    /// Forgets every client room, returning them (the socket is gone).
+    pub fn take_joined(&self) -> BTreeSet<String> {
+        self.joined
+            .lock()
+            .map(|mut rooms| std::mem::take(&mut *rooms))
+            .unwrap_or_default()
     }
 
     /// The private room of this session's user.
@@ -173,6 +273,9 @@ impl<A: Adapter> Session<A> {
                     super::rooms::on_disconnect(&self, &socket).await;
                     let _ = done.send(());
                 }
+                Job::Barrier(done) => {
+                    let _ = done.send(());
+                }
             }
         }
     }
@@ -218,6 +321,12 @@ impl<A: Adapter> MessageHandler<A, QueueEvents> for QueueEvents {
             }
             None => None,
         };
+        if let Some(reason) = session.closing_reason() {
+            // Answered, not queued; the close waits for these to stop.
+            session.heard();
+            let (code, why) = super::closing::refusal(reason);
+            return super::reply::error(ack, code, &why);
+        }
         if !session.limits.event() {
             crate::metrics::limit_hit("events_per_sec");
             if let Some(ack) = ack {

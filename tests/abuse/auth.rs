@@ -234,3 +234,58 @@ async fn private_messages_to_anyone_are_rate_limited_like_messages() {
     assert!(ok <= 60 + 20, "{ok} stored: more than the burst allows");
     assert!(limited > 0);
 }
+
+/// A refreshed token that narrows `rooms` narrows the socket: it leaves the
+/// rooms no longer allowed (the others see it leave), hears `room:left`, and
+/// cannot join them again; a room still allowed is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_that_narrows_rooms_leaves_the_rooms_it_no_longer_allows() {
+    let p = Proc::start(&["--database-url", "memory"]);
+    let wide = |sub: &str, rooms: &[&str]| {
+        switchboard::mint_hs256(
+            crate::common::SECRET.as_bytes(),
+            &switchboard::TokenSpec {
+                sub: sub.into(),
+                ttl_secs: 600,
+                rooms: Some(rooms.iter().map(|r| r.to_string()).collect()),
+                ..Default::default()
+            },
+        )
+    };
+    let mut alice = connect(&p, &wide("alice", &["team-*", "general"]))
+        .await
+        .unwrap();
+    for room in ["team-red", "general"] {
+        let a = alice.ack("room:join", json!(room)).await;
+        assert_eq!(a["success"], true, "{a}");
+    }
+    let bob = crate::in_room(&p, "bob", "team-red").await;
+    let refreshed = alice
+        .ack(
+            "auth:refresh",
+            json!({ "token": wide("alice", &["general"]) }),
+        )
+        .await;
+    assert_eq!(refreshed["success"], true, "{refreshed}");
+    let left = alice
+        .try_recv("room:left", Duration::from_secs(2))
+        .await
+        .expect("room:left");
+    assert_eq!(left, json!({ "roomId": "team-red", "reason": "token" }));
+    assert_eq!(bob.recv("room:user-left").await["userId"], "alice");
+    let members = alice.ack("room:members", json!("general")).await;
+    assert_eq!(
+        members["success"], true,
+        "general is still allowed: {members}"
+    );
+    let again = alice.ack("room:join", json!("team-red")).await;
+    assert_eq!(again["code"], "forbidden_room", "{again}");
+    let send = alice
+        .ack(
+            "chat:send",
+            json!({ "roomId": "team-red", "content": "still here?" }),
+        )
+        .await;
+    assert_eq!(send["success"], false, "{send}");
+    crate::assert_no_panic(&p);
+}

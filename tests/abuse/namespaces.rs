@@ -92,3 +92,49 @@ async fn unauthenticated_namespace_churn_leaves_memory_flat() {
     assert_eq!(ack["success"], true, "{ack}");
     crate::assert_no_panic(&p);
 }
+
+/// Authenticated sockets in thousands of made-up child namespaces add no
+/// metric series: the children are counted under their pattern.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_namespace_names_add_no_metric_series() {
+    let p = Proc::start(&["--database-url", "memory", "--namespace", "/t-{tenant}"]);
+    let token = crate::token("alice");
+    let names = 2_000;
+    let mut s = raw::upgrade(p.addr).await;
+    let mut batch = Vec::new();
+    for i in 0..names {
+        batch.extend(raw::text(&format!(r#"40/t-n{i},{{"token":"{token}"}}"#)));
+    }
+    s.write_all(&batch).await.unwrap();
+    let connected = raw::read_texts(
+        &mut s,
+        names,
+        |t| t.starts_with("40/t-n"),
+        Duration::from_secs(60),
+    )
+    .await
+    .len();
+    assert_eq!(connected, names, "every CONNECT accepted");
+    let text = reqwest::get(format!("http://{}/metrics", p.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("switchboard_connections{"))
+        .collect();
+    println!(
+        "{names} child namespaces with a socket each: {} switchboard_connections series: {:?}",
+        series.len(),
+        series.iter().take(3).collect::<Vec<_>>()
+    );
+    assert!(series.len() <= 2, "{} series", series.len());
+    assert_eq!(
+        metric(p.addr, "switchboard_connections{namespace=\"/t-{tenant}\"}").await,
+        names as f64
+    );
+    drop(s);
+    crate::assert_no_panic(&p);
+}

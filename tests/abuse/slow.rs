@@ -160,3 +160,59 @@ async fn acks_counted_as_success_were_all_sent() {
         "{close:?}"
     );
 }
+
+/// A backend posting to a room never hears of one member's full queue: that
+/// member is closed as a slow consumer, and every post answers 201.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_posts_never_fail_because_one_member_reads_slowly() {
+    const KEY: &str = "abuse-test-api-key-1";
+    let p = Proc::start(&args(&["--api-key", KEY]));
+    let well = in_room(&p, "well", "r").await;
+    // carol joins and never reads again.
+    let mut carol = raw::socket(p.addr, &token("carol")).await;
+    carol
+        .write_all(&raw::text(r#"42["room:join","r"]"#))
+        .await
+        .unwrap();
+    while well.recv("room:user-joined").await["userId"] != "carol" {}
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/api/rooms/r/messages", p.addr);
+    let body = "p".repeat(2000);
+    let n = 5_000usize;
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    let mut first_error = None;
+    for chunk in 0..n / 25 {
+        let posts: Vec<_> = (0..25)
+            .map(|i| {
+                http.post(&url)
+                    .bearer_auth(KEY)
+                    .json(&json!({ "content": format!("{} {body}", chunk * 25 + i) }))
+                    .send()
+            })
+            .collect();
+        for post in futures_util::future::join_all(posts).await {
+            let r = post.expect("post");
+            let status = r.status().as_u16();
+            if status >= 500 && first_error.is_none() {
+                first_error = Some(r.text().await.unwrap_or_default());
+            }
+            *statuses.entry(status).or_default() += 1;
+        }
+    }
+    println!(
+        "{n} backend posts with a stalled member: statuses {statuses:?}, first 5xx {first_error:?}"
+    );
+    assert_eq!(
+        statuses.get(&201),
+        Some(&n),
+        "{statuses:?}: {first_error:?}"
+    );
+    // The stalled member, not the backend, paid for it.
+    let left = well
+        .try_recv("room:user-left", Duration::from_secs(15))
+        .await;
+    assert_eq!(left.expect("carol was closed")["userId"], "carol");
+    assert!(metric(p.addr, "switchboard_slow_consumer_disconnects_total").await >= 1.0);
+    drop(carol);
+    crate::assert_no_panic(&p);
+}

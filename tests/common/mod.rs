@@ -71,7 +71,9 @@ pub struct Proc {
 
 /// Flags that lift the per-user and per-socket rate limits, for tests whose
 /// subject is something else (a burst of pipelined sends).
-pub const NO_RATE_LIMITS: [&str; 8] = [
+pub const NO_RATE_LIMITS: [&str; 10] = [
+    "--address-messages-per-sec",
+    "0",
     "--messages-per-sec",
     "1000000",
     "--message-burst",
