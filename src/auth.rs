@@ -275,7 +275,7 @@ pub fn find_token<'a>(
 }
 
 /// Decodes `%XX` escapes (JWTs are URL-safe, but clients may still encode them).
-fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
     if !s.contains('%') && !s.contains('+') {
         return s.into();
     }

@@ -299,6 +299,51 @@ pub struct Config {
     /// `/admin-ui/` when --admin-ui is on.
     #[arg(long, env = "SWITCHBOARD_ADMIN_UI_DIR")]
     pub admin_ui_dir: Option<PathBuf>,
+    /// Failed Admin UI logins from one address (IPv6: its /64) after which
+    /// it must wait before the next try (0: no backoff).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_ADMIN_LOGIN_MAX_FAILURES",
+        default_value_t = 5
+    )]
+    pub admin_login_max_failures: u32,
+    /// The first such wait, in milliseconds; it doubles with every further
+    /// failure.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_ADMIN_LOGIN_BACKOFF_MS",
+        default_value_t = 1000
+    )]
+    pub admin_login_backoff_ms: u64,
+    /// The longest such wait, in milliseconds; an address without a failure
+    /// for twice this long starts afresh.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_ADMIN_LOGIN_BACKOFF_MAX_MS",
+        default_value_t = 300_000
+    )]
+    pub admin_login_backoff_max_ms: u64,
+    /// Admin UI password checks that may wait for one of the two that run at
+    /// once; more logins are refused at once rather than queued.
+    #[arg(long, env = "SWITCHBOARD_ADMIN_LOGIN_WAITING", default_value_t = 8)]
+    pub admin_login_waiting: usize,
+    /// Largest first argument of a client event shown to the Admin UI
+    /// (`event_received`), in bytes of JSON; a larger one is replaced by a
+    /// placeholder with its size.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_ADMIN_UI_MAX_EVENT_BYTES",
+        default_value_t = 16_384
+    )]
+    pub admin_ui_max_event_bytes: usize,
+    /// Bytes of lifecycle events that may wait for the Admin UI's namespace;
+    /// more are dropped.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_ADMIN_UI_QUEUE_BYTES",
+        default_value_t = 8_388_608
+    )]
+    pub admin_ui_queue_bytes: usize,
 }
 
 /// What the Admin UI is sent (see `--admin-ui-mode`).
@@ -378,6 +423,12 @@ impl Default for Config {
             admin_password_hash: None,
             admin_ui_mode: AdminUiMode::Development,
             admin_ui_dir: None,
+            admin_login_max_failures: 5,
+            admin_login_backoff_ms: 1000,
+            admin_login_backoff_max_ms: 300_000,
+            admin_login_waiting: 8,
+            admin_ui_max_event_bytes: 16_384,
+            admin_ui_queue_bytes: 8_388_608,
         }
     }
 }

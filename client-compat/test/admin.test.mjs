@@ -26,7 +26,17 @@ describe("Admin UI protocol (/admin)", () => {
     sockets.push(s);
     return s;
   };
-  const admin = (auth) => open(io(`${server.url}/admin`, { auth, reconnection: false, transports: ["websocket"] }));
+  // `from`: the local address the login comes from (the server limits
+  // failed logins per address, so the refusal tests use addresses of their own).
+  const admin = (auth, from) =>
+    open(
+      io(`${server.url}/admin`, {
+        auth,
+        reconnection: false,
+        transports: ["websocket"],
+        ...(from ? { forceNew: true, localAddress: from } : {}),
+      }),
+    );
   const chat = (sub, nsp = "") =>
     open(io(`${server.url}${nsp}`, { auth: { token: token(sub) }, reconnection: false, transports: ["websocket"] }));
   const login = async () => {
@@ -36,7 +46,7 @@ describe("Admin UI protocol (/admin)", () => {
   };
 
   before(async () => {
-    server = await startServer(undefined, undefined, ADMIN_ARGS);
+    server = await startServer(undefined, undefined, [...ADMIN_ARGS, "--connect-timeout-ms", "3000"]);
   });
   after(async () => {
     sockets.forEach((s) => s.close());
@@ -45,32 +55,107 @@ describe("Admin UI protocol (/admin)", () => {
 
   it("refuses a wrong password, a wrong user and no credentials", async () => {
     for (const auth of [{ username: "admin", password: "nope" }, { username: "root", password: PASSWORD }, {}]) {
-      const err = await next(admin(auth), "connect_error");
+      const err = await next(admin(auth, "127.0.1.1"), "connect_error");
       assert.equal(err.message, "invalid credentials");
     }
   });
 
-  it("a flood of wrong passwords is checked a few at a time: threads stay bounded, health answers", async () => {
+  it("a flood of wrong passwords from one address: checked one at a time, the admin logs in from another during it", async () => {
     const { readFileSync } = await import("node:fs");
     const threads = () => Number(/Threads:\s+(\d+)/.exec(readFileSync(`/proc/${server.child.pid}/status`, "utf8"))[1]);
     const before = threads();
-    const flood = Array.from({ length: 60 }, () => next(admin({ username: "admin", password: "guess" }), "connect_error", 30000));
     let most = before;
     const watch = setInterval(() => (most = Math.max(most, threads())), 20);
+    const flood = Array.from({ length: 120 }, () => {
+      const g = admin({ username: "admin", password: "guess" }, "127.0.2.1");
+      return Promise.race([
+        next(g, "connect_error", 30000).then((e) => e.message),
+        next(g, "disconnect", 30000).then((r) => `disconnected (${r})`),
+      ]);
+    });
     await new Promise((r) => setTimeout(r, 200));
     const t0 = Date.now();
+    const real = admin({ username: "admin", password: PASSWORD }, "127.0.2.2");
+    const logged = await Promise.race([
+      next(real, "session", 9000).then(() => "logged in"),
+      next(real, "connect_error", 9000).then((e) => e.message),
+      next(real, "disconnect", 9000).then((r) => `disconnected (${r})`),
+    ]).catch((e) => e.message);
+    const loginMs = Date.now() - t0;
+    console.log(`admin login during a 120-guess flood from another address: ${logged} after ${loginMs} ms`);
+    const t1 = Date.now();
     assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
-    const healthMs = Date.now() - t0;
+    const healthMs = Date.now() - t1;
     const errors = await Promise.all(flood);
     clearInterval(watch);
-    assert.ok(errors.every((e) => e.message === "invalid credentials"));
-    // Without the bound every check took a blocking thread of its own (60+).
+    const count = (m) => errors.filter((e) => e.startsWith(m)).length;
+    const checked = count("invalid credentials");
+    console.log(
+      `the 120 guesses: ${checked} checked, refused at once ${count("a login from your address")} ` +
+        `(one at a time) and ${count("too many failed")} (backoff)`,
+    );
+    // Within --connect-timeout-ms (3 s here): before, it queued behind
+    // every guess and was disconnected.
+    assert.equal(logged, "logged in");
+    assert.ok(loginMs < 2500, `the admin's login took ${loginMs} ms`);
+    assert.ok(checked <= 10, `${checked} guesses were checked`);
+    assert.equal(count("invalid credentials") + count("a login from your address") + count("too many failed"), 120, errors.join("; "));
     assert.ok(most - before <= 8, `threads grew from ${before} to ${most}`);
     assert.ok(healthMs < 1000, `healthz took ${healthMs} ms during the flood`);
   });
 
+  it("failed logins from one address back off; other addresses are not held up", async () => {
+    const from = "127.0.3.1";
+    for (let i = 0; i < 5; i++) {
+      assert.equal((await next(admin({ username: "admin", password: `guess${i}` }, from), "connect_error")).message, "invalid credentials");
+    }
+    const t0 = Date.now();
+    const waited = await next(admin({ username: "admin", password: PASSWORD }, from), "connect_error");
+    assert.match(waited.message, /^too many failed logins from your address: retry in 1 s$/);
+    assert.ok(Date.now() - t0 < 1000, "refused without a password check");
+    await next(admin({ username: "admin", password: PASSWORD }, "127.0.3.2"), "session");
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    assert.match(metrics, /switchboard_limit_hits_total\{limit="admin_login_backoff"\} [1-9]/);
+  });
+
+  it("a flood from many addresses is refused at once past the checks that may wait", async () => {
+    const errors = await Promise.all(
+      Array.from({ length: 30 }, (_, i) => {
+        const g = admin({ username: "admin", password: "guess" }, `127.0.4.${i + 1}`);
+        return Promise.race([
+          next(g, "connect_error", 20000).then((e) => e.message),
+          // a check that waited past --connect-timeout-ms on a loaded machine
+          next(g, "disconnect", 20000).then((r) => `disconnected (${r})`),
+        ]);
+      }),
+    );
+    // 2 running + --admin-login-waiting 8 (the default); the rest at once.
+    const full = errors.filter((e) => e === "too many logins being checked: retry in a moment").length;
+    assert.ok(full >= 15, errors.join("; "));
+  });
+
+  it("the answer takes as long for an unknown user name as for the right one", async () => {
+    // One address per try, so that the backoff does not answer instead.
+    const time = async (username, i) => {
+      const t0 = process.hrtime.bigint();
+      const err = await next(admin({ username, password: "wrong" }, `127.0.5.${i}`), "connect_error");
+      assert.equal(err.message, "invalid credentials");
+      return Number(process.hrtime.bigint() - t0) / 1e6;
+    };
+    const known = [];
+    const unknown = [];
+    for (let i = 1; i <= 5; i++) {
+      known.push(await time("admin", 2 * i));
+      unknown.push(await time("root", 2 * i + 1));
+    }
+    // The fastest of each: a loaded machine only adds time.
+    const [k, u] = [Math.min(...known), Math.min(...unknown)];
+    console.log(`wrong password: known user ${k.toFixed(1)} ms, unknown user ${u.toFixed(1)} ms (fastest of 5)`);
+    assert.ok(Math.max(k, u) / Math.min(k, u) < 2, `known ${k.toFixed(1)} ms, unknown ${u.toFixed(1)} ms`);
+  });
+
   it("the JWT is not what opens /admin, and the admin password opens no chat namespace", async () => {
-    const err = await next(admin({ token: token("alice") }), "connect_error");
+    const err = await next(admin({ token: token("alice") }, "127.0.1.2"), "connect_error");
     assert.equal(err.message, "invalid credentials");
     const s = open(io(server.url, { auth: { username: "admin", password: PASSWORD }, reconnection: false }));
     assert.match((await next(s, "connect_error")).message, /Authentication failed/);
@@ -117,7 +202,7 @@ describe("Admin UI protocol (/admin)", () => {
     // the session id logs in without the password
     const bySession = admin({ sessionId: session });
     await next(bySession, "config");
-    assert.equal((await next(admin({ sessionId: "0123456789abcdef" }), "connect_error")).message, "invalid credentials");
+    assert.equal((await next(admin({ sessionId: "0123456789abcdef" }, "127.0.1.3"), "connect_error")).message, "invalid credentials");
   });
 
   it("socket_connected, room_joined, event_received, room_left, socket_disconnected", async () => {
@@ -196,6 +281,69 @@ describe("Admin UI protocol (/admin)", () => {
     assert.equal((await frank.timeout(5000).emitWithAck("ping", {})) !== undefined, true);
   });
 
+  it("no token, cookie, *-Authorization or query secret reaches the UI; the address is the peer's", async () => {
+    const secrets = {
+      query: token("mallory"),
+      refresh: token("mallory", ["--ttl-secs", "7200"]),
+      field: token("mallory", ["--ttl-secs", "7300"]),
+      proxyAuth: "proxy-pass-0f9e8d7c",
+      cookie: "cookie-secret-1a2b3c",
+      apiKey: "api-key-secret-4d5e6f",
+      accessToken: "access-token-secret-7a8b9c",
+    };
+    // Over polling first (headers on every request), then the upgrade.
+    const user = () =>
+      open(
+        io(server.url, {
+          forceNew: true,
+          reconnection: false,
+          query: { token: secrets.query, access_token: secrets.accessToken, room: "lobby" },
+          extraHeaders: {
+            "Proxy-Authorization": `Basic ${secrets.proxyAuth}`,
+            Cookie: `sid=${secrets.cookie}`,
+            "X-Api-Key": secrets.apiKey,
+            "X-Forwarded-For": "203.0.113.66",
+          },
+        }),
+      );
+    const before = user();
+    await next(before, "connect");
+    const a = admin({ username: "admin", password: PASSWORD }, "127.0.6.1");
+    const seen = [];
+    a.onAny((event, ...args) => seen.push([event, args]));
+    const all = await next(a, "all_sockets");
+    const connected = new Promise((resolve) => a.on("socket_connected", (s) => s.data.userId === "mallory" && s.id !== before.id && resolve(s)));
+    const after = user();
+    await next(after, "connect");
+    const listed = [all.find((s) => s.id === before.id), await connected];
+    const refreshed = await after.timeout(5000).emitWithAck("auth:refresh", { token: secrets.refresh });
+    assert.equal(refreshed.success, true, JSON.stringify(refreshed));
+    const pinged = new Promise((resolve) =>
+      a.on("event_received", (nsp, id, args) => id === after.id && args[0] === "ping" && resolve(args)),
+    );
+    await after.timeout(5000).emitWithAck("ping", { token: secrets.field, n: 1 });
+    const [, pingArg] = await pinged;
+
+    const everything = JSON.stringify(seen);
+    const leaked = Object.entries(secrets).filter(([, v]) => everything.includes(v));
+    const addresses = listed.map((s) => s?.handshake.address);
+    console.log(
+      `secrets in what the admin received: ${leaked.length ? leaked.map(([k]) => k).join(", ") : "none"}; ` +
+        `addresses shown: ${addresses.join(", ")}`,
+    );
+    assert.deepEqual(leaked.map(([k]) => k), []);
+    assert.deepEqual(pingArg, { token: "[redacted]", n: 1 });
+    assert.ok(seen.some(([e, [, , args]]) => e === "event_received" && args[0] === "auth:refresh"), "auth:refresh is shown, redacted");
+    for (const s of listed) {
+      assert.ok(s, "the user socket is listed");
+      assert.equal(s.handshake.address, "127.0.0.1", "not the forged X-Forwarded-For");
+      assert.equal(s.handshake.headers["proxy-authorization"], "[redacted]");
+      assert.equal(s.handshake.query.token, "[redacted]");
+      assert.equal(s.handshake.query.room, "lobby");
+      assert.match(s.handshake.url, /token=\[redacted\]/);
+    }
+  });
+
   it("serves the UI bundle at /admin-ui/", async () => {
     const r = await fetch(`${server.url}/admin-ui/`);
     assert.equal(r.status, 200);
@@ -203,6 +351,83 @@ describe("Admin UI protocol (/admin)", () => {
     const redirect = await fetch(`${server.url}/admin-ui`, { redirect: "manual" });
     assert.equal(redirect.status, 301);
     assert.equal((await fetch(`${server.url}/admin-ui/favicon.png`)).status, 200);
+  });
+});
+
+describe("Admin UI behind a trusted proxy (--trusted-proxy 127.0.0.1)", () => {
+  it("shows and limits logins by the forwarded address", async () => {
+    const server = await startServer(undefined, undefined, [...ADMIN_ARGS, "--trusted-proxy", "127.0.0.1"]);
+    const open = [];
+    const via = (url, auth, client) => {
+      const s = io(url, { auth, forceNew: true, reconnection: false, transports: ["websocket"], extraHeaders: { "X-Forwarded-For": client } });
+      open.push(s);
+      return s;
+    };
+    try {
+      const user = via(server.url, { token: token("bob") }, "198.51.100.7");
+      await next(user, "connect");
+      const all = await next(via(`${server.url}/admin`, { username: "admin", password: PASSWORD }, "198.51.100.1"), "all_sockets");
+      assert.equal(all.find((s) => s.id === user.id)?.handshake.address, "198.51.100.7");
+      for (let i = 0; i < 5; i++) {
+        await next(via(`${server.url}/admin`, { username: "admin", password: "guess" }, "198.51.100.66"), "connect_error");
+      }
+      const refused = await next(via(`${server.url}/admin`, { username: "admin", password: "guess" }, "198.51.100.66"), "connect_error");
+      assert.match(refused.message, /too many failed logins/);
+      // The proxy's other clients are not held up.
+      await next(via(`${server.url}/admin`, { username: "admin", password: PASSWORD }, "198.51.100.2"), "session");
+    } finally {
+      open.forEach((s) => s.close());
+      await server.stop();
+    }
+  });
+});
+
+describe("Admin UI and large events", () => {
+  it("an admin watching costs no copy of large payloads: RSS bounded while a user sends 120 × 900 KB events", async () => {
+    const { readFileSync } = await import("node:fs");
+    const server = await startServer(undefined, undefined, ADMIN_ARGS);
+    const rssMb = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${server.child.pid}/status`, "utf8"))[1]) / 1024;
+    const open = [];
+    try {
+      const u = io(server.url, { auth: { token: token("bob") }, reconnection: false, transports: ["websocket"] });
+      open.push(u);
+      await next(u, "connect");
+      const big = "x".repeat(900_000);
+      const burst = (n) => Promise.all(Array.from({ length: n }, () => u.timeout(30000).emitWithAck("blob", big)));
+      // What the events cost without an admin (the allocator keeps it).
+      await burst(40);
+      const a = io(`${server.url}/admin`, { auth: { username: "admin", password: PASSWORD }, reconnection: false, transports: ["websocket"] });
+      open.push(a);
+      await next(a, "all_sockets");
+      let shown = 0;
+      let largest = 0;
+      a.on("event_received", (nsp, id, args) => {
+        if (args[0] !== "blob") return;
+        shown++;
+        largest = Math.max(largest, JSON.stringify(args).length);
+      });
+      await new Promise((r) => setTimeout(r, 300));
+      const base = rssMb();
+      let peak = base;
+      const watch = setInterval(() => (peak = Math.max(peak, rssMb())), 10);
+      await burst(120);
+      for (let i = 0; i < 100 && shown < 120; i++) await new Promise((r) => setTimeout(r, 100));
+      clearInterval(watch);
+      const growth = peak - base;
+      console.log(
+        `admin watching 120 × 900 KB events: RSS ${base.toFixed(1)} -> peak ${peak.toFixed(1)} MB (+${growth.toFixed(1)} MB), ` +
+          `${shown} shown, largest ${largest} bytes`,
+      );
+      assert.ok(growth < 40, `RSS grew by ${growth.toFixed(1)} MB`);
+      assert.ok(shown >= 120, `${shown} of the 120 events shown (as placeholders)`);
+      assert.ok(largest < 20_000, `an event_received of ${largest} bytes`);
+      const metrics = await (await fetch(`${server.url}/metrics`)).text();
+      const placeholders = Number(/switchboard_limit_hits_total\{limit="admin_event_bytes"\} (\d+)/.exec(metrics)?.[1] ?? 0);
+      assert.ok(placeholders >= 120, `${placeholders} placeholders counted`);
+    } finally {
+      open.forEach((s) => s.close());
+      await server.stop();
+    }
   });
 });
 
