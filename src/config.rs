@@ -141,6 +141,16 @@ pub struct Config {
     /// with `--redis-url`).
     #[arg(long, env = "SWITCHBOARD_EMITTER_KEY", default_value = "socket.io")]
     pub emitter_key: String,
+    /// Most bytes of events one node holds waiting to be published to Redis
+    /// (SSE feed events for other nodes); past it, and while Redis is
+    /// unreachable, they are dropped and counted, and the backend emit that
+    /// made them answers 503 `cluster_unavailable`.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MAX_REDIS_QUEUE_BYTES",
+        default_value_t = 8_388_608
+    )]
+    pub max_redis_queue_bytes: usize,
     /// Seconds between SSE heartbeat comments on `/events`.
     #[arg(long, env = "SWITCHBOARD_SSE_HEARTBEAT_SECS", default_value_t = 30)]
     pub sse_heartbeat_secs: u64,
@@ -335,6 +345,7 @@ impl Default for Config {
             redis_url: None,
             redis_prefix: "switchboard".into(),
             emitter_key: "socket.io".into(),
+            max_redis_queue_bytes: 8_388_608,
             shutdown_timeout_secs: 10,
             header_timeout_ms: 10_000,
             connect_timeout_ms: 10_000,
@@ -542,6 +553,7 @@ impl Config {
             (self.max_doc_bytes as u64, "max-doc-bytes"),
             (self.max_doc_op_bytes as u64, "max-doc-op-bytes"),
             (self.max_doc_memory_bytes as u64, "max-doc-memory-bytes"),
+            (self.max_redis_queue_bytes as u64, "max-redis-queue-bytes"),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));

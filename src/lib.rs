@@ -193,9 +193,10 @@ impl Switchboard {
             let relay = cluster::feeds::start(
                 ctx.feeds.clone(),
                 client.clone(),
-                driver.connection(),
+                driver.clone(),
                 &config.redis_prefix,
                 cluster.node_id.clone(),
+                config.max_redis_queue_bytes,
             );
             ctx.feeds.relay_to(relay);
             cluster::emitter::start(
