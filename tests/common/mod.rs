@@ -71,7 +71,7 @@ pub struct Proc {
 
 /// Flags that lift the per-user and per-socket rate limits, for tests whose
 /// subject is something else (a burst of pipelined sends).
-pub const NO_RATE_LIMITS: [&str; 8] = [
+pub const NO_RATE_LIMITS: [&str; 14] = [
     "--messages-per-sec",
     "1000000",
     "--message-burst",
@@ -79,6 +79,12 @@ pub const NO_RATE_LIMITS: [&str; 8] = [
     "--events-per-sec",
     "1000000",
     "--event-burst",
+    "1000000",
+    "--doc-joins-per-sec",
+    "1000000",
+    "--doc-join-burst",
+    "1000000",
+    "--doc-creations-per-min",
     "1000000",
 ];
 
