@@ -141,6 +141,16 @@ pub struct Config {
     /// with `--redis-url`).
     #[arg(long, env = "SWITCHBOARD_EMITTER_KEY", default_value = "socket.io")]
     pub emitter_key: String,
+    /// Most bytes of events one node holds waiting to be published to Redis
+    /// (SSE feed events for other nodes); past it, and while Redis is
+    /// unreachable, they are dropped and counted, and the backend emit that
+    /// made them answers 503 `cluster_unavailable`.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MAX_REDIS_QUEUE_BYTES",
+        default_value_t = 8_388_608
+    )]
+    pub max_redis_queue_bytes: usize,
     /// Seconds between SSE heartbeat comments on `/events`.
     #[arg(long, env = "SWITCHBOARD_SSE_HEARTBEAT_SECS", default_value_t = 30)]
     pub sse_heartbeat_secs: u64,
@@ -264,6 +274,17 @@ pub struct Config {
         default_value_t = 1_073_741_824
     )]
     pub max_doc_memory_bytes: usize,
+    /// `doc:join`s per user (all of its sockets on a node), sustained; each
+    /// join sends the document's text.
+    #[arg(long, env = "SWITCHBOARD_DOC_JOINS_PER_SEC", default_value_t = 2)]
+    pub doc_joins_per_sec: u32,
+    /// `doc:join`s per user in a burst.
+    #[arg(long, env = "SWITCHBOARD_DOC_JOIN_BURST", default_value_t = 20)]
+    pub doc_join_burst: u32,
+    /// New documents (a first op on a document never edited) per user per
+    /// minute, from clients; each new document keeps up to 1,000 ops.
+    #[arg(long, env = "SWITCHBOARD_DOC_CREATIONS_PER_MIN", default_value_t = 30)]
+    pub doc_creations_per_min: u32,
     /// The Socket.IO packet encoding: `json` (the default parser) or
     /// `msgpack` (clients with `socket.io-msgpack-parser`). One server
     /// speaks one parser.
@@ -396,6 +417,7 @@ impl Default for Config {
             redis_url: None,
             redis_prefix: "switchboard".into(),
             emitter_key: "socket.io".into(),
+            max_redis_queue_bytes: 8_388_608,
             shutdown_timeout_secs: 10,
             header_timeout_ms: 10_000,
             connect_timeout_ms: 10_000,
@@ -417,6 +439,9 @@ impl Default for Config {
             max_doc_bytes: 1_048_576,
             max_doc_op_bytes: 65_536,
             max_doc_memory_bytes: 1_073_741_824,
+            doc_joins_per_sec: 2,
+            doc_join_burst: 20,
+            doc_creations_per_min: 30,
             parser: WireParser::Json,
             admin_ui: false,
             admin_username: None,
@@ -611,6 +636,13 @@ impl Config {
             (self.max_doc_bytes as u64, "max-doc-bytes"),
             (self.max_doc_op_bytes as u64, "max-doc-op-bytes"),
             (self.max_doc_memory_bytes as u64, "max-doc-memory-bytes"),
+            (u64::from(self.doc_joins_per_sec), "doc-joins-per-sec"),
+            (u64::from(self.doc_join_burst), "doc-join-burst"),
+            (
+                u64::from(self.doc_creations_per_min),
+                "doc-creations-per-min",
+            ),
+            (self.max_redis_queue_bytes as u64, "max-redis-queue-bytes"),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));

@@ -18,7 +18,11 @@
 //! Memory: a document is held while it is in use, and dropped after
 //! [`IDLE_EVICT`] without use (the store has it). It holds its text (at most
 //! `--max-doc-bytes`) and its latest [`KEEP_OPS`] ops (at most
-//! [`KEEP_OP_BYTES`] of op text).
+//! [`KEEP_OP_BYTES`] of op text). Every held document counts against
+//! `--max-doc-memory-bytes`, an empty one (joined, never edited) too.
+//!
+//! Users: clients' joins and the documents they create are rate-limited per
+//! user ([`UserLimits`]); a backend's ops are not.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -27,6 +31,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::oneshot;
 
 use crate::ot::{self, Op};
@@ -57,6 +62,9 @@ pub struct Edit {
     pub op: Op,
     pub user_id: String,
     pub op_id: Option<String>,
+    /// A client's op: the first op of a document counts against the user's
+    /// `--doc-creations-per-min`.
+    pub by_client: bool,
 }
 
 /// Why an edit or a read was refused.
@@ -66,6 +74,8 @@ pub enum DocError {
     Invalid(String),
     #[error("{0}")]
     TooLarge(String),
+    #[error("{0}")]
+    RateLimited(String),
     #[error("version {base} is older than the ops kept (from {oldest}): join again")]
     Stale { base: u64, oldest: u64 },
     #[error("document store unavailable")]
@@ -243,6 +253,27 @@ impl State {
     }
 }
 
+/// Per-user bounds on what clients make documents do, across the user's
+/// sockets on this node (keyed by namespace and user, like chat messages).
+pub struct UserLimits {
+    joins: DefaultKeyedRateLimiter<(String, String)>,
+    creations: DefaultKeyedRateLimiter<(String, String)>,
+}
+
+impl UserLimits {
+    /// `joins_per_sec` with bursts of `join_burst` (`--doc-joins-per-sec`,
+    /// `--doc-join-burst`), `creations_per_min` (`--doc-creations-per-min`).
+    pub fn new(joins_per_sec: u32, join_burst: u32, creations_per_min: u32) -> Self {
+        let nz = |n: u32| std::num::NonZeroU32::new(n.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+        UserLimits {
+            joins: RateLimiter::keyed(
+                Quota::per_second(nz(joins_per_sec)).allow_burst(nz(join_burst.max(joins_per_sec))),
+            ),
+            creations: RateLimiter::keyed(Quota::per_minute(nz(creations_per_min))),
+        }
+    }
+}
+
 /// Every document this node holds.
 pub struct Docs {
     store: Arc<dyn DocStore>,
@@ -253,10 +284,16 @@ pub struct Docs {
     /// they may take before idle ones are dropped early and edits refused.
     held_bytes: AtomicUsize,
     max_held_bytes: usize,
+    /// None: no per-user bounds (unit tests, and a Docs made only for backends).
+    users: Option<UserLimits>,
 }
 
 /// Bytes counted per kept op besides its text.
 const OP_OVERHEAD: usize = 96;
+/// Bytes counted per held document besides its key, text and ops: its map
+/// slot, entry, locks and state (a never-edited document costs about this:
+/// 30,000 joins of new ids took ~440 B each).
+const ENTRY_OVERHEAD: usize = 512;
 
 impl Docs {
     pub fn new(store: Arc<dyn DocStore>, max_doc_bytes: usize, max_held_bytes: usize) -> Self {
@@ -267,6 +304,59 @@ impl Docs {
             max_doc_bytes,
             held_bytes: AtomicUsize::new(0),
             max_held_bytes,
+            users: None,
+        }
+    }
+
+    /// Bounds clients' joins and new documents per user.
+    pub fn with_user_limits(mut self, users: UserLimits) -> Self {
+        self.users = Some(users);
+        self
+    }
+
+    /// Takes one `doc:join` from `user`'s bucket in `ns`.
+    pub fn may_join(&self, ns: &str, user: &str) -> Result<(), DocError> {
+        let Some(users) = &self.users else {
+            return Ok(());
+        };
+        if users
+            .joins
+            .check_key(&(ns.to_string(), user.to_string()))
+            .is_ok()
+        {
+            return Ok(());
+        }
+        crate::metrics::limit_hit("doc_joins_per_sec");
+        Err(DocError::RateLimited(
+            "too many doc:join: slow down (--doc-joins-per-sec)".into(),
+        ))
+    }
+
+    /// Takes one new document from `user`'s bucket in `ns`.
+    fn may_create(&self, ns: &str, user: &str) -> Result<(), DocError> {
+        let Some(users) = &self.users else {
+            return Ok(());
+        };
+        if users
+            .creations
+            .check_key(&(ns.to_string(), user.to_string()))
+            .is_ok()
+        {
+            return Ok(());
+        }
+        crate::metrics::limit_hit("doc_creations_per_min");
+        Err(DocError::RateLimited(
+            "too many new documents: edit an existing one, or try again in a minute (--doc-creations-per-min)".into(),
+        ))
+    }
+
+    /// Forgets users whose buckets are full again.
+    fn forget_idle_users(&self) {
+        if let Some(users) = &self.users {
+            for l in [&users.joins, &users.creations] {
+                l.retain_recent();
+                l.shrink_to_fit();
+            }
         }
     }
 
@@ -275,9 +365,15 @@ impl Docs {
         self.held_bytes.load(Ordering::Relaxed)
     }
 
-    /// Counts what `entry`'s state holds now.
-    fn account(&self, entry: &Entry, st: &State) {
-        let now = st.text.len() + st.recent_bytes + st.recent.len() * OP_OVERHEAD;
+    /// Counts what `entry`'s state holds now (an empty document too: it
+    /// costs its key and bookkeeping).
+    fn account(&self, key: &DocKey, entry: &Entry, st: &State) {
+        let now = ENTRY_OVERHEAD
+            + key.namespace.len()
+            + key.doc_id.len()
+            + st.text.len()
+            + st.recent_bytes
+            + st.recent.len() * OP_OVERHEAD;
         let before = entry.bytes.swap(now, Ordering::Relaxed);
         if now >= before {
             self.held_bytes.fetch_add(now - before, Ordering::Relaxed);
@@ -437,7 +533,7 @@ impl Docs {
         let entry = self.entry(key);
         let mut st = entry.state.lock().await;
         let refreshed = self.refresh(key, &mut st).await;
-        self.account(&entry, &st);
+        self.account(key, &entry, &st);
         if let Err(e) = refreshed {
             if !st.loaded {
                 return Err(e);
@@ -493,7 +589,7 @@ impl Docs {
                 std::mem::take(&mut *entry.waiting.lock().unwrap_or_else(|p| p.into_inner()));
             if !batch.is_empty() {
                 docs.run_batch(&key, &mut st, batch).await;
-                docs.account(&entry, &st);
+                docs.account(&key, &entry, &st);
             }
             entry.last_used.store(docs.now_ms(), Ordering::Relaxed);
         });
@@ -515,7 +611,7 @@ impl Docs {
             return fail_all(batch, e);
         }
         for attempt in 0..MAX_CONFLICTS {
-            let (results, text, chars, new_ops) = self.rebase_batch(st, &batch);
+            let (results, text, chars, new_ops) = self.rebase_batch(key, st, &batch);
             if new_ops.is_empty() {
                 for (s, r) in batch.into_iter().zip(results) {
                     let _ = s.reply.send(r);
@@ -606,6 +702,7 @@ impl Docs {
     /// each edit, the new text and length, and the ops to commit.
     fn rebase_batch(
         &self,
+        key: &DocKey,
         st: &State,
         batch: &[Submitted],
     ) -> (Vec<Result<Outcome, DocError>>, String, usize, Vec<Applied>) {
@@ -614,13 +711,14 @@ impl Docs {
         let mut new_ops: Vec<Applied> = Vec::new();
         let results = batch
             .iter()
-            .map(|s| self.rebase_one(st, &mut text, &mut chars, &mut new_ops, &s.edit))
+            .map(|s| self.rebase_one(key, st, &mut text, &mut chars, &mut new_ops, &s.edit))
             .collect();
         (results, text, chars, new_ops)
     }
 
     fn rebase_one(
         &self,
+        key: &DocKey,
         st: &State,
         text: &mut String,
         chars: &mut usize,
@@ -668,6 +766,10 @@ impl Docs {
                 "the document would exceed {} bytes",
                 self.max_doc_bytes
             )));
+        }
+        // This op creates the document (stored from its first op).
+        if head == 0 && edit.by_client {
+            self.may_create(&key.namespace, &edit.user_id)?;
         }
         let len_before = *chars;
         ot::apply(text, &op).map_err(|e| {
@@ -760,6 +862,7 @@ pub fn parse_edit(
         op,
         user_id: user_id.to_string(),
         op_id,
+        by_client: false,
     })
 }
 
@@ -768,12 +871,13 @@ fn same_ops(found: &[StoredOp], ours: &[StoredOp]) -> bool {
     found.len() >= ours.len() && found.iter().zip(ours).all(|(f, o)| f == o)
 }
 
-/// Drops idle documents every 10 s.
+/// Drops idle documents every 10 s (and the buckets of idle users).
 pub async fn evict_idle(docs: Arc<Docs>) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     loop {
         tick.tick().await;
         docs.evict_idle(IDLE_EVICT);
+        docs.forget_idle_users();
     }
 }
 
@@ -843,6 +947,7 @@ mod tests {
             op,
             user_id: "u".into(),
             op_id: op_id.map(Into::into),
+            by_client: false,
         }
     }
 
@@ -943,6 +1048,63 @@ mod tests {
         assert_eq!(relayed.load(Ordering::SeqCst), 1, "relayed all the same");
         let snap = docs.read(&key, None).await.unwrap();
         assert_eq!((snap.content.as_str(), snap.version), ("a", 1));
+    }
+
+    #[tokio::test]
+    async fn new_documents_and_joins_are_limited_per_user_for_clients_only() {
+        let docs = Arc::new(
+            Docs::new(Arc::new(crate::store::MemoryDocs::default()), 100, 1 << 30)
+                .with_user_limits(UserLimits::new(1, 2, 1)),
+        );
+        let client = |base| Edit {
+            by_client: true,
+            ..edit(base, ins(0, "a"), None)
+        };
+        let key = |d: &str| DocKey::new("/", d);
+        assert!(
+            docs.submit(&key("one"), client(0), no_relay())
+                .await
+                .is_ok()
+        );
+        assert!(matches!(
+            docs.submit(&key("two"), client(0), no_relay()).await,
+            Err(DocError::RateLimited(_))
+        ));
+        // Nothing was stored for it; an existing document is still edited;
+        // a backend's op creates without limit.
+        assert_eq!(docs.read(&key("two"), None).await.unwrap().version, 0);
+        assert!(
+            docs.submit(&key("one"), client(1), no_relay())
+                .await
+                .is_ok()
+        );
+        let backend = edit(0, ins(0, "b"), None);
+        assert!(
+            docs.submit(&key("three"), backend, no_relay())
+                .await
+                .is_ok()
+        );
+        // Joins: the burst, then refused; per user and namespace.
+        assert!(docs.may_join("/", "u").is_ok() && docs.may_join("/", "u").is_ok());
+        assert!(matches!(
+            docs.may_join("/", "u"),
+            Err(DocError::RateLimited(_))
+        ));
+        assert!(docs.may_join("/", "v").is_ok());
+        assert!(docs.may_join("/acme", "u").is_ok());
+    }
+
+    #[test]
+    fn an_empty_document_counts_against_the_budget() {
+        let docs = Docs::new(Arc::new(crate::store::MemoryDocs::default()), 100, 1 << 30);
+        let key = DocKey::new("/", "never-edited");
+        let entry = docs.entry(&key);
+        docs.account(&key, &entry, &State::default());
+        assert_eq!(docs.held_bytes(), ENTRY_OVERHEAD + 1 + 12);
+        docs.evict_idle(Duration::ZERO);
+        drop(entry);
+        docs.evict_idle(Duration::ZERO);
+        assert_eq!((docs.held(), docs.held_bytes()), (0, 0));
     }
 
     #[tokio::test]

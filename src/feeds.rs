@@ -54,7 +54,7 @@ pub struct RemoteFeed {
 pub struct Feeds {
     subscribers: DashMap<(String, String), Vec<Feed>>,
     /// Set when clustered: feed events also go to the other nodes.
-    remote: std::sync::OnceLock<mpsc::UnboundedSender<RemoteFeed>>,
+    remote: std::sync::OnceLock<crate::cluster::feeds::Relay>,
 }
 
 impl Feeds {
@@ -78,6 +78,8 @@ impl Feeds {
     /// were open on this node.
     pub fn close_user(&self, ns: &str, user: &str) -> usize {
         if let Some(remote) = self.remote.get() {
+            // Dropped only while Redis is away or swamped; the caller's
+            // disconnect across nodes then fails too and says so.
             let _ = remote.send(RemoteFeed {
                 ns: ns.to_string(),
                 user: user.to_string(),
@@ -100,31 +102,34 @@ impl Feeds {
     }
 
     /// Sends feed events to the other nodes too (see `cluster::feeds`).
-    pub fn relay_to(&self, remote: mpsc::UnboundedSender<RemoteFeed>) {
+    pub fn relay_to(&self, remote: crate::cluster::feeds::Relay) {
         let _ = self.remote.set(remote);
     }
 
     /// Hands `event` to the user's open feeds, here and on the other nodes.
+    /// An error says the other nodes' feeds miss it (this node's have it).
     pub fn publish<T: serde::Serialize + ?Sized>(
         &self,
         ns: &str,
         user: &str,
         event: &str,
         data: &T,
-    ) {
+    ) -> Result<(), crate::cluster::feeds::RelayError> {
         let Ok(data) = serde_json::to_string(data) else {
-            return;
+            return Ok(());
         };
         let data: Arc<str> = data.into();
-        if let Some(remote) = self.remote.get() {
-            let _ = remote.send(RemoteFeed {
+        let relayed = match self.remote.get() {
+            Some(remote) => remote.send(RemoteFeed {
                 ns: ns.to_string(),
                 user: user.to_string(),
                 event: event.into(),
                 data: data.clone(),
-            });
-        }
+            }),
+            None => Ok(()),
+        };
         self.deliver_local(ns, user, event, data);
+        relayed
     }
 
     /// Hands an event (data already JSON) to this node's open feeds of the

@@ -156,10 +156,14 @@ impl Hub {
             .try_for_each(|u| Self::check_user(u))?;
         self.check_namespace(ns)?;
         crate::metrics::event_out(event);
+        let mut relayed = Ok(());
         for user in &audience.users {
-            self.ctx.feeds.publish(ns, user, event, data);
+            if let Err(e) = self.ctx.feeds.publish(ns, user, event, data) {
+                relayed = Err(HubError::ClusterUnavailable(e.to_string()));
+            }
         }
-        on_io!(&self.io, io => emit_in(io, ns, audience, event, data).await)
+        on_io!(&self.io, io => emit_in(io, ns, audience, event, data).await)?;
+        relayed
     }
 
     /// Emits to every socket of `user` (on every node) and waits up to

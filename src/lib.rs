@@ -83,11 +83,14 @@ impl Switchboard {
                 .await
                 .map_err(|e| ConfigError::Store(e.to_string()))?,
         };
-        let docs = Arc::new(docs::Docs::new(
-            doc_store,
-            config.max_doc_bytes,
-            config.max_doc_memory_bytes,
-        ));
+        let docs = Arc::new(
+            docs::Docs::new(doc_store, config.max_doc_bytes, config.max_doc_memory_bytes)
+                .with_user_limits(docs::UserLimits::new(
+                    config.doc_joins_per_sec,
+                    config.doc_join_burst,
+                    config.doc_creations_per_min,
+                )),
+        );
         // With a Redis URL, connect first: a node that cannot reach Redis at
         // start says so rather than running alone by mistake.
         let redis = match &config.redis_url {
@@ -193,9 +196,10 @@ impl Switchboard {
             let relay = cluster::feeds::start(
                 ctx.feeds.clone(),
                 client.clone(),
-                driver.connection(),
+                driver.clone(),
                 &config.redis_prefix,
                 cluster.node_id.clone(),
+                config.max_redis_queue_bytes,
             );
             ctx.feeds.relay_to(relay);
             cluster::emitter::start(

@@ -291,6 +291,10 @@ async fn ops_are_relayed_to_the_others_with_versions_and_cursors() {
         .collect();
     assert_eq!(versions, [&json!(3), &json!(4)]);
     assert_eq!(j["ops"][1]["opId"], "o1");
+    // The text went out once, in the ack; a join without a callback gets
+    // it as doc:sync instead.
+    c.expect_none("doc:sync", Duration::from_millis(300)).await;
+    c.emit("doc:join", json!("notes"));
     let sync = c.recv("doc:sync").await;
     assert_eq!(
         sync,
@@ -522,8 +526,11 @@ async fn held_documents_stay_within_the_memory_budget() {
         most = most.max(held);
     }
     // At most the budget plus the one document an op is working on.
-    // (text 3,000 bytes + its op 3,000 + 96 of bookkeeping).
-    assert!(most <= (20000 + 6096) as f64, "held {most} bytes");
+    // (text 3,000 bytes + its op 3,000 + 96 + 512 of bookkeeping + its key).
+    assert!(
+        most <= (20000 + 6096 + 512 + 16) as f64,
+        "held {most} bytes"
+    );
     assert!(most >= 15000.0, "the budget was reached: {most}");
     for d in [0, 14, 29] {
         let (s, doc) = get_doc(&p, &format!("fill-{d}")).await;
@@ -532,4 +539,174 @@ async fn held_documents_stay_within_the_memory_budget() {
             (200, Some(3000))
         );
     }
+}
+
+/// The value of one Prometheus sample (`name{labels}`, exactly as printed), 0 when absent.
+async fn metric(p: &Proc, sample: &str) -> f64 {
+    let text = http()
+        .get(format!("http://{}/metrics", p.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn joins_and_new_documents_are_bounded_per_user() {
+    let p = Proc::start(&[
+        "--database-url",
+        "memory",
+        "--api-key",
+        KEY,
+        "--doc-joins-per-sec",
+        "1",
+        "--doc-join-burst",
+        "5",
+        "--doc-creations-per-min",
+        "3",
+    ]);
+    // Joins: a burst of 5, then rate_limited (for every socket of the user).
+    let mut a = user(&p, "mallory").await;
+    let mut a2 = user(&p, "mallory").await;
+    for i in 0..5 {
+        let j = a.ack("doc:join", json!(format!("j-{i}"))).await;
+        assert_eq!(j["success"], true, "{j}");
+    }
+    let refused = a2.ack("doc:join", json!("j-5")).await;
+    assert_eq!(code(&refused), "rate_limited", "{refused}");
+    assert!(
+        metric(
+            &p,
+            r#"switchboard_limit_hits_total{limit="doc_joins_per_sec"}"#
+        )
+        .await
+            >= 1.0
+    );
+    // Another user has a bucket of their own.
+    let mut b = user(&p, "bob").await;
+    assert_eq!(b.ack("doc:join", json!("j-0")).await["success"], true);
+
+    // New documents: 3 a minute per user; edits of existing ones go on.
+    for i in 0..3 {
+        let doc = format!("j-{i}");
+        let op = a.ack("doc:operation", insert(&doc, 0, 0, "x")).await;
+        assert_eq!(op["success"], true, "{op}");
+    }
+    let fourth = a.ack("doc:operation", insert("j-3", 0, 0, "x")).await;
+    assert_eq!(code(&fourth), "rate_limited", "{fourth}");
+    assert!(
+        fourth["error"].as_str().unwrap().contains("new documents"),
+        "{fourth}"
+    );
+    assert_eq!(
+        a.ack("doc:operation", insert("j-0", 1, 1, "y")).await["version"],
+        2,
+        "an existing document is still edited"
+    );
+    // Bob edits the document mallory created, and creates one of his own.
+    assert_eq!(
+        b.ack("doc:operation", insert("j-0", 2, 0, "b")).await["success"],
+        true
+    );
+    assert_eq!(b.ack("doc:join", json!("bob-new")).await["success"], true);
+    assert_eq!(
+        b.ack("doc:operation", insert("bob-new", 0, 0, "b")).await["success"],
+        true
+    );
+    assert!(
+        metric(
+            &p,
+            r#"switchboard_limit_hits_total{limit="doc_creations_per_min"}"#
+        )
+        .await
+            >= 1.0
+    );
+    // The refused document was not stored.
+    assert_eq!(get_doc_in(&p, "j-3").await, 404);
+}
+
+async fn get_doc_in(p: &Proc, doc: &str) -> u16 {
+    http()
+        .get(format!("http://{}/api/docs/{doc}", p.addr))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn never_edited_documents_count_against_the_memory_budget() {
+    let args = [
+        &[
+            "--database-url",
+            "memory",
+            "--max-doc-memory-bytes",
+            "20000",
+        ][..],
+        &NO_RATE_LIMITS,
+    ]
+    .concat();
+    let p = Proc::start(&args);
+    let mut c = user(&p, "mallory").await;
+    let (mut most_held, mut most_bytes) = (0.0f64, 0.0f64);
+    for d in 0..300 {
+        let doc = format!("empty-{d}");
+        assert_eq!(c.ack("doc:join", json!(doc)).await["success"], true);
+        assert_eq!(c.ack("doc:leave", json!(doc)).await["success"], true);
+        if d % 10 == 9 {
+            most_held = most_held.max(metric(&p, "switchboard_docs_held").await);
+            most_bytes = most_bytes.max(metric(&p, "switchboard_docs_held_bytes").await);
+        }
+    }
+    eprintln!("300 joins of never-edited documents: at most {most_held} held, {most_bytes} bytes");
+    // Before, every one was held and counted as 0 bytes: 300 held, 0 bytes.
+    // Each now counts ~530 bytes: the budget holds about 38.
+    assert!(most_held <= 45.0, "{most_held} empty documents held");
+    assert!(most_bytes > 10_000.0, "counted: {most_bytes} bytes");
+    assert!(most_bytes <= 20_000.0 + 1_000.0, "{most_bytes} bytes");
+}
+
+#[tokio::test]
+async fn a_join_sends_the_text_once() {
+    let args = [
+        &["--database-url", "memory", "--api-key", KEY][..],
+        &NO_RATE_LIMITS,
+    ]
+    .concat();
+    let p = Proc::start(&args);
+    // A 256 KiB document, written by a backend.
+    let piece = "x".repeat(65_536);
+    for v in 0..4u64 {
+        let (s, b) = post_op(
+            &p,
+            "big",
+            json!({ "version": v, "type": "insert", "position": 0, "content": piece }),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let mut c = user(&p, "reader").await;
+    for _ in 0..20 {
+        let j = c.ack("doc:join", json!("big")).await;
+        assert_eq!(j["content"].as_str().map(str::len), Some(4 * 65_536));
+        assert_eq!(c.ack("doc:leave", json!("big")).await["success"], true);
+    }
+    // Before, each join also sent doc:sync with the same 256 KiB: twice the text.
+    let mut syncs = 0;
+    while c
+        .try_recv("doc:sync", Duration::from_millis(300))
+        .await
+        .is_some()
+    {
+        syncs += 1;
+    }
+    assert_eq!(syncs, 0, "20 joins with an ack also sent {syncs} doc:sync");
 }

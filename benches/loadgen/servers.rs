@@ -263,7 +263,7 @@ impl Placement {
 /// The per-address and per-user abuse limits lifted: one generator on one
 /// address plays thousands of users at rates no single person sends (Node's
 /// server has no such limits either). The limits have their own tests.
-pub const UNLIMITED: [&str; 12] = [
+pub const UNLIMITED: [&str; 18] = [
     "--max-connections-per-ip",
     "0",
     "--address-messages-per-sec",
@@ -275,5 +275,11 @@ pub const UNLIMITED: [&str; 12] = [
     "--events-per-sec",
     "1000000",
     "--event-burst",
+    "1000000",
+    "--doc-joins-per-sec",
+    "1000000",
+    "--doc-join-burst",
+    "1000000",
+    "--doc-creations-per-min",
     "1000000",
 ];

@@ -117,6 +117,33 @@ for (const [mode, transportOpts] of Object.entries(MODES)) {
       assert.ok(alice.connected);
     });
 
+    it("refuses binary data in a payload with an error ack that says so, in order, staying connected", async () => {
+      const alice = await connected("alice");
+      assert.equal((await alice.emitWithAck("room:join", "bin")).success, true);
+      const payloads = [
+        { roomId: "bin", content: "hi", file: Buffer.from([1, 2, 3]) },
+        { roomId: "bin", content: new Uint8Array([104, 105]).buffer },
+        Buffer.from("bin"),
+      ];
+      for (const payload of payloads) {
+        const ack = await alice.timeout(5000).emitWithAck("chat:send", payload);
+        assert.equal(ack.success, false);
+        assert.equal(ack.code, "invalid_payload");
+        assert.match(ack.error, /binary data .* is not accepted/);
+      }
+      // Its ack keeps its place among the acks of the events around it.
+      const acks = await Promise.all([
+        alice.timeout(5000).emitWithAck("chat:send", { roomId: "bin", content: "one" }),
+        alice.timeout(5000).emitWithAck("room:join", { roomId: "bin", avatar: Buffer.alloc(16) }),
+        alice.timeout(5000).emitWithAck("chat:send", { roomId: "bin", content: "two" }),
+      ]);
+      assert.deepEqual(acks.map((a) => a.success), [true, false, true]);
+      assert.equal(acks[0].seq + 1, acks[2].seq);
+      const { messages } = await alice.emitWithAck("chat:history", { roomId: "bin" });
+      assert.deepEqual(messages.map((m) => m.content), ["one", "two"]);
+      assert.ok(alice.connected);
+    });
+
     it("relays typing indicators", async () => {
       const bob = await connected("bob");
       const alice = await connected("alice");

@@ -133,6 +133,19 @@ describe("@socket.io/redis-emitter on two nodes", { skip }, () => {
     assert.ok(Object.values(sockets).every((s) => !s.got.some(([e]) => e === "e-nowhere" || e === "ping")));
   });
 
+  it("to(socketId) reaches that socket on whichever node; except(socketId) leaves it out", async () => {
+    // Node backends address sockets by id (every Socket.IO socket is in a
+    // room named by its id); the id is what socket.io-client's socket.id says.
+    await expect("e-sid", [{ only: "alice1" }], ["alice1"], () => emitter.to(sockets.alice1.id).emit("e-sid", { only: "alice1" }));
+    await expect("e-sids", [], ["alice0", "dave1"], () => emitter.to([sockets.alice0.id, sockets.dave1.id]).emit("e-sids"));
+    await expect("e-sid-mixed", [2], ["bob0", "erin1"], () => emitter.to(["random", sockets.erin1.id]).emit("e-sid-mixed", 2));
+    await expect("e-sid-except", [], ["alice0", "dave1"], () => emitter.to("general").except(sockets.carol0.id).emit("e-sid-except"));
+    await expect("e-sid-all-but", [], ["alice0", "bob0", "carol0", "dave1", "erin1"], () => emitter.except(sockets.alice1.id).emit("e-sid-all-but"));
+    emitter.in(sockets.erin1.id).socketsJoin("by-sid");
+    await sleep(SETTLE_MS);
+    await expect("e-by-sid", [], ["erin1"], () => emitter.to("by-sid").emit("e-by-sid"));
+  });
+
   it("disconnectSockets disconnects the targeted sockets only", async () => {
     const gone = next(sockets.dave1, "disconnect");
     emitter.in("user:dave").disconnectSockets(true);

@@ -114,8 +114,10 @@ for (const [mode, transportOpts] of Object.entries(MODES)) {
       await refused("chat:send", "not an object", "invalid_payload");
       await refused("chat:send", undefined, "invalid_payload");
       await refused("room:join", { roomId: "bad id!" }, "invalid_payload");
-      // Binary is not JSON: refused like any malformed payload.
+      // Binary (msgpack bin) is not JSON: refused with an error that says so.
       await refused("chat:send", { roomId: "x", content: new Uint8Array([1, 2, 3]) }, "invalid_payload");
+      const bin = await ask(alice, "room:join", { roomId: "x", avatar: new Uint8Array(8) });
+      assert.match(bin.error, /binary data .* is not accepted/);
       await refused("no:such-event", {}, "not_found");
       assert.equal((await ask(alice, "room:join", "after-errors")).success, true);
       assert.ok(alice.connected);

@@ -64,6 +64,7 @@ fn route(msg: PushInfo, routes: &Routes) {
     if let Some(tx) = routes.get(&chan)
         && tx.try_send((chan, payload)).is_err()
     {
+        super::dropped("adapter", "consumer_behind");
         tracing::warn!("redis pub/sub consumer is behind; a cluster message was dropped");
     }
 }

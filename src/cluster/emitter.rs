@@ -15,7 +15,10 @@
 //!
 //! Room names: `user:{id}` addresses user `{id}` (Socket.IO room `user:{id}`);
 //! any other name is a room id and addresses Socket.IO room `room:{name}`, as
-//! everywhere else in switchboard.
+//! everywhere else in switchboard. A name that is a socket id (16 characters
+//! of `A-Z a-z 0-9 _ -`, what `socket.id` is) also addresses that socket: in
+//! Socket.IO every socket is in a room named by its id, and Node backends
+//! target sockets that way (`to(socketId)`, `except(socketId)`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -26,6 +29,9 @@ use serde::ser::{Serialize, SerializeTuple, Serializer};
 use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
+use socketioxide::extract::SocketRef;
+use socketioxide::operators::BroadcastOperators;
+use socketioxide::socket::Sid;
 
 use crate::cluster::IoHandle;
 use crate::realtime::rooms::{client_room, user_room};
@@ -60,11 +66,35 @@ pub enum Request {
     ServerSideEmit { nsp: String },
 }
 
-/// Which sockets, as Socket.IO room names (already mapped).
+/// Which sockets, as Socket.IO room names (already mapped) and socket ids.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Target {
     pub rooms: Vec<String>,
     pub except: Vec<String>,
+    /// Sockets named by id in `rooms` (each is also in `rooms`, as a room).
+    pub sockets: Vec<Sid>,
+    /// Sockets named by id in `except`.
+    pub except_sockets: Vec<Sid>,
+}
+
+impl Target {
+    fn new(rooms: &[String], except: &[String]) -> Result<Target, (Drop, String)> {
+        Ok(Target {
+            rooms: map_rooms(rooms)?,
+            except: map_rooms(except)?,
+            sockets: rooms.iter().filter_map(|n| socket_id(n)).collect(),
+            except_sockets: except.iter().filter_map(|n| socket_id(n)).collect(),
+        })
+    }
+
+    fn names_sockets(&self) -> bool {
+        !self.sockets.is_empty() || !self.except_sockets.is_empty()
+    }
+}
+
+/// The socket a name designates when it has the shape of a socket id.
+fn socket_id(name: &str) -> Option<Sid> {
+    name.parse().ok()
 }
 
 /// Why a message was dropped; each kind is logged once at `warn`.
@@ -201,12 +231,7 @@ pub fn decode(key: &str, channel: &str, payload: &[u8]) -> Result<Request, (Drop
             .to_string();
         let req: JsonRequest = serde_json::from_slice(payload)
             .map_err(|e| malformed(format!("request is not the emitter's JSON: {e}")))?;
-        let target = || -> Result<Target, (Drop, String)> {
-            Ok(Target {
-                rooms: map_rooms(&req.opts.rooms)?,
-                except: map_rooms(&req.opts.except)?,
-            })
-        };
+        let target = || Target::new(&req.opts.rooms, &req.opts.except);
         return match req.kind {
             2 => Ok(Request::Join {
                 target: target()?,
@@ -249,10 +274,7 @@ pub fn decode(key: &str, channel: &str, payload: &[u8]) -> Result<Request, (Drop
             nsp: packet.nsp,
             event,
             args: data.collect(),
-            target: Target {
-                rooms: map_rooms(&opts.rooms)?,
-                except: map_rooms(&opts.except)?,
-            },
+            target: Target::new(&opts.rooms, &opts.except)?,
             volatile: opts.flags.volatile.unwrap_or(false),
         });
     }
@@ -354,6 +376,16 @@ async fn apply_in<A: Adapter>(io: &SocketIo<A>, req: Request) {
     let Some(op) = io.of(nsp_of(&req)) else {
         return;
     };
+    let target = match &req {
+        Request::Broadcast { target, .. }
+        | Request::Join { target, .. }
+        | Request::Leave { target, .. }
+        | Request::Disconnect { target, .. } => target,
+        Request::ServerSideEmit { .. } => return,
+    };
+    if target.names_sockets() {
+        return apply_to_sockets(&op, target, &req);
+    }
     let select = |t: &Target| {
         let mut op = op.clone().local();
         if !t.rooms.is_empty() {
@@ -397,6 +429,76 @@ async fn apply_in<A: Adapter>(io: &SocketIo<A>, req: Request) {
     }
 }
 
+/// This node's sockets that `t` designates when it names sockets by id:
+/// those in its rooms (all, without rooms) or named, less those in its
+/// except rooms or named there.
+fn chosen<A: Adapter>(op: &BroadcastOperators<A>, t: &Target) -> Vec<SocketRef<A>> {
+    let local = op.clone().local();
+    let mut out: std::collections::HashMap<Sid, SocketRef<A>> = if t.rooms.is_empty() {
+        local.clone().sockets()
+    } else {
+        local.clone().to(t.rooms.clone()).sockets()
+    }
+    .into_iter()
+    .map(|s| (s.id, s))
+    .collect();
+    for sid in &t.sockets {
+        if let Some(s) = local.get_socket(*sid) {
+            out.insert(*sid, s);
+        }
+    }
+    if !t.except.is_empty() {
+        for s in local.clone().to(t.except.clone()).sockets() {
+            out.remove(&s.id);
+        }
+    }
+    for sid in &t.except_sockets {
+        out.remove(sid);
+    }
+    out.into_values().collect()
+}
+
+/// Applies `req` socket by socket (socketioxide keeps no room per socket id).
+fn apply_to_sockets<A: Adapter>(op: &BroadcastOperators<A>, target: &Target, req: &Request) {
+    let sockets = chosen(op, target);
+    match req {
+        Request::Broadcast {
+            event,
+            args,
+            volatile,
+            ..
+        } => {
+            crate::metrics::event_out(event);
+            for s in sockets {
+                let sent = if *volatile {
+                    s.volatile().emit(event.as_str(), &Args(args))
+                } else {
+                    s.emit(event.as_str(), &Args(args))
+                };
+                if let Err(e) = sent {
+                    tracing::debug!("redis emitter emit to {} not sent: {e}", s.id);
+                }
+            }
+        }
+        Request::Join { rooms, .. } => {
+            for s in sockets {
+                s.join(rooms.clone());
+            }
+        }
+        Request::Leave { rooms, .. } => {
+            for s in sockets {
+                s.leave(rooms.clone());
+            }
+        }
+        Request::Disconnect { .. } => {
+            for s in sockets {
+                let _ = s.disconnect();
+            }
+        }
+        Request::ServerSideEmit { .. } => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,7 +527,7 @@ mod tests {
                 args: vec![json!({"n": 1})],
                 target: Target {
                     rooms: vec!["room:general".into()],
-                    except: vec![]
+                    ..Target::default()
                 },
                 volatile: false,
             }
@@ -439,7 +541,8 @@ mod tests {
                 args: vec![json!(1), json!("two")],
                 target: Target {
                     rooms: vec!["room:a".into(), "room:b".into()],
-                    except: vec!["room:c".into()]
+                    except: vec!["room:c".into()],
+                    ..Target::default()
                 },
                 volatile: false,
             }
@@ -474,7 +577,7 @@ mod tests {
                 nsp: "/".into(),
                 target: Target {
                     rooms: vec!["user:bob".into()],
-                    except: vec![]
+                    ..Target::default()
                 },
                 rooms: vec!["room:x".into()]
             }
@@ -516,6 +619,43 @@ mod tests {
         assert_eq!(bad("k#/#", &emit("ok", &["bad room"])), Drop::InvalidRoom);
         assert_eq!(bad("k#/#", &emit("ok", &["user:"])), Drop::InvalidRoom);
         assert!(decode("k", "k#/#", &emit("ok", &["user:alice", "r"])).is_ok());
+    }
+
+    #[test]
+    fn socket_ids_address_their_socket_and_the_room_of_that_name() {
+        let d = |p: &str| decode("socket.io", "socket.io-request#/#", p.as_bytes());
+        let sid: Sid = "AbCdEfGh_-123456".parse().unwrap();
+        assert_eq!(
+            d(r#"{"type":4,"opts":{"rooms":["AbCdEfGh_-123456"],"except":["general"]}}"#).unwrap(),
+            Request::Disconnect {
+                nsp: "/".into(),
+                target: Target {
+                    rooms: vec!["room:AbCdEfGh_-123456".into()],
+                    except: vec!["room:general".into()],
+                    sockets: vec![sid],
+                    except_sockets: vec![],
+                }
+            }
+        );
+        // Rooms to join are rooms, whatever their shape.
+        let Request::Join { target, rooms, .. } =
+            d(r#"{"type":2,"opts":{"rooms":[],"except":["AbCdEfGh_-123456"]},"rooms":["AbCdEfGh_-123456"]}"#)
+                .unwrap()
+        else {
+            panic!("a join");
+        };
+        assert_eq!(rooms, ["room:AbCdEfGh_-123456"]);
+        assert_eq!(target.except_sockets, [sid]);
+        assert!(target.sockets.is_empty());
+        // Not socket ids: other lengths, other characters, user rooms.
+        for name in [
+            "general",
+            "AbCdEfGh_-12345",
+            "AbCdEfGh.-123456",
+            "user:abcdefghijk",
+        ] {
+            assert!(socket_id(name).is_none(), "{name}");
+        }
     }
 
     #[test]

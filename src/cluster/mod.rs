@@ -7,6 +7,15 @@ pub mod heartbeat;
 
 pub use driver::ReconnectingDriver;
 
+/// Something on its way to or from Redis was dropped rather than queued
+/// without bound: `path` is where (`feeds`: SSE events for other nodes,
+/// `adapter`: Socket.IO messages from other nodes), `reason` why
+/// (`redis_down`, `queue_full`, `publish_failed`, `consumer_behind`).
+pub fn dropped(path: &'static str, reason: &'static str) {
+    metrics::counter!("switchboard_redis_dropped_total", "path" => path, "reason" => reason)
+        .increment(1);
+}
+
 /// `url` with `protocol=resp3` added unless a protocol is given: pub/sub
 /// messages arrive as RESP3 pushes on the shared connection.
 pub fn resp3_url(url: &str) -> String {

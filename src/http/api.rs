@@ -163,6 +163,9 @@ impl From<HubError> for ApiError {
             HubError::Doc(d) => match d {
                 DocError::Invalid(_) => Self::bad(msg),
                 DocError::TooLarge(_) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", msg),
+                DocError::RateLimited(_) => {
+                    Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", msg)
+                }
                 DocError::Stale { .. } => Self::new(StatusCode::CONFLICT, "stale_version", msg),
                 DocError::Unavailable => Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,

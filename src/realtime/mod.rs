@@ -2,6 +2,7 @@
 //! the dispatch of client events to the handlers of each concern.
 
 pub mod admin;
+pub mod binary;
 pub mod broadcast;
 pub mod chat;
 pub mod closing;
@@ -238,13 +239,21 @@ pub(crate) async fn dispatch<A: Adapter>(
     socket: &SocketRef<A>,
     incoming: Incoming<A>,
 ) {
-    let Incoming { event, data, ack } = incoming;
+    let Incoming {
+        event,
+        data,
+        binary,
+        ack,
+    } = incoming;
     if let Some(reason) = session.closing_reason() {
         let (code, why) = closing::refusal(reason);
         return reply::error(ack, code, &why);
     }
     admin::event_received(&session.ctx, socket, &event, &data);
     crate::metrics::event_in(&event);
+    if binary {
+        return reply::error(ack, Code::InvalidPayload, binary::REFUSED);
+    }
     match event.as_str() {
         "room:join" => rooms::join(session, socket, data, ack, rooms::Dialect::Room).await,
         "chat:join" => rooms::join(session, socket, data, ack, rooms::Dialect::Chat).await,

@@ -42,6 +42,8 @@ pub struct Incoming<A: Adapter> {
     pub event: String,
     /// The first argument, or `None` when there was none or it was not JSON.
     pub data: Option<serde_json::Value>,
+    /// The first argument held binary data (refused: see `realtime::binary`).
+    pub binary: bool,
     /// Present when the client passed a callback.
     pub ack: Option<super::reply::Ack<A>>,
 }
@@ -301,16 +303,20 @@ impl<A: Adapter> MessageHandler<A, QueueEvents> for QueueEvents {
             Value::Str(text, None) => read_event(text),
             _ => None,
         };
-        let (event, data) = match parsed {
-            Some(p) => p,
+        let (event, data, binary) = match parsed {
+            Some((event, data)) => (event, data, false),
             None => {
                 let Ok(Event(event)) = Event::from_message_parts(&s, &mut v, &ack_id) else {
                     tracing::debug!("unreadable event name");
                     return;
                 };
+                // Binary attachments (or msgpack `bin`) are noted, not lost.
                 let Ok::<_, Infallible>(TryData(data)) =
-                    TryData::<serde_json::Value>::from_message_parts(&s, &mut v, &ack_id);
-                (event, data.ok())
+                    TryData::<super::binary::Checked>::from_message_parts(&s, &mut v, &ack_id);
+                match data {
+                    Ok(c) => (event, Some(c.value), c.binary),
+                    Err(_) => (event, None, false),
+                }
             }
         };
         let Ok::<_, Infallible>(socket) = SocketRef::from_message_parts(&s, &mut v, &ack_id);
@@ -339,7 +345,12 @@ impl<A: Adapter> MessageHandler<A, QueueEvents> for QueueEvents {
             session.rate_refused(&socket);
             return;
         }
-        let job = Job::Event(Incoming { event, data, ack });
+        let job = Job::Event(Incoming {
+            event,
+            data,
+            binary,
+            ack,
+        });
         if let Err(Job::Event(refused)) = session.push(socket, job) {
             tracing::debug!(event = refused.event, "socket queue full");
             super::reply::error(

@@ -13,6 +13,7 @@ mod auth;
 mod escapes;
 mod flood;
 mod namespaces;
+mod redis_stall;
 mod slow;
 
 mod transport;

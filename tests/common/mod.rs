@@ -71,7 +71,7 @@ pub struct Proc {
 
 /// Flags that lift the per-user and per-socket rate limits, for tests whose
 /// subject is something else (a burst of pipelined sends).
-pub const NO_RATE_LIMITS: [&str; 10] = [
+pub const NO_RATE_LIMITS: [&str; 16] = [
     "--address-messages-per-sec",
     "0",
     "--messages-per-sec",
@@ -81,6 +81,12 @@ pub const NO_RATE_LIMITS: [&str; 10] = [
     "--events-per-sec",
     "1000000",
     "--event-burst",
+    "1000000",
+    "--doc-joins-per-sec",
+    "1000000",
+    "--doc-join-burst",
+    "1000000",
+    "--doc-creations-per-min",
     "1000000",
 ];
 
