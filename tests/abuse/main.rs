@@ -14,6 +14,7 @@ mod escapes;
 mod flood;
 mod namespaces;
 mod slow;
+mod static_links;
 
 mod transport;
 
