@@ -164,6 +164,19 @@ pub struct Config {
     /// time an idle keep-alive connection is kept, in milliseconds.
     #[arg(long, env = "SWITCHBOARD_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_timeout_ms: u64,
+    /// Longest time a request body may take to arrive, from the end of its
+    /// headers, in milliseconds; past it: 408 and the connection is closed.
+    #[arg(long, env = "SWITCHBOARD_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    pub body_timeout_ms: u64,
+    /// Slowest average pace of a request body once it has taken 5 s, in
+    /// bytes per second (0: no minimum); slower: 408 and the connection is
+    /// closed.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MIN_BODY_BYTES_PER_SEC",
+        default_value_t = 1000
+    )]
+    pub min_body_bytes_per_sec: u64,
     /// Longest time from the Engine.IO handshake to a successful Socket.IO
     /// CONNECT; a session without one is closed, in milliseconds.
     #[arg(long, env = "SWITCHBOARD_CONNECT_TIMEOUT_MS", default_value_t = 10_000)]
@@ -337,6 +350,8 @@ impl Default for Config {
             emitter_key: "socket.io".into(),
             shutdown_timeout_secs: 10,
             header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            min_body_bytes_per_sec: 1000,
             connect_timeout_ms: 10_000,
             max_connections: 0,
             max_connections_per_ip: 1000,
@@ -530,6 +545,7 @@ impl Config {
         }
         for (value, name) in [
             (self.header_timeout_ms, "header-timeout-ms"),
+            (self.body_timeout_ms, "body-timeout-ms"),
             (self.connect_timeout_ms, "connect-timeout-ms"),
             (self.write_stall_timeout_ms, "write-stall-timeout-ms"),
             (self.max_queued_packets as u64, "max-queued-packets"),

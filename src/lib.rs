@@ -5,6 +5,7 @@
 //! an application of your own.
 
 pub mod auth;
+pub mod body_guard;
 pub mod cluster;
 pub mod config;
 pub mod config_file;
@@ -25,6 +26,7 @@ pub mod presence;
 pub mod realtime;
 pub mod serve;
 pub mod store;
+pub mod trim;
 pub mod ws_frames;
 
 use std::sync::Arc;

@@ -10,6 +10,7 @@ mod raw;
 
 mod api;
 mod auth;
+mod bodies;
 mod escapes;
 mod flood;
 mod namespaces;
