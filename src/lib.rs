@@ -28,6 +28,7 @@ pub mod serve;
 pub mod store;
 pub mod trim;
 pub mod ws_frames;
+pub mod ws_split;
 
 use std::sync::Arc;
 

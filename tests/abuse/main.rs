@@ -13,6 +13,7 @@ mod auth;
 mod bodies;
 mod escapes;
 mod flood;
+mod memory;
 mod namespaces;
 mod slow;
 mod static_links;
