@@ -191,6 +191,14 @@ pub struct Config {
         default_value_t = 1000
     )]
     pub max_connections_per_ip: usize,
+    /// Most Socket.IO connections (one per namespace) one user may hold on
+    /// this node at once (0: no limit); past it: `connect_error`.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MAX_CONNECTIONS_PER_USER",
+        default_value_t = 100
+    )]
+    pub max_connections_per_user: usize,
     /// A proxy whose `X-Forwarded-For` is believed (exact address); repeatable.
     #[arg(
         long = "trusted-proxy",
@@ -355,6 +363,7 @@ impl Default for Config {
             connect_timeout_ms: 10_000,
             max_connections: 0,
             max_connections_per_ip: 1000,
+            max_connections_per_user: 100,
             trusted_proxies: Vec::new(),
             max_queued_packets: 8192,
             write_stall_timeout_ms: 10_000,

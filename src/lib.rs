@@ -125,6 +125,7 @@ impl Switchboard {
             limits: realtime::limits::Limits::new(&config),
             expiries: realtime::expiry::Expiries::new(config.auth_expiry_warning_secs),
             admin: realtime::admin::Admin::new(&config),
+            user_conns: realtime::user_conns::UserConns::new(config.max_connections_per_user),
             config: config.clone(),
         });
         let builder = SocketIo::builder()

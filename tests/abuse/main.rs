@@ -17,6 +17,7 @@ mod memory;
 mod namespaces;
 mod slow;
 mod static_links;
+mod users;
 
 mod transport;
 
