@@ -16,7 +16,7 @@
 //! * **Escaped event names.** Text messages are rewritten as they pass so
 //!   that a name with JSON escapes gets an error ack instead of closing the
 //!   connection (see [`crate::escaped_names`]).
-//! * **Large frames in pieces.** A client frame over 16 KiB reaches the
+//! * **Large frames in pieces.** A client frame over 4 KiB reaches the
 //!   websocket parser cut into pieces, so its read buffer never grows to the
 //!   largest message a client sent (see [`crate::ws_split`]).
 //! * **Write stalls.** How long the connection has been unable to write

@@ -15,6 +15,11 @@
 //! bytes long, so every payload byte keeps its place in the key's cycle and
 //! passes unchanged. Control frames and frames up to [`PIECE`] pass as they
 //! are. Pure code: bytes in, bytes out.
+//!
+//! Only the client-to-server direction can be helped here: tungstenite's
+//! write buffer also keeps the size of the largest frame the server wrote to
+//! the connection, and that frame is whole before any of it reaches this
+//! layer.
 
 /// Largest frame payload handed to the websocket parser.
 pub const PIECE: u64 = 4 * 1024;
