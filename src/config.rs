@@ -174,6 +174,19 @@ pub struct Config {
     /// time an idle keep-alive connection is kept, in milliseconds.
     #[arg(long, env = "SWITCHBOARD_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_timeout_ms: u64,
+    /// Longest time a request body may take to arrive, from the end of its
+    /// headers, in milliseconds; past it: 408 and the connection is closed.
+    #[arg(long, env = "SWITCHBOARD_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    pub body_timeout_ms: u64,
+    /// Slowest average pace of a request body once it has taken 5 s, in
+    /// bytes per second (0: no minimum); slower: 408 and the connection is
+    /// closed.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MIN_BODY_BYTES_PER_SEC",
+        default_value_t = 1000
+    )]
+    pub min_body_bytes_per_sec: u64,
     /// Longest time from the Engine.IO handshake to a successful Socket.IO
     /// CONNECT; a session without one is closed, in milliseconds.
     #[arg(long, env = "SWITCHBOARD_CONNECT_TIMEOUT_MS", default_value_t = 10_000)]
@@ -188,6 +201,14 @@ pub struct Config {
         default_value_t = 1000
     )]
     pub max_connections_per_ip: usize,
+    /// Most Socket.IO connections (one per namespace) one user may hold on
+    /// this node at once (0: no limit); past it: `connect_error`.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MAX_CONNECTIONS_PER_USER",
+        default_value_t = 100
+    )]
+    pub max_connections_per_user: usize,
     /// A proxy whose `X-Forwarded-For` is believed (exact address); repeatable.
     #[arg(
         long = "trusted-proxy",
@@ -420,9 +441,12 @@ impl Default for Config {
             max_redis_queue_bytes: 8_388_608,
             shutdown_timeout_secs: 10,
             header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            min_body_bytes_per_sec: 1000,
             connect_timeout_ms: 10_000,
             max_connections: 0,
             max_connections_per_ip: 1000,
+            max_connections_per_user: 100,
             trusted_proxies: Vec::new(),
             max_queued_packets: 8192,
             write_stall_timeout_ms: 10_000,
@@ -624,6 +648,7 @@ impl Config {
         }
         for (value, name) in [
             (self.header_timeout_ms, "header-timeout-ms"),
+            (self.body_timeout_ms, "body-timeout-ms"),
             (self.connect_timeout_ms, "connect-timeout-ms"),
             (self.write_stall_timeout_ms, "write-stall-timeout-ms"),
             (self.max_queued_packets as u64, "max-queued-packets"),

@@ -2,7 +2,7 @@
 //!
 //! engineioxide owns a websocket once hyper hands it over, and it can only
 //! drop a connection, not say why. This wrapper sits below both and gives the
-//! server four things they lack:
+//! server five things they lack:
 //!
 //! * **A size limit read from frame headers.** Once the connection has
 //!   switched protocols, every client frame header is read as it passes; a
@@ -16,6 +16,9 @@
 //! * **Escaped event names.** Text messages are rewritten as they pass so
 //!   that a name with JSON escapes gets an error ack instead of closing the
 //!   connection (see [`crate::escaped_names`]).
+//! * **Large frames in pieces.** A client frame over 4 KiB reaches the
+//!   websocket parser cut into pieces, so its read buffer never grows to the
+//!   largest message a client sent (see [`crate::ws_split`]).
 //! * **Write stalls.** How long the connection has been unable to write
 //!   (the client stopped reading) is kept, so slow consumers can be found.
 //!
@@ -35,6 +38,7 @@ use tokio::net::TcpStream;
 
 use crate::conn_limits::Slot;
 use crate::ws_frames::{CLOSE_TOO_BIG, FrameTracker, Scan, close_frame};
+use crate::ws_split::FrameSplitter;
 
 /// What the rest of the server may ask of one connection.
 #[derive(Debug, Default)]
@@ -198,6 +202,10 @@ pub struct GuardedIo {
     max_message: u64,
     phase: Phase,
     read_frames: FrameTracker,
+    /// Cuts large client frames into pieces (see [`crate::ws_split`]).
+    splitter: FrameSplitter,
+    /// Output of the splitter that did not fit the last read.
+    carry: Vec<u8>,
     write_frames: FrameTracker,
     closing: Closing,
     /// Started when closing begins: how long the peer has to take the rest
@@ -229,6 +237,8 @@ impl GuardedIo {
             max_message,
             phase: Phase::Http,
             read_frames: FrameTracker::rewriting_names(),
+            splitter: FrameSplitter::default(),
+            carry: Vec::new(),
             write_frames: FrameTracker::tracking_acks(),
             closing: Closing::Open,
             close_grace: None,
@@ -434,12 +444,29 @@ impl AsyncRead for GuardedIo {
             let _ = this.poll_send_close(cx);
             return Poll::Ready(Ok(()));
         }
-        let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {}
-            other => return other,
+        if let Phase::Websocket = this.phase
+            && !this.carry.is_empty()
+        {
+            let n = this.carry.len().min(buf.remaining());
+            buf.put_slice(&this.carry[..n]);
+            this.carry.drain(..n);
+            if this.carry.is_empty() {
+                this.carry = Vec::new();
+            }
+            return Poll::Ready(Ok(()));
         }
-        if let Phase::Websocket = this.phase {
+        loop {
+            let before = buf.filled().len();
+            match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+            let Phase::Websocket = this.phase else {
+                return Poll::Ready(Ok(()));
+            };
+            if buf.filled().len() == before {
+                return Poll::Ready(Ok(()));
+            }
             let new = &buf.filled()[before..];
             let scan = this.read_frames.scan(new, this.max_message);
             let patches = this.read_frames.take_patches();
@@ -449,6 +476,7 @@ impl AsyncRead for GuardedIo {
                     new[at] = byte;
                 }
             }
+            let too_big = matches!(scan, Scan::TooBig { .. });
             if let Scan::TooBig { at } = scan {
                 buf.set_filled(before + at);
                 tracing::info!(
@@ -462,8 +490,20 @@ impl AsyncRead for GuardedIo {
                 );
                 let _ = this.poll_send_close(cx);
             }
+            // Large frames go on in pieces (see `ws_split`).
+            if let Some(out) = this.splitter.feed(&buf.filled()[before..]) {
+                buf.set_filled(before);
+                let fit = out.len().min(buf.remaining());
+                buf.put_slice(&out[..fit]);
+                this.carry.extend_from_slice(&out[fit..]);
+                if out.is_empty() && !too_big {
+                    // Only the start of a header: nothing to hand on yet,
+                    // and an empty read would mean the end.
+                    continue;
+                }
+            }
+            return Poll::Ready(Ok(()));
         }
-        Poll::Ready(Ok(()))
     }
 }
 

@@ -5,6 +5,7 @@
 //! an application of your own.
 
 pub mod auth;
+pub mod body_guard;
 pub mod cluster;
 pub mod config;
 pub mod config_file;
@@ -25,7 +26,9 @@ pub mod presence;
 pub mod realtime;
 pub mod serve;
 pub mod store;
+pub mod trim;
 pub mod ws_frames;
+pub mod ws_split;
 
 use std::sync::Arc;
 
@@ -125,6 +128,7 @@ impl Switchboard {
             limits: realtime::limits::Limits::new(&config),
             expiries: realtime::expiry::Expiries::new(config.auth_expiry_warning_secs),
             admin: realtime::admin::Admin::new(&config),
+            user_conns: realtime::user_conns::UserConns::new(config.max_connections_per_user),
             config: config.clone(),
         });
         let builder = SocketIo::builder()

@@ -8,6 +8,8 @@
 //!   which also closes connections that stay silent, idle keep-alive ones
 //!   included (hyper restarts the same timer while it waits for the next
 //!   request).
+//! * Request bodies must arrive within `--body-timeout-ms` and at
+//!   `--min-body-bytes-per-sec` ([`crate::body_guard`]), for every route.
 //! * Every connection is a [`GuardedIo`]: the websocket size limit read from
 //!   frame headers, closes with a reason, write-stall tracking.
 //! * The HTTP/1 read buffer is capped at hyper's minimum (8 KiB): hyper grows
@@ -31,6 +33,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use crate::body_guard::{BodyRules, TimedBody, overdue};
 use crate::conn_limits::{ConnLimits, Slot, client_ip};
 use crate::guarded_io::{ConnHandle, Connections, GuardedIo};
 
@@ -45,6 +48,7 @@ pub struct ServeLimits {
     pub max_connections_per_ip: usize,
     pub trusted_proxies: Vec<IpAddr>,
     pub max_message_bytes: u64,
+    pub body: BodyRules,
 }
 
 impl ServeLimits {
@@ -55,6 +59,10 @@ impl ServeLimits {
             max_connections_per_ip: config.max_connections_per_ip,
             trusted_proxies: config.trusted_proxies.clone(),
             max_message_bytes: config.max_payload_bytes,
+            body: BodyRules {
+                timeout: Duration::from_millis(config.body_timeout_ms),
+                min_rate: config.min_body_bytes_per_sec,
+            },
         }
     }
 }
@@ -181,7 +189,23 @@ impl PerConnection {
         }
         req.extensions_mut().insert(self.handle);
         req.extensions_mut().insert(ConnectInfo(self.peer));
-        self.router.oneshot(req.map(axum::body::Body::new)).await
+        if hyper::body::Body::is_end_stream(req.body()) {
+            return self.router.oneshot(req.map(axum::body::Body::new)).await;
+        }
+        let start = tokio::time::Instant::now();
+        let (parts, body) = req.into_parts();
+        let (body, progress) = TimedBody::new(body);
+        let req = Request::from_parts(parts, axum::body::Body::new(body));
+        tokio::select! {
+            res = self.router.oneshot(req) => res,
+            // The handler is dropped here, with what it had read of the body.
+            broken = overdue(&progress, self.limits.body, start) => {
+                tracing::debug!(peer = %self.peer, rule = broken.as_str(), "request body too slow; closing");
+                crate::metrics::limit_hit(broken.as_str());
+                crate::trim::soon();
+                Ok(broken.response())
+            }
+        }
     }
 }
 

@@ -158,8 +158,10 @@ pub async fn connect_auth_only(addr: SocketAddr, i: usize) -> Ws {
 /// The per-address and per-user abuse limits lifted: one generator on one
 /// address plays thousands of users at rates no single person sends (Node's
 /// server has no such limits either). The limits have their own tests.
-pub const UNLIMITED: [&str; 18] = [
+pub const UNLIMITED: [&str; 20] = [
     "--max-connections-per-ip",
+    "0",
+    "--max-connections-per-user",
     "0",
     "--address-messages-per-sec",
     "0",

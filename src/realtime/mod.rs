@@ -18,6 +18,7 @@ pub mod session;
 pub mod slow;
 pub mod tasks;
 pub mod typing;
+pub mod user_conns;
 
 use std::sync::Arc;
 
@@ -61,12 +62,23 @@ pub struct Ctx {
     pub expiries: Arc<expiry::Expiries>,
     /// The Admin UI, with `--admin-ui` only.
     pub admin: Option<Arc<admin::Admin>>,
+    /// Connections per user (`--max-connections-per-user`).
+    pub user_conns: Arc<user_conns::UserConns>,
 }
 
 /// A refused connection; the client reads the display text as `err.message`.
 #[derive(Debug, thiserror::Error)]
 #[error("Authentication failed: {0}")]
 pub struct AuthFailure(pub AuthError);
+
+/// Why a CONNECT was refused; the client reads the text as `err.message`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectRefused {
+    #[error(transparent)]
+    Auth(#[from] AuthFailure),
+    #[error(transparent)]
+    TooMany(#[from] user_conns::TooMany),
+}
 
 /// Registers `/` and the configured tenant namespaces (single node).
 pub fn register(
@@ -130,7 +142,7 @@ async fn authenticate<A: Adapter>(
     TryData(auth): TryData<serde_json::Value>,
     State(ctx): State<Arc<Ctx>>,
     io: SocketIo<A>,
-) -> Result<(), AuthFailure> {
+) -> Result<(), ConnectRefused> {
     let connecting = ctx.namespaces.connecting(s.ns());
     let result = admit(&s, auth.ok(), &ctx, &io);
     drop(connecting);
@@ -146,7 +158,7 @@ fn admit<A: Adapter>(
     auth: Option<serde_json::Value>,
     ctx: &Arc<Ctx>,
     io: &SocketIo<A>,
-) -> Result<(), AuthFailure> {
+) -> Result<(), ConnectRefused> {
     let parts = s.req_parts();
     let header = parts
         .headers
@@ -160,8 +172,12 @@ fn admit<A: Adapter>(
     })?;
     if !identity.may_open(s.ns()) {
         tracing::debug!(ns = s.ns(), user = identity.user_id, "wrong tenant");
-        return Err(AuthFailure(AuthError::WrongTenant));
+        return Err(AuthFailure(AuthError::WrongTenant).into());
     }
+    let user_conn = ctx.user_conns.acquire(&identity.user_id).inspect_err(|_| {
+        tracing::debug!(ns = s.ns(), user = identity.user_id, "too many connections");
+    })?;
+    s.extensions.insert(user_conn);
     let exp = identity.expires_at;
     let session = Arc::new(Session::<A>::new(
         identity,
@@ -208,6 +224,7 @@ async fn disconnected<A: Adapter>(
     io: SocketIo<A>,
     reason: socketioxide::socket::DisconnectReason,
 ) {
+    user_conns::release(&s);
     let Some(session) = s.extensions.get::<Arc<Session<A>>>() else {
         return;
     };

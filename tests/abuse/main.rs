@@ -10,11 +10,15 @@ mod raw;
 
 mod api;
 mod auth;
+mod bodies;
 mod escapes;
 mod flood;
+mod memory;
 mod namespaces;
 mod redis_stall;
 mod slow;
+mod static_links;
+mod users;
 
 mod transport;
 
