@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::http::{HeaderValue, Response, StatusCode, header};
+use axum::http::{Response, StatusCode};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use tokio::time::Instant;
 
@@ -61,15 +61,7 @@ impl Overdue {
             Overdue::TooSlow => "request body slower than --min-body-bytes-per-sec",
         };
         let body = serde_json::json!({ "error": error, "code": self.as_str() }).to_string();
-        let mut res = Response::new(axum::body::Body::from(body));
-        *res.status_mut() = StatusCode::REQUEST_TIMEOUT;
-        let h = res.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        res
+        crate::serve::json_then_close(StatusCode::REQUEST_TIMEOUT, body)
     }
 }
 

@@ -213,8 +213,13 @@ impl PerConnection {
 fn refusal(refused: crate::conn_limits::Refused) -> Response<axum::body::Body> {
     let text = refused.response();
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    json_then_close(StatusCode::TOO_MANY_REQUESTS, body)
+}
+
+/// A JSON error answer after which the connection closes.
+pub(crate) fn json_then_close(status: StatusCode, body: String) -> Response<axum::body::Body> {
     let mut res = Response::new(axum::body::Body::from(body));
-    *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    *res.status_mut() = status;
     let h = res.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

@@ -89,7 +89,7 @@ pub fn ack_key(payload: &[u8]) -> Option<AckKey> {
 }
 
 /// The length of a frame header once its first two bytes are known.
-fn header_size(b1: u8) -> usize {
+pub(crate) fn header_size(b1: u8) -> usize {
     let masked = if b1 & 0x80 != 0 { 4 } else { 0 };
     let ext = match b1 & 0x7f {
         126 => 2,

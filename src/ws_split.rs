@@ -89,17 +89,6 @@ impl Out<'_> {
     }
 }
 
-/// The length of a frame header once its first two bytes are known.
-fn header_size(b1: u8) -> usize {
-    let masked = if b1 & 0x80 != 0 { 4 } else { 0 };
-    let ext = match b1 & 0x7f {
-        126 => 2,
-        127 => 8,
-        _ => 0,
-    };
-    2 + ext + masked
-}
-
 impl FrameSplitter {
     /// The bytes to hand to the parser for `input`, the next bytes read
     /// from the client: `None` when they are `input` itself (no frame cut,
@@ -124,7 +113,7 @@ impl FrameSplitter {
                         let need = if self.header_len < 2 {
                             2
                         } else {
-                            header_size(self.header[1])
+                            crate::ws_frames::header_size(self.header[1])
                         };
                         if self.header_len == need {
                             break;
@@ -142,7 +131,8 @@ impl FrameSplitter {
                     }
                     let header = &self.header[..self.header_len];
                     let (b0, b1) = (header[0], header[1]);
-                    let ext = header_size(b1) - 2 - if b1 & 0x80 != 0 { 4 } else { 0 };
+                    let ext =
+                        crate::ws_frames::header_size(b1) - 2 - if b1 & 0x80 != 0 { 4 } else { 0 };
                     let len = match ext {
                         2 => u64::from(u16::from_be_bytes([header[2], header[3]])),
                         8 => u64::from_be_bytes(header[2..10].try_into().unwrap_or([0; 8])),
@@ -339,10 +329,23 @@ mod tests {
         input.extend(frame(true, 9, b"p", [0, 0, 0, 1]));
         input.extend(frame(true, 0, &b, [5, 9, 2, 6]));
         let frames = parse(&run(&input, 777));
+        // a's pieces (binary, then continuations), the ping between, b's.
+        let (na, nb) = (
+            a.len().div_ceil(PIECE as usize),
+            b.len().div_ceil(PIECE as usize),
+        );
+        let mut want_ops = vec![2u8];
+        want_ops.extend(std::iter::repeat_n(0, na - 1));
+        want_ops.push(9);
+        want_ops.extend(std::iter::repeat_n(0, nb));
         let opcodes: Vec<u8> = frames.iter().map(|f| f.1).collect();
-        assert_eq!(opcodes, [2, 0, 0, 9, 0, 0]);
+        assert_eq!(opcodes, want_ops);
+        let mut want_fins = vec![false; na];
+        want_fins.push(true);
+        want_fins.extend(std::iter::repeat_n(false, nb - 1));
+        want_fins.push(true);
         let fins: Vec<bool> = frames.iter().map(|f| f.0).collect();
-        assert_eq!(fins, [false, false, false, true, false, true]);
+        assert_eq!(fins, want_fins);
         let data: Vec<u8> = frames
             .iter()
             .filter(|f| f.1 != 9)

@@ -312,6 +312,15 @@ pub async fn ping<A: Adapter>(
         .and_then(|d| d.get("ts"))
         .cloned()
         .unwrap_or(serde_json::Value::Null);
+    // Echoing anything would let a client make the server write (and its
+    // websocket keep a buffer of) a frame as large as the one it sent.
+    if !echoable(&ts) {
+        return reply::error(
+            ack,
+            Code::InvalidPayload,
+            "ts must be a number, or a string of at most 64 characters",
+        );
+    }
     let pong = json!({ "ts": ts, "serverTs": crate::store::now_ms() });
     crate::metrics::event_out("pong");
     if let Err(e) = reply::emit_to_self(socket, "pong", &pong).await {
@@ -320,10 +329,28 @@ pub async fn ping<A: Adapter>(
     reply::ok(ack, &pong);
 }
 
+/// A `ping`'s `ts` the server echoes: a number, a short string, or nothing.
+fn echoable(ts: &serde_json::Value) -> bool {
+    match ts {
+        serde_json::Value::Null | serde_json::Value::Number(_) => true,
+        serde_json::Value::String(s) => s.chars().count() <= 64,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn ping_echoes_only_small_stamps() {
+        assert!(echoable(&json!(1733380000000u64)));
+        assert!(echoable(&json!("2026-12-05T07:00:00Z")));
+        assert!(echoable(&serde_json::Value::Null));
+        assert!(!echoable(&json!("x".repeat(65))));
+        assert!(!echoable(&json!({ "big": "object" })));
+    }
 
     #[test]
     fn content_rules() {

@@ -297,5 +297,12 @@ async fn ping_pong_and_unknown_events() {
     let pong = alice.recv("pong").await;
     assert_eq!(pong["ts"], 1234);
     assert!(pong["serverTs"].as_u64().unwrap() > 1_700_000_000_000);
+    // A large stamp is not echoed (the server would write, and keep a
+    // buffer of, a frame as large as the client's).
+    let big = json!({ "ts": "x".repeat(400_000) });
+    assert_refused(&alice.ack("ping", big).await, "invalid_payload");
+    alice
+        .expect_none("pong", std::time::Duration::from_millis(200))
+        .await;
     assert_refused(&alice.ack("no:such-event", json!({})).await, "not_found");
 }
