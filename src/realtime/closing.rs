@@ -25,12 +25,16 @@ use socketioxide::extract::SocketRef;
 use super::reply::Code;
 use super::session::{Job, Session};
 
-/// How long a closing socket must have sent nothing before the disconnect.
-pub const QUIET: Duration = Duration::from_millis(200);
+/// How long a closing socket must have sent nothing before the disconnect
+/// (long enough that a busy server's own pauses in reading are not taken
+/// for the client's quiet).
+pub const QUIET: Duration = Duration::from_millis(500);
 
 /// The most a close waits, for the socket's writes and for quiet together;
-/// a client that keeps sending past it is disconnected all the same.
-pub const GRACE: Duration = Duration::from_secs(3);
+/// a client that keeps sending past it is disconnected all the same. While
+/// it waits, the client's events cost an error ack each, and a client that
+/// does not read them is closed as a slow consumer.
+pub const GRACE: Duration = Duration::from_secs(10);
 
 /// Ends `socket`: see the module doc. Calling it again for a socket already
 /// closing does nothing (one `server:closing`, one disconnect).

@@ -130,10 +130,6 @@ pub async fn join<A: Adapter>(
     if let Err(r) = room_capacity(session, socket, &client_room(&room_id)) {
         return reply::refuse(ack, &r);
     }
-    if !socket.connected() {
-        // Queued before a disconnect: joining now would record a ghost.
-        return reply::error(ack, Code::Unavailable, "the socket is closing");
-    }
     socket.join(client_room(&room_id));
     super::admin::room_joined(ctx, socket, &client_room(&room_id));
     let sid = socket.id.to_string();
@@ -287,4 +283,7 @@ pub async fn on_disconnect<A: Adapter>(session: &Arc<Session<A>>, socket: &Socke
     for room_id in session.take_joined() {
         leave_presence(session, socket, &room_id).await;
     }
+    // A join queued before the disconnect may have run after socketioxide
+    // took the socket out of its rooms (the second `close`): out again.
+    socket.leave_all();
 }

@@ -252,13 +252,15 @@ async fn a_refresh_that_narrows_rooms_leaves_the_rooms_it_no_longer_allows() {
             },
         )
     };
-    let mut alice = connect(&p, &wide("alice", &["team-*", "general"]))
+    let mut alice = connect(&p, &wide("alice", &["team-*", "general", "doc:notes"]))
         .await
         .unwrap();
     for room in ["team-red", "general"] {
         let a = alice.ack("room:join", json!(room)).await;
         assert_eq!(a["success"], true, "{a}");
     }
+    let doc = alice.ack("doc:join", json!({ "docId": "notes" })).await;
+    assert_eq!(doc["success"], true, "{doc}");
     let bob = crate::in_room(&p, "bob", "team-red").await;
     let refreshed = alice
         .ack(
@@ -272,6 +274,18 @@ async fn a_refresh_that_narrows_rooms_leaves_the_rooms_it_no_longer_allows() {
         .await
         .expect("room:left");
     assert_eq!(left, json!({ "roomId": "team-red", "reason": "token" }));
+    let doc_left = alice
+        .try_recv("doc:left", Duration::from_secs(2))
+        .await
+        .expect("doc:left");
+    assert_eq!(doc_left, json!({ "docId": "notes", "reason": "token" }));
+    let op = alice
+        .ack(
+            "doc:operation",
+            json!({ "docId": "notes", "version": 0, "type": "insert", "position": 0, "content": "x" }),
+        )
+        .await;
+    assert_eq!(op["code"], "not_in_room", "no longer in the document: {op}");
     assert_eq!(bob.recv("room:user-left").await["userId"], "alice");
     let members = alice.ack("room:members", json!("general")).await;
     assert_eq!(

@@ -97,7 +97,15 @@ async fn unauthenticated_namespace_churn_leaves_memory_flat() {
 /// metric series: the children are counted under their pattern.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn child_namespace_names_add_no_metric_series() {
-    let p = Proc::start(&["--database-url", "memory", "--namespace", "/t-{tenant}"]);
+    let p = Proc::start(&[
+        "--database-url",
+        "memory",
+        "--namespace",
+        "/t-{tenant}",
+        // One user in every namespace: the per-user cap is not the subject.
+        "--max-connections-per-user",
+        "0",
+    ]);
     let token = crate::token("alice");
     let names = 2_000;
     let mut s = raw::upgrade(p.addr).await;
