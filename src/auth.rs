@@ -350,6 +350,54 @@ mod tests {
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
+    #[test]
+    fn percent_decoding_of_hostile_query_values() {
+        // Pre-authentication input: a cut-off escape is kept as it came.
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("ab%4"), "ab%4");
+        assert_eq!(percent_decode("ab%"), "ab%");
+        assert_eq!(percent_decode("%zz1"), "%zz1");
+        assert_eq!(percent_decode("%41%62+c"), "Ab c");
+        assert_eq!(percent_decode("x%4"), "x%4");
+        assert_eq!(percent_decode("%e2%82%ac"), "€");
+        assert_eq!(
+            percent_decode("%ff"),
+            "\u{fffd}",
+            "invalid UTF-8 is replaced"
+        );
+        let q = Some("a=1&token=ab%4");
+        assert_eq!(find_token(None, None, q).as_deref(), Some("ab%4"));
+    }
+
+    #[test]
+    fn claim_sizes_are_bounded_at_the_edge() {
+        let max = crate::config::MAX_NAME_CHARS;
+        let long = "r".repeat(max + 1);
+        let edge = "r".repeat(max);
+        let ok = |name: &str, rooms: Option<Vec<String>>, tenant: Option<&str>| {
+            check_claim_sizes(name, rooms.as_deref(), tenant)
+        };
+        assert!(ok(&edge, Some(vec![edge.clone()]), Some(&edge)).is_ok());
+        assert!(matches!(
+            ok(&long, None, None),
+            Err(AuthError::ClaimTooLarge("name"))
+        ));
+        assert!(matches!(
+            ok("n", Some(vec![long.clone()]), None),
+            Err(AuthError::ClaimTooLarge("rooms"))
+        ));
+        let many = vec!["r".to_string(); MAX_ROOM_PATTERNS + 1];
+        assert!(matches!(
+            ok("n", Some(many), None),
+            Err(AuthError::ClaimTooLarge("rooms"))
+        ));
+        assert!(ok("n", Some(vec!["r".to_string(); MAX_ROOM_PATTERNS]), None).is_ok());
+        assert!(matches!(
+            ok("n", None, Some(&long)),
+            Err(AuthError::ClaimTooLarge("tenant"))
+        ));
+    }
+
     fn spec(sub: &str) -> TokenSpec {
         TokenSpec {
             sub: sub.into(),

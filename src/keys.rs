@@ -106,4 +106,40 @@ mod tests {
         assert_eq!(t.remove(&("a", "b", "c") as &dyn Triple), Some(2));
         assert!(t.is_empty());
     }
+
+    /// Every key hashes alike, so only equality tells entries apart.
+    #[derive(Default, Clone)]
+    struct Collide;
+    struct Zero;
+    impl std::hash::Hasher for Zero {
+        fn finish(&self) -> u64 {
+            0
+        }
+        fn write(&mut self, _: &[u8]) {}
+    }
+    impl BuildHasher for Collide {
+        type Hasher = Zero;
+        fn build_hasher(&self) -> Zero {
+            Zero
+        }
+    }
+
+    #[test]
+    fn borrowed_keys_compare_every_part() {
+        let mut m: HashMap<(String, String), u8, Collide> = HashMap::default();
+        m.insert(("ns".into(), "a".into()), 1);
+        m.insert(("ns".into(), "b".into()), 2);
+        m.insert(("other".into(), "a".into()), 3);
+        assert_eq!(m.get(&("ns", "b") as &dyn Pair), Some(&2));
+        assert_eq!(m.get(&("other", "a") as &dyn Pair), Some(&3));
+        assert_eq!(m.get(&("ns", "c") as &dyn Pair), None);
+        assert_eq!(m.get(&("x", "a") as &dyn Pair), None);
+
+        let mut t: HashMap<(String, String, String), u8, Collide> = HashMap::default();
+        t.insert(("n".into(), "r".into(), "u1".into()), 1);
+        t.insert(("n".into(), "r".into(), "u2".into()), 2);
+        assert_eq!(t.get(&("n", "r", "u2") as &dyn Triple), Some(&2));
+        assert_eq!(t.get(&("n", "r", "u3") as &dyn Triple), None);
+        assert_eq!(t.get(&("n", "x", "u1") as &dyn Triple), None);
+    }
 }

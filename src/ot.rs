@@ -248,6 +248,39 @@ mod tests {
     }
 
     #[test]
+    fn len_delta_is_the_change_in_characters() {
+        assert_eq!(ins(0, "héllo 😀").len_delta(), 7);
+        assert_eq!(del(2, 3).len_delta(), -3, "a delete shortens the text");
+        for (doc, op) in [("abcdef", del(1, 4)), ("ab", ins(1, "xyz€"))] {
+            let after = applied(doc, &op);
+            assert_eq!(
+                char_len(&after) as isize,
+                char_len(doc) as isize + op.len_delta()
+            );
+        }
+    }
+
+    #[test]
+    fn out_of_range_says_where_and_how_long_the_text_is() {
+        let e = ins(7, "x").check(5).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "position 7 is beyond the end of the text (5 characters)"
+        );
+        let e = del(3, 4).check(5).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "delete of 4 at 3 runs beyond the end of the text (5 characters)"
+        );
+        assert!(ins(5, "x").check(5).is_ok(), "appending fits");
+        assert!(del(1, 4).check(5).is_ok(), "deleting to the end fits");
+        let mut doc = "héllo".to_string();
+        let e = apply(&mut doc, &del(4, 2)).unwrap_err();
+        assert_eq!(e.doc_len, 5, "counted in characters, not bytes");
+        assert_eq!(doc, "héllo", "nothing applied");
+    }
+
+    #[test]
     fn apply_counts_scalar_values() {
         assert_eq!(applied("", &ins(0, "abc")), "abc");
         assert_eq!(applied("abc", &ins(3, "d")), "abcd");

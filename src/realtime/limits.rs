@@ -124,10 +124,15 @@ impl SocketLimits {
     /// Counts a refusal; true when the socket has now been refused more
     /// than allowed within the window and must be disconnected.
     pub fn refused(&self) -> bool {
+        self.refused_at(Instant::now())
+    }
+
+    /// [`SocketLimits::refused`] at time `now` (a new window starts once
+    /// [`REFUSAL_WINDOW`] has passed since the current one began).
+    fn refused_at(&self, now: Instant) -> bool {
         let Ok(mut r) = self.refusals.lock() else {
             return false;
         };
-        let now = Instant::now();
         if now.duration_since(r.0) > REFUSAL_WINDOW {
             *r = (now, 0);
         }
@@ -194,5 +199,19 @@ mod tests {
         assert!(!s.refused());
         assert!(s.refused(), "the third refusal is one too many");
         assert!(l.socket().event(), "a new socket starts full");
+    }
+
+    #[test]
+    fn refusals_are_counted_per_window() {
+        let l = Limits::new(&config(1, 3, 2));
+        let s = l.socket();
+        let start = Instant::now();
+        assert!(!s.refused_at(start));
+        assert!(!s.refused_at(start + Duration::from_secs(9)));
+        // A new window: the count starts again.
+        let later = start + REFUSAL_WINDOW + Duration::from_secs(1);
+        assert!(!s.refused_at(later));
+        assert!(!s.refused_at(later + Duration::from_secs(1)));
+        assert!(s.refused_at(later + Duration::from_secs(2)));
     }
 }
