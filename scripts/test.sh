@@ -25,15 +25,17 @@ FUZZ_SECS="${FUZZ_SECS:-10}" cargo test
 
 step "client-compat: socket.io-client 4.8 against the binary"
 cargo build --quiet --bin switchboard --example echo --example embed
+# Where cargo built it (CARGO_TARGET_DIR moves it), as an absolute path.
+target_dir="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)"
 (
   cd client-compat
   if [ ! -d node_modules/socket.io-client ] || [ "${CI:-}" = "true" ]; then
     npm ci --no-audit --no-fund --loglevel=error
   fi
-  SWITCHBOARD_BIN="$PWD/../target/debug/switchboard" npm test --silent
+  SWITCHBOARD_BIN="$target_dir/debug/switchboard" npm test --silent
 )
 step "schemathesis: the HTTP API against its OpenAPI description"
-SWITCHBOARD_BIN="$PWD/target/debug/switchboard" scripts/schemathesis.sh
+SWITCHBOARD_BIN="$target_dir/debug/switchboard" scripts/schemathesis.sh
 
 step "the demo page in Chromium (examples/web)"
 (
@@ -41,6 +43,6 @@ step "the demo page in Chromium (examples/web)"
   if [ ! -d node_modules/playwright-core ] || [ "${CI:-}" = "true" ]; then
     npm ci --no-audit --no-fund --loglevel=error
   fi
-  SWITCHBOARD_BIN="$PWD/../../target/debug/switchboard" npm test --silent
+  SWITCHBOARD_BIN="$target_dir/debug/switchboard" npm test --silent
 )
 step "all tests passed"
