@@ -112,8 +112,11 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub cors_origins: Vec<String>,
+    /// Engine.IO heartbeat: how often the server pings each connection.
     #[arg(long, env = "SWITCHBOARD_PING_INTERVAL_MS", default_value_t = 25_000)]
     pub ping_interval_ms: u64,
+    /// Engine.IO heartbeat: how long a connection may take to answer a ping
+    /// before it is closed.
     #[arg(long, env = "SWITCHBOARD_PING_TIMEOUT_MS", default_value_t = 20_000)]
     pub ping_timeout_ms: u64,
     /// Largest Engine.IO packet accepted, in bytes (Node's maxHttpBufferSize).

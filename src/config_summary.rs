@@ -39,7 +39,8 @@ pub fn summary(config: &Config) -> String {
         "listen={} auth={auth} store={} adapter={adapter} namespaces={namespaces} api={api} cors={cors} \
          max_payload_bytes={} max_connections={} max_connections_per_ip={} header_timeout_ms={} \
          connect_timeout_ms={} messages_per_sec={}/{} address_messages_per_sec={}/{} events_per_sec={}/{} max_rooms_per_socket={} \
-         private_recipients={:?} max_doc_bytes={} max_doc_op_bytes={} max_doc_memory_bytes={} parser={:?}",
+         max_connections_per_user={} body_timeout_ms={} \
+         private_recipients={} max_doc_bytes={} max_doc_op_bytes={} max_doc_memory_bytes={} parser={}",
         config.listen,
         redact(&config.database_url),
         config.max_payload_bytes,
@@ -57,12 +58,21 @@ pub fn summary(config: &Config) -> String {
         config.events_per_sec,
         config.event_burst,
         config.max_rooms_per_socket,
-        config.private_recipients,
+        config.max_connections_per_user,
+        config.body_timeout_ms,
+        flag_value(&config.private_recipients),
         config.max_doc_bytes,
         config.max_doc_op_bytes,
         config.max_doc_memory_bytes,
-        config.parser,
+        flag_value(&config.parser),
     )
+}
+
+/// A choice as it is written on the command line (`any`, `msgpack`).
+fn flag_value<T: clap::ValueEnum>(v: &T) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
 }
 
 /// The surprises worth a warning (none in dev mode, which allows all).
@@ -135,6 +145,11 @@ mod tests {
         }
         assert!(
             s.contains("api=off") && s.contains("cors=none") && s.contains("auth=HS256"),
+            "{s}"
+        );
+        // Choices as they are written on the command line.
+        assert!(
+            s.contains("private_recipients=any") && s.contains("parser=json"),
             "{s}"
         );
         assert_eq!(warnings(&config).len(), 2);
