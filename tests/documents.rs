@@ -508,22 +508,7 @@ async fn held_documents_stay_within_the_memory_budget() {
         let a = c.ack("doc:operation", insert(&doc, 0, 0, &piece)).await;
         assert_eq!(a["success"], true, "{a}");
         assert_eq!(c.ack("doc:leave", json!(doc)).await["success"], true);
-        let metrics = http()
-            .get(format!("http://{}/metrics", p.addr))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let held: f64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("switchboard_docs_held_bytes "))
-            .expect("switchboard_docs_held_bytes in /metrics")
-            .trim()
-            .parse()
-            .unwrap();
-        most = most.max(held);
+        most = most.max(metric(&p, "switchboard_docs_held_bytes").await);
     }
     // At most the budget plus the one document an op is working on.
     // (text 3,000 bytes + its op 3,000 + 96 + 512 of bookkeeping + its key).
@@ -541,20 +526,8 @@ async fn held_documents_stay_within_the_memory_budget() {
     }
 }
 
-/// The value of one Prometheus sample (`name{labels}`, exactly as printed), 0 when absent.
 async fn metric(p: &Proc, sample: &str) -> f64 {
-    let text = http()
-        .get(format!("http://{}/metrics", p.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    common::metric(p.addr, sample).await
 }
 
 #[tokio::test]

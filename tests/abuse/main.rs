@@ -22,10 +22,8 @@ mod users;
 
 mod transport;
 
-use std::net::SocketAddr;
-
 pub use client::Client;
-pub use common::{Proc, token};
+pub use common::{Proc, metric, token};
 use serde_json::json;
 
 /// Resident memory of a process, in KiB.
@@ -37,20 +35,6 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .expect("VmRSS")
-}
-
-/// The value of one Prometheus sample (`name{labels}`, exactly as printed), 0 when absent.
-pub async fn metric(addr: SocketAddr, sample: &str) -> f64 {
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// Connects `sub` to `/` on the process.

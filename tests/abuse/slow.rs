@@ -16,19 +16,24 @@ fn args(extra: &[&'static str]) -> Vec<&'static str> {
     a
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_that_stops_reading_is_disconnected_and_the_others_miss_nothing() {
-    let p = Proc::start(&args(&[]));
-    let well = in_room(&p, "well", "r").await;
-    let mut poster = in_room(&p, "poster", "r").await;
-    // carol joins and never reads again.
+/// carol joins room `r` over a raw websocket and never reads again; returns
+/// once `well` (in the room) has seen her join.
+async fn stalled_member(p: &Proc, well: &crate::Client) -> tokio::net::TcpStream {
     let mut carol = raw::socket(p.addr, &token("carol")).await;
     carol
         .write_all(&raw::text(r#"42["room:join","r"]"#))
         .await
         .unwrap();
-    // poster joined first; wait for carol.
     while well.recv("room:user-joined").await["userId"] != "carol" {}
+    carol
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_stops_reading_is_disconnected_and_the_others_miss_nothing() {
+    let p = Proc::start(&args(&[]));
+    let well = in_room(&p, "well", "r").await;
+    let mut poster = in_room(&p, "poster", "r").await;
+    let mut carol = stalled_member(&p, &well).await;
     let body = "y".repeat(1500);
     let n = 20_000u64;
     for chunk in 0..(n / 500) {
@@ -168,13 +173,7 @@ async fn backend_posts_never_fail_because_one_member_reads_slowly() {
     const KEY: &str = "abuse-test-api-key-1";
     let p = Proc::start(&args(&["--api-key", KEY]));
     let well = in_room(&p, "well", "r").await;
-    // carol joins and never reads again.
-    let mut carol = raw::socket(p.addr, &token("carol")).await;
-    carol
-        .write_all(&raw::text(r#"42["room:join","r"]"#))
-        .await
-        .unwrap();
-    while well.recv("room:user-joined").await["userId"] != "carol" {}
+    let carol = stalled_member(&p, &well).await;
     let http = reqwest::Client::new();
     let url = format!("http://{}/api/rooms/r/messages", p.addr);
     let body = "p".repeat(2000);

@@ -271,3 +271,17 @@ pub async fn readyz(addr: std::net::SocketAddr) -> u16 {
         .status()
         .as_u16()
 }
+
+/// The value of one Prometheus sample (`name{labels}`, exactly as printed), 0 when absent.
+pub async fn metric(addr: std::net::SocketAddr, sample: &str) -> f64 {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
