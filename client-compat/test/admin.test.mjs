@@ -9,7 +9,7 @@ import { spawnSync } from "node:child_process";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { io } from "socket.io-client";
-import { BIN, SECRET, startServer, token, next, none, freePort, tempDb } from "./server.mjs";
+import { BIN, SECRET, startServer, token, next, none, firstOf, freePort, tempDb } from "./server.mjs";
 
 const require = createRequire(import.meta.url);
 const bcrypt = require("bcryptjs");
@@ -68,19 +68,16 @@ describe("Admin UI protocol (/admin)", () => {
     const watch = setInterval(() => (most = Math.max(most, threads())), 20);
     const flood = Array.from({ length: 120 }, () => {
       const g = admin({ username: "admin", password: "guess" }, "127.0.2.1");
-      return Promise.race([
-        next(g, "connect_error", 30000).then((e) => e.message),
-        next(g, "disconnect", 30000).then((r) => `disconnected (${r})`),
-      ]);
+      return firstOf(g, { connect_error: (e) => e.message, disconnect: (r) => `disconnected (${r})` }, 30000);
     });
     await new Promise((r) => setTimeout(r, 200));
     const t0 = Date.now();
     const real = admin({ username: "admin", password: PASSWORD }, "127.0.2.2");
-    const logged = await Promise.race([
-      next(real, "session", 9000).then(() => "logged in"),
-      next(real, "connect_error", 9000).then((e) => e.message),
-      next(real, "disconnect", 9000).then((r) => `disconnected (${r})`),
-    ]).catch((e) => e.message);
+    const logged = await firstOf(
+      real,
+      { session: () => "logged in", connect_error: (e) => e.message, disconnect: (r) => `disconnected (${r})` },
+      9000,
+    ).catch((e) => e.message);
     const loginMs = Date.now() - t0;
     console.log(`admin login during a 120-guess flood from another address: ${logged} after ${loginMs} ms`);
     const t1 = Date.now();
@@ -122,11 +119,9 @@ describe("Admin UI protocol (/admin)", () => {
     const errors = await Promise.all(
       Array.from({ length: 30 }, (_, i) => {
         const g = admin({ username: "admin", password: "guess" }, `127.0.4.${i + 1}`);
-        return Promise.race([
-          next(g, "connect_error", 20000).then((e) => e.message),
-          // a check that waited past --connect-timeout-ms on a loaded machine
-          next(g, "disconnect", 20000).then((r) => `disconnected (${r})`),
-        ]);
+        // a check that waited past --connect-timeout-ms on a loaded machine
+        // ends in a disconnect
+        return firstOf(g, { connect_error: (e) => e.message, disconnect: (r) => `disconnected (${r})` }, 20000);
       }),
     );
     // 2 running + --admin-login-waiting 8 (the default); the rest at once.

@@ -82,6 +82,32 @@ export function next(socket, event, ms = 5000) {
   });
 }
 
+/**
+ * The first of several events: `outcomes` maps each event to what to resolve
+ * with. One timer, cleared when an event comes (a lost race of `next`s would
+ * leave its timers holding the test process open for their whole length).
+ */
+export function firstOf(socket, outcomes, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const listeners = Object.entries(outcomes).map(([event, outcome]) => {
+      const on = (data) => {
+        done();
+        resolve(outcome(data));
+      };
+      socket.once(event, on);
+      return [event, on];
+    });
+    const done = () => {
+      clearTimeout(timer);
+      listeners.forEach(([event, on]) => socket.off(event, on));
+    };
+    const timer = setTimeout(() => {
+      done();
+      reject(new Error(`none of ${Object.keys(outcomes).join(", ")} within ${ms} ms`));
+    }, ms);
+  });
+}
+
 /** Resolves true if `event` does NOT arrive within `ms`. */
 export function none(socket, event, ms = 300) {
   return new Promise((resolve, reject) => {
