@@ -16,7 +16,7 @@
 //! client discipline: at most one op in flight, each op made on the last
 //! version it applied. It keeps the document's text (ops it receives are
 //! applied in version order; its own op, once acked, is rebased past the ops
-//! the server accepted before it with `switchboard::ot::rebase`, the server's
+//! the server accepted before it with `switchboard::documents::ot::rebase`, the server's
 //! own step), picks a random position in it, and inserts or deletes 1-4
 //! characters (inserts dominate below 1,000 characters, deletes above, so the
 //! document stays near that length).
@@ -51,7 +51,7 @@ use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use switchboard::ot::{self, Op};
+use switchboard::documents::ot::{self, Op};
 use tokio_tungstenite::tungstenite::Message;
 
 const DOC: &str = "bench-doc";

@@ -19,10 +19,10 @@
 //   await doc.leave();
 //
 // Positions and lengths count Unicode scalar values (code points), like the
-// server (src/ot.rs): "😀" is one character, "e\u0301" two. A JavaScript
+// server (src/documents/ot.rs): "😀" is one character, "e\u0301" two. A JavaScript
 // string index counts UTF-16 units; `scalarLength` and `scalarIndex` convert.
 //
-// The transform functions are an exact port of src/ot.rs; change both or
+// The transform functions are an exact port of src/documents/ot.rs; change both or
 // neither.
 
 /** Ops held while an earlier version is missing, before the client re-reads the document instead. */
@@ -126,7 +126,7 @@ export function applyOp(text, op) {
 
 /**
  * `op` as it must be applied after `other`, when both were made on the same
- * text (src/ot.rs `transform`). `tie` ({@link AFTER} or {@link BEFORE}) says
+ * text (src/documents/ot.rs `transform`). `tie` ({@link AFTER} or {@link BEFORE}) says
  * which of two inserts at one position goes first. An insert strictly inside
  * a run `other` deletes becomes a no-op; a delete grows over an insert
  * strictly inside it; overlapping deletes delete the union once.

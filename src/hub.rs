@@ -79,7 +79,7 @@ pub enum HubError {
     #[error("other nodes unreachable ({0}); delivered on this node only")]
     ClusterUnavailable(String),
     #[error(transparent)]
-    Doc(#[from] crate::docs::DocError),
+    Doc(#[from] crate::documents::DocError),
     #[error("no document '{0}' (it is stored from its first op)")]
     NoDocument(String),
 }
@@ -120,7 +120,7 @@ impl Hub {
     }
 
     fn check_event(event: &str) -> Result<(), HubError> {
-        crate::event_names::check_event_name(event).map_err(HubError::Invalid)
+        crate::names::check_event_name(event).map_err(HubError::Invalid)
     }
 
     fn check_room(id: &str) -> Result<(), HubError> {
@@ -289,9 +289,9 @@ impl Hub {
 impl Hub {
     /// A document's text and version; `NoDocument` for one never edited.
     pub async fn read_doc(&self, ns: &str, doc_id: &str) -> Result<(String, u64), HubError> {
-        crate::docs::check_doc_id(doc_id)?;
+        crate::documents::check_doc_id(doc_id)?;
         self.check_namespace(ns)?;
-        let key = crate::store::docs::DocKey::new(ns, doc_id);
+        let key = crate::documents::store::DocKey::new(ns, doc_id);
         let snap = self.ctx.docs.read(&key, None).await?;
         if snap.version == 0 {
             return Err(HubError::NoDocument(doc_id.to_string()));
@@ -309,13 +309,13 @@ impl Hub {
         op: &Value,
         user_id: &str,
     ) -> Result<u64, HubError> {
-        crate::docs::check_doc_id(doc_id)?;
+        crate::documents::check_doc_id(doc_id)?;
         Self::check_user(user_id)?;
         self.check_namespace(ns)?;
-        let edit = crate::docs::parse_edit(op, user_id, self.ctx.config.max_doc_op_bytes)?;
-        let key = crate::store::docs::DocKey::new(ns, doc_id);
+        let edit = crate::documents::parse_edit(op, user_id, self.ctx.config.max_doc_op_bytes)?;
+        let key = crate::documents::store::DocKey::new(ns, doc_id);
         let (io, ns_owned, id) = (self.io.clone(), ns.to_string(), doc_id.to_string());
-        let relay: crate::docs::Relay = Box::new(move |applied| {
+        let relay: crate::documents::Relay = Box::new(move |applied| {
             Box::pin(async move {
                 let payload = applied.to_json(&id);
                 let room = crate::realtime::docs::doc_room(&id);

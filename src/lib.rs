@@ -5,30 +5,18 @@
 //! an application of your own.
 
 pub mod auth;
-pub mod body_guard;
 pub mod cluster;
 pub mod config;
-pub mod config_file;
-pub mod config_summary;
-pub mod conn_limits;
-pub mod detach;
-pub mod docs;
-pub mod escaped_names;
-pub mod event_names;
+pub mod documents;
+pub mod edge;
 pub mod feeds;
-pub mod guarded_io;
 pub mod http;
 pub mod hub;
-pub mod keys;
 pub mod metrics;
-pub mod ot;
+pub mod names;
 pub mod presence;
 pub mod realtime;
-pub mod serve;
 pub mod store;
-pub mod trim;
-pub mod ws_frames;
-pub mod ws_split;
 
 use std::sync::Arc;
 
@@ -53,8 +41,8 @@ pub struct Switchboard {
     pub hub: Hub,
     pub io: IoHandle,
     pub ctx: Arc<Ctx>,
-    /// Every connection accepted by [`serve::serve`]; pass it there.
-    pub connections: Arc<guarded_io::Connections>,
+    /// Every connection accepted by [`edge::serve::serve`]; pass it there.
+    pub connections: Arc<edge::guarded_io::Connections>,
 }
 
 /// Choices made at start that are not plain configuration.
@@ -64,7 +52,7 @@ pub struct BuildOptions {
     pub store: Option<Arc<dyn MessageStore>>,
     /// A document store to go with it (in memory when `store` is given
     /// without one).
-    pub docs: Option<Arc<dyn store::DocStore>>,
+    pub docs: Option<Arc<dyn documents::store::DocStore>>,
     /// The HS256 secret to use in dev mode (no JWT key configured).
     pub dev_secret: Option<String>,
     /// The API key to use when none is configured (dev mode prints one).
@@ -80,15 +68,15 @@ impl Switchboard {
             Some(s) => (
                 s,
                 opts.docs
-                    .unwrap_or_else(|| Arc::new(store::MemoryDocs::default())),
+                    .unwrap_or_else(|| Arc::new(documents::store::MemoryDocs::default())),
             ),
             None => store::open_both(&config.store_url()?)
                 .await
                 .map_err(|e| ConfigError::Store(e.to_string()))?,
         };
         let docs = Arc::new(
-            docs::Docs::new(doc_store, config.max_doc_bytes, config.max_doc_memory_bytes)
-                .with_user_limits(docs::UserLimits::new(
+            documents::Docs::new(doc_store, config.max_doc_bytes, config.max_doc_memory_bytes)
+                .with_user_limits(documents::UserLimits::new(
                     config.doc_joins_per_sec,
                     config.doc_join_burst,
                     config.doc_creations_per_min,
@@ -228,7 +216,9 @@ impl Switchboard {
                 config.max_payload_bytes as usize,
                 http::rewrite_polling_names,
             ))
-            .layer(tower::util::MapRequestLayer::new(detach::detach_request))
+            .layer(tower::util::MapRequestLayer::new(
+                edge::detach::detach_request,
+            ))
             .layer(cors(&config));
         let router = match &config.static_dir {
             Some(dir) => http::static_files::serve_beside(router, dir),
@@ -240,7 +230,7 @@ impl Switchboard {
         };
         tokio::spawn(realtime::slow::watch_stalls(ctx.clone()));
         tokio::spawn(realtime::limits::forget_idle_users(ctx.clone()));
-        tokio::spawn(docs::evict_idle(docs));
+        tokio::spawn(documents::evict_idle(docs));
         Ok(Switchboard {
             router,
             hub,

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 use rand::Rng;
+use switchboard::config::file as config_file;
 use switchboard::config::{Cli, Command, LogFormat, TokenArgs};
-use switchboard::config_file;
 use switchboard::{BuildOptions, Switchboard, TokenSpec, mint_hs256};
 use tracing_subscriber::EnvFilter;
 
@@ -47,7 +47,7 @@ fn main() -> ExitCode {
 }
 
 /// Turns `--config FILE` into environment variables before clap reads them
-/// (see `switchboard::config_file`).
+/// (see `switchboard::config::file`).
 fn load_config_file() -> Result<(), String> {
     let args: Vec<_> = std::env::args_os().collect();
     let Some(path) = config_file::path_from_args(&args) else {
@@ -149,18 +149,18 @@ async fn serve(config: switchboard::Config) -> ExitCode {
     if let Some(key) = &dev_api_key {
         println!("dev mode HTTP API key: {key}");
     }
-    let limits = switchboard::serve::ServeLimits::from_config(&config);
+    let limits = switchboard::edge::serve::ServeLimits::from_config(&config);
     tracing::info!(
         "configuration: {} (max_connections in effect: {})",
-        switchboard::config_summary::summary(&config),
+        switchboard::config::summary::summary(&config),
         limits.max_connections
     );
-    for warning in switchboard::config_summary::warnings(&config) {
+    for warning in switchboard::config::summary::warnings(&config) {
         tracing::warn!("{warning}");
     }
     tracing::info!("switchboard listening on http://{local}");
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(switchboard::serve::serve(
+    let mut server = tokio::spawn(switchboard::edge::serve::serve(
         listener,
         sb.router,
         limits,

@@ -11,12 +11,12 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::Value;
 
 use switchboard::auth::{AuthError, Verifier, find_token};
-use switchboard::escaped_names::{is_marked, rewrite_polling_body};
-use switchboard::event_names::check_event_name;
+use switchboard::edge::escaped_names::{is_marked, rewrite_polling_body};
+use switchboard::edge::ws_frames::{FrameTracker, Scan, ack_key};
+use switchboard::names::check_event_name;
 use switchboard::realtime::chat::{check_client_msg_id, check_content};
 use switchboard::realtime::private::check_user_id;
 use switchboard::realtime::reply::{room_arg, room_id};
-use switchboard::ws_frames::{FrameTracker, Scan, ack_key};
 
 fn budget() -> Duration {
     let secs = std::env::var("FUZZ_SECS")

@@ -6,7 +6,7 @@
 //! and version, with nothing pending.
 //!
 //! `Server` and `Client` below are the reference model of what the real
-//! server and the JavaScript client do with `src/ot.rs`; the `Network` and
+//! server and the JavaScript client do with `src/documents/ot.rs`; the `Network` and
 //! `Sim` around them are test machinery only.
 //!
 //! On failure proptest prints the shrunk script (`minimal failing input:`)
@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
-use switchboard::ot::{self, Op, char_len};
+use switchboard::documents::ot::{self, Op, char_len};
 
 fn ins(pos: usize, text: &str) -> Op {
     Op::Insert {

@@ -20,7 +20,7 @@ import {
 } from "../doc-client.mjs";
 import { prng } from "./prng.mjs";
 
-// ---- the server's rules, ported again from src/ot.rs independently of the
+// ---- the server's rules, ported again from src/documents/ot.rs independently of the
 // module (so a bug in the module's transform is not mirrored here) ----
 const chars = (s) => [...s];
 const T = {
@@ -367,7 +367,7 @@ describe("scalar values", () => {
     assert.ok(!isWellFormed("\ude00a"));
   });
 
-  it("applies ops like src/ot.rs apply_counts_scalar_values", () => {
+  it("applies ops like src/documents/ot.rs apply_counts_scalar_values", () => {
     const ins = (position, content) => ({ type: "insert", position, content });
     const del = (position, length) => ({ type: "delete", position, length });
     assert.equal(applyOp("", ins(0, "abc")), "abc");
@@ -441,11 +441,11 @@ describe("scalar values", () => {
   });
 });
 
-describe("transform (port of src/ot.rs)", () => {
+describe("transform (port of src/documents/ot.rs)", () => {
   const ins = (position, content) => ({ type: "insert", position, content });
   const del = (position, length) => ({ type: "delete", position, length });
 
-  it("keeps the unit cases of src/ot.rs", () => {
+  it("keeps the unit cases of src/documents/ot.rs", () => {
     const [x, y] = [ins(1, "x"), ins(1, "y")];
     assert.equal(applyOp(applyOp("ab", x), rebase(y, x)), "axyb");
     assert.equal(applyOp(applyOp("ab", y), transformPair(y, x)[1]), "axyb");

@@ -418,7 +418,7 @@ describe("collaborative documents on two nodes (Redis + PostgreSQL)", { skip: cl
   // reading what the other node committed, so a client on node B that
   // applied op v (relayed from node A through Redis) and sends its next op
   // on version v gets `invalid_payload` "version v is newer than the
-  // document's (v-1)". src/docs.rs rebase_one / run_batch: refresh from the
+  // document's (v-1)". src/documents/service.rs rebase_one / run_batch: refresh from the
   // store when an edit's base is newer than the node's version.
   it("an op based on a version relayed from the other node is accepted", async () => {
     const docId = `b1-${SEED}-${Date.now()}`;

@@ -269,7 +269,7 @@ pub fn decode(key: &str, channel: &str, payload: &[u8]) -> Result<Request, (Drop
             Some(Value::String(ev)) => ev,
             _ => return Err(malformed("the event name is not a string".into())),
         };
-        crate::event_names::check_event_name(&event).map_err(|e| (Drop::InvalidEvent, e))?;
+        crate::names::check_event_name(&event).map_err(|e| (Drop::InvalidEvent, e))?;
         return Ok(Request::Broadcast {
             nsp: packet.nsp,
             event,

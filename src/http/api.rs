@@ -25,7 +25,7 @@ use utoipa::{IntoParams, PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::docs::DocError;
+use crate::documents::DocError;
 use crate::hub::{Audience, Hub, HubError, UserPresence};
 use crate::presence::Member;
 use crate::realtime::chat::{DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
@@ -360,12 +360,12 @@ impl PartialSchema for RoomId {
 
 impl ToSchema for RoomId {}
 
-/// An event name, as [`crate::event_names::check_event_name`] checks it.
+/// An event name, as [`crate::names::check_event_name`] checks it.
 struct EventName;
 
 impl PartialSchema for EventName {
     fn schema() -> RefOr<Schema> {
-        use crate::event_names::{MAX_EVENT_NAME_CHARS, RESERVED_EVENTS};
+        use crate::names::{MAX_EVENT_NAME_CHARS, RESERVED_EVENTS};
         let reserved = RESERVED_EVENTS.join("`, `");
         ObjectBuilder::new()
             .schema_type(Type::String)

@@ -84,7 +84,7 @@ pub async fn json_payload_too_large(res: Response) -> Response {
 }
 
 /// Long-polling bodies get the same event-name rewrite as websocket frames
-/// (see [`crate::escaped_names`]). Only bodies with a backslash are touched;
+/// (see [`crate::edge::escaped_names`]). Only bodies with a backslash are touched;
 /// a body over `max` gets the JSON 413 Engine.IO would have given.
 pub async fn rewrite_polling_names(
     axum::extract::State(max): axum::extract::State<usize>,
@@ -115,7 +115,7 @@ pub async fn rewrite_polling_names(
     };
     let body = if bytes.contains(&b'\\') {
         let mut owned = bytes.to_vec();
-        crate::escaped_names::rewrite_polling_body(&mut owned);
+        crate::edge::escaped_names::rewrite_polling_body(&mut owned);
         axum::body::Body::from(owned)
     } else {
         axum::body::Body::from(bytes)

@@ -2,13 +2,14 @@
 //! member with two connections. Keyed by namespace so tenants stay apart.
 
 pub mod cluster;
+pub mod keys;
 
 use std::collections::{HashMap, HashSet};
 
 use dashmap::DashMap;
 use serde::Serialize;
 
-use crate::keys::Pair;
+use crate::presence::keys::Pair;
 
 /// A room member as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]

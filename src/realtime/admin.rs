@@ -325,7 +325,7 @@ impl Drop for Attempt {
 }
 
 /// The address logins are counted by: the client's (see
-/// [`crate::conn_limits::client_ip`]); an IPv6 client's /64, which one
+/// [`crate::edge::conn_limits::client_ip`]); an IPv6 client's /64, which one
 /// host usually has whole.
 fn login_key(client: Option<IpAddr>) -> IpAddr {
     match client {
@@ -351,7 +351,9 @@ fn client_addr(parts: &axum::http::request::Parts, trusted: &[IpAddr]) -> Option
         .headers
         .get("x-forwarded-for")
         .and_then(|h| h.to_str().ok());
-    Some(crate::conn_limits::client_ip(peer, forwarded, trusted))
+    Some(crate::edge::conn_limits::client_ip(
+        peer, forwarded, trusted,
+    ))
 }
 
 /// Variadic Socket.IO arguments: serialized as a tuple (several arguments)

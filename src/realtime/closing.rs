@@ -86,7 +86,7 @@ fn disconnect<A: Adapter>(socket: &SocketRef<A>, reason: &'static str) {
             .map(|s| s.ctx.clone())
             && let Some(conn) = super::slow::connection_of(&ctx, socket)
         {
-            conn.close(crate::ws_frames::CLOSE_POLICY, reason);
+            conn.close(crate::edge::ws_frames::CLOSE_POLICY, reason);
         }
     }
 }

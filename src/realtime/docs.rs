@@ -1,6 +1,6 @@
 //! `doc:join`, `doc:operation`, `doc:cursor`, `doc:leave` (docs/protocol.md
 //! §15): the socket side of collaborative documents. The rules are in
-//! `crate::docs` (ordering, storage) and `crate::ot` (transforms); this file
+//! `crate::documents` (ordering, storage) and `crate::documents::ot` (transforms); this file
 //! checks the payload, the token and the room, and translates the outcome.
 //!
 //! A document `X` is the Socket.IO room `doc:X`, which clients cannot name
@@ -16,8 +16,8 @@ use super::broadcast::broadcast;
 use super::chat::check_message_rate;
 use super::reply::{self, Ack, Code, Refusal};
 use super::session::Session;
-use crate::docs::{DocError, Outcome, Relay, check_doc_id, parse_edit};
-use crate::store::docs::DocKey;
+use crate::documents::store::DocKey;
+use crate::documents::{DocError, Outcome, Relay, check_doc_id, parse_edit};
 
 pub fn doc_room(doc_id: &str) -> String {
     format!("doc:{doc_id}")

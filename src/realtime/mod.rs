@@ -43,7 +43,7 @@ pub struct Ctx {
     pub verifier: Verifier,
     pub store: Arc<dyn MessageStore>,
     /// Collaborative documents (in the same database as the messages).
-    pub docs: Arc<crate::docs::Docs>,
+    pub docs: Arc<crate::documents::Docs>,
     pub presence: Presence,
     pub typing: Typing,
     pub feeds: Arc<crate::feeds::Feeds>,
@@ -53,7 +53,7 @@ pub struct Ctx {
     pub cluster: Option<crate::presence::cluster::ClusterPresence>,
     /// The connections the accept loop guards (empty when embedded in
     /// another server).
-    pub connections: Arc<crate::guarded_io::Connections>,
+    pub connections: Arc<crate::edge::guarded_io::Connections>,
     /// Child namespaces of patterns, removed when empty.
     pub namespaces: namespaces::DynNamespaces,
     /// Message and event rate limits.
@@ -186,7 +186,7 @@ fn admit<A: Adapter>(
         &s.id.to_string(),
         parts
             .extensions
-            .get::<crate::conn_limits::ClientAddr>()
+            .get::<crate::edge::conn_limits::ClientAddr>()
             .map(|a| a.0),
     ));
     s.join(session.user_room());
@@ -288,7 +288,7 @@ pub(crate) async fn dispatch<A: Adapter>(
         "doc:operation" => docs::operation(session, socket, data, ack).await,
         "doc:cursor" => docs::cursor(session, socket, data, ack).await,
         "doc:leave" => docs::leave(session, socket, data, ack),
-        _ if crate::escaped_names::is_marked(&event) => {
+        _ if crate::edge::escaped_names::is_marked(&event) => {
             tracing::debug!("event name with escapes refused");
             reply::error(
                 ack,

@@ -146,7 +146,9 @@ fn send<A: Adapter, T: Serialize + ?Sized>(ack: Option<Ack<A>>, data: &T, outcom
 
 /// The guarded websocket that counts the socket's success acks as it writes
 /// them, if there is one.
-fn counted_on_the_wire<A: Adapter>(socket: &SocketRef<A>) -> Option<crate::guarded_io::ConnHandle> {
+fn counted_on_the_wire<A: Adapter>(
+    socket: &SocketRef<A>,
+) -> Option<crate::edge::guarded_io::ConnHandle> {
     if socket.transport_type() != socketioxide::TransportType::Websocket {
         return None;
     }

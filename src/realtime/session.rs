@@ -71,7 +71,7 @@ pub struct Session<A: Adapter> {
     pub expiry: std::sync::OnceLock<u64>,
     /// The guarded websocket carrying the socket, once it is on one (see
     /// `reply`, which counts success acks as they are written).
-    pub websocket: std::sync::OnceLock<crate::guarded_io::ConnHandle>,
+    pub websocket: std::sync::OnceLock<crate::edge::guarded_io::ConnHandle>,
     /// The socket's span: every line logged while handling its events
     /// carries its namespace, user id and socket id (`--log-format json`).
     pub span: tracing::Span,

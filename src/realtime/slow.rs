@@ -28,8 +28,8 @@ use tokio::sync::Notify;
 
 use super::Ctx;
 use super::session::Session;
-use crate::guarded_io::ConnHandle;
-use crate::ws_frames::CLOSE_POLICY;
+use crate::edge::guarded_io::ConnHandle;
+use crate::edge::ws_frames::CLOSE_POLICY;
 
 /// The close reason the client reads (its `disconnect` details carry it).
 pub const SLOW_CONSUMER_REASON: &str = "slow consumer: reconnect and catch up with chat:history";

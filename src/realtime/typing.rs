@@ -16,7 +16,7 @@ use super::broadcast::broadcast;
 use super::reply::{self, Ack, Code};
 use super::rooms::others;
 use super::session::Session;
-use crate::keys::Triple;
+use crate::presence::keys::Triple;
 
 pub const TYPING_TTL: Duration = Duration::from_secs(6);
 

@@ -2,12 +2,10 @@
 //! messages live. Each conversation (a room, later a private pair) has its own
 //! gap-free `seq`.
 
-pub mod docs;
 mod memory;
-mod sql;
-mod sql_docs;
+pub(crate) mod sql;
 
-pub use docs::{DocStore, MemoryDocs};
+use crate::documents::store::{DocStore, MemoryDocs};
 pub use memory::MemoryStore;
 pub use sql::SqlStore;
 

@@ -50,7 +50,7 @@ enum WriteReq {
 
 /// Which database is behind the `Any` pool: it decides the placeholder style.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Postgres,
 }
@@ -59,7 +59,7 @@ impl Backend {
     /// The `n`th (1-based) bind placeholder. SQLite gets anonymous `?`:
     /// numbered ones make it look each name up in a list, which is quadratic
     /// in a many-row INSERT (it was a third of the server's CPU).
-    pub(super) fn placeholder(self, n: usize) -> String {
+    pub(crate) fn placeholder(self, n: usize) -> String {
         match self {
             Backend::Sqlite => "?".into(),
             Backend::Postgres => format!("${n}"),
@@ -69,15 +69,15 @@ impl Backend {
 
 /// A SQL-backed message store.
 pub struct SqlStore {
-    pub(super) pool: AnyPool,
-    pub(super) backend: Backend,
+    pub(crate) pool: AnyPool,
+    pub(crate) backend: Backend,
     writes: mpsc::Sender<WriteReq>,
     health: Arc<Health>,
     /// Held by every SQLite write transaction (messages and documents): a
     /// SQLite transaction that reads before it writes fails outright (not
     /// after a wait) when another connection committed in between, so this
     /// process never lets two of them overlap. PostgreSQL does not need it.
-    pub(super) sqlite_writes: Arc<tokio::sync::Mutex<()>>,
+    pub(crate) sqlite_writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Logs a failure once per episode, and the recovery.
@@ -103,7 +103,7 @@ impl Health {
 
 /// Whether an error means the database is out of reach or out of space (the
 /// client may retry later) rather than a bug.
-pub(super) fn classify(e: sqlx::Error) -> StoreError {
+pub(crate) fn classify(e: sqlx::Error) -> StoreError {
     use sqlx::Error::*;
     let unavailable = match &e {
         Io(_) | Tls(_) | Protocol(_) | PoolTimedOut | PoolClosed | WorkerCrashed => true,
@@ -132,7 +132,7 @@ pub(super) fn classify(e: sqlx::Error) -> StoreError {
     }
 }
 
-pub(super) fn is_unique_violation(e: &sqlx::Error) -> bool {
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 

@@ -1,6 +1,6 @@
 //! Where collaborative documents live: a row per document (its version and a
 //! snapshot of its text) and the op log. The rules (transform, limits) are in
-//! `crate::docs`; this only stores, and refuses a commit made on an outdated
+//! `crate::documents`; this only stores, and refuses a commit made on an outdated
 //! version, which is what orders writers on several nodes.
 
 use std::collections::{BTreeMap, HashMap};
@@ -8,8 +8,8 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::StoreError;
-use crate::ot::Op;
+use crate::documents::ot::Op;
+use crate::store::StoreError;
 
 /// A document: its namespace (tenant) and id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

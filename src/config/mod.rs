@@ -1,6 +1,9 @@
 //! Configuration: one struct, parsed by clap from flags or `SWITCHBOARD_*`
 //! environment variables, validated once at start.
 
+pub mod file;
+pub mod summary;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -113,7 +113,7 @@ impl FrameSplitter {
                         let need = if self.header_len < 2 {
                             2
                         } else {
-                            crate::ws_frames::header_size(self.header[1])
+                            crate::edge::ws_frames::header_size(self.header[1])
                         };
                         if self.header_len == need {
                             break;
@@ -131,8 +131,9 @@ impl FrameSplitter {
                     }
                     let header = &self.header[..self.header_len];
                     let (b0, b1) = (header[0], header[1]);
-                    let ext =
-                        crate::ws_frames::header_size(b1) - 2 - if b1 & 0x80 != 0 { 4 } else { 0 };
+                    let ext = crate::edge::ws_frames::header_size(b1)
+                        - 2
+                        - if b1 & 0x80 != 0 { 4 } else { 0 };
                     let len = match ext {
                         2 => u64::from(u16::from_be_bytes([header[2], header[3]])),
                         8 => u64::from_be_bytes(header[2..10].try_into().unwrap_or([0; 8])),

@@ -2,7 +2,7 @@
 //! buffering them: only each frame's header is read (RFC 6455 §5.2), the
 //! payload is counted and skipped.
 //!
-//! The accept loop ([`crate::serve`]) uses one tracker per direction. On the
+//! The accept loop ([`crate::edge::serve`]) uses one tracker per direction. On the
 //! read side it refuses a message as soon as a frame header announces more
 //! than the limit, before any of the payload is buffered; on the write side
 //! it tells where one frame ends, so a close frame can be put in between two
@@ -43,7 +43,7 @@ pub struct FrameTracker {
     /// The current frame's payload length.
     frame_len: u64,
     written_acks: Vec<Vec<AckKey>>,
-    /// Read side: rewrite escaped event names (see [`crate::escaped_names`]).
+    /// Read side: rewrite escaped event names (see [`crate::edge::escaped_names`]).
     rewrite_names: bool,
     /// The current frame's mask key and how much of its payload has passed.
     mask: [u8; 4],
@@ -56,7 +56,7 @@ pub struct FrameTracker {
     patches: Vec<(usize, u8)>,
 }
 
-use crate::escaped_names::NameScanner;
+use crate::edge::escaped_names::NameScanner;
 
 /// An ack packet's namespace (`None` for `/`) and id.
 pub type AckKey = (Option<Box<str>>, i64);

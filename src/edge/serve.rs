@@ -2,14 +2,14 @@
 //! request is read.
 //!
 //! * Connections in all and per source address are counted before anything
-//!   else exists for them ([`crate::conn_limits`]); a refused one gets a
+//!   else exists for them ([`crate::edge::conn_limits`]); a refused one gets a
 //!   one-line JSON answer and is closed.
 //! * hyper reads request headers under a deadline (`--header-timeout-ms`),
 //!   which also closes connections that stay silent, idle keep-alive ones
 //!   included (hyper restarts the same timer while it waits for the next
 //!   request).
 //! * Request bodies must arrive within `--body-timeout-ms` and at
-//!   `--min-body-bytes-per-sec` ([`crate::body_guard`]), for every route.
+//!   `--min-body-bytes-per-sec` ([`crate::edge::body_guard`]), for every route.
 //! * Every connection is a [`GuardedIo`]: the websocket size limit read from
 //!   frame headers, closes with a reason, write-stall tracking.
 //! * The HTTP/1 read buffer is capped at hyper's minimum (8 KiB): hyper grows
@@ -33,9 +33,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use crate::body_guard::{BodyRules, TimedBody, overdue};
-use crate::conn_limits::{ConnLimits, Slot, client_ip};
-use crate::guarded_io::{ConnHandle, Connections, GuardedIo};
+use crate::edge::body_guard::{BodyRules, TimedBody, overdue};
+use crate::edge::conn_limits::{ConnLimits, Slot, client_ip};
+use crate::edge::guarded_io::{ConnHandle, Connections, GuardedIo};
 
 /// hyper's smallest allowed HTTP/1 buffer.
 pub const HTTP1_MAX_BUF: usize = 8192;
@@ -183,7 +183,7 @@ impl PerConnection {
             }
         }
         req.extensions_mut()
-            .insert(crate::conn_limits::ClientAddr(client));
+            .insert(crate::edge::conn_limits::ClientAddr(client));
         if let Some(sid) = websocket_upgrade_sid(req.uri()) {
             self.connections.bind_sid(sid, &self.handle);
         }
@@ -202,7 +202,7 @@ impl PerConnection {
             broken = overdue(&progress, self.limits.body, start) => {
                 tracing::debug!(peer = %self.peer, rule = broken.as_str(), "request body too slow; closing");
                 crate::metrics::limit_hit(broken.as_str());
-                crate::trim::soon();
+                crate::edge::trim::soon();
                 Ok(broken.response())
             }
         }
@@ -210,7 +210,7 @@ impl PerConnection {
 }
 
 /// The answer to a request over a per-address limit (the connection closes).
-fn refusal(refused: crate::conn_limits::Refused) -> Response<axum::body::Body> {
+fn refusal(refused: crate::edge::conn_limits::Refused) -> Response<axum::body::Body> {
     let text = refused.response();
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     json_then_close(StatusCode::TOO_MANY_REQUESTS, body)

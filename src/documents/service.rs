@@ -34,9 +34,9 @@ use std::time::Duration;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::oneshot;
 
-use crate::ot::{self, Op};
+use crate::documents::ot::{self, Op};
+use crate::documents::store::{Commit, CommitError, DocKey, DocStore, StoredOp};
 use crate::store::StoreError;
-use crate::store::docs::{Commit, CommitError, DocKey, DocStore, StoredOp};
 
 /// Ops kept per document for clients whose base version is behind; an op
 /// made on an older version is refused with `stale_version`.
@@ -957,7 +957,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_edits_are_rebased_and_versioned() {
-        let store: Arc<dyn DocStore> = Arc::new(crate::store::MemoryDocs::default());
+        let store: Arc<dyn DocStore> = Arc::new(crate::documents::store::MemoryDocs::default());
         let docs = Arc::new(Docs::new(store.clone(), 100, 1 << 30));
         let key = DocKey::new("/", "d");
         let submit = |e| docs.submit(&key, e, no_relay());
@@ -1022,7 +1022,7 @@ mod tests {
     #[tokio::test]
     async fn a_caller_going_away_does_not_cut_its_batch_off() {
         let docs = Arc::new(Docs::new(
-            Arc::new(crate::store::MemoryDocs::default()),
+            Arc::new(crate::documents::store::MemoryDocs::default()),
             100,
             1 << 30,
         ));
@@ -1053,8 +1053,12 @@ mod tests {
     #[tokio::test]
     async fn new_documents_and_joins_are_limited_per_user_for_clients_only() {
         let docs = Arc::new(
-            Docs::new(Arc::new(crate::store::MemoryDocs::default()), 100, 1 << 30)
-                .with_user_limits(UserLimits::new(1, 2, 1)),
+            Docs::new(
+                Arc::new(crate::documents::store::MemoryDocs::default()),
+                100,
+                1 << 30,
+            )
+            .with_user_limits(UserLimits::new(1, 2, 1)),
         );
         let client = |base| Edit {
             by_client: true,
@@ -1096,7 +1100,11 @@ mod tests {
 
     #[test]
     fn an_empty_document_counts_against_the_budget() {
-        let docs = Docs::new(Arc::new(crate::store::MemoryDocs::default()), 100, 1 << 30);
+        let docs = Docs::new(
+            Arc::new(crate::documents::store::MemoryDocs::default()),
+            100,
+            1 << 30,
+        );
         let key = DocKey::new("/", "never-edited");
         let entry = docs.entry(&key);
         docs.account(&key, &entry, &State::default());
@@ -1109,7 +1117,7 @@ mod tests {
 
     #[tokio::test]
     async fn old_bases_are_stale_and_snapshots_bound_the_replay() {
-        let store: Arc<dyn DocStore> = Arc::new(crate::store::MemoryDocs::default());
+        let store: Arc<dyn DocStore> = Arc::new(crate::documents::store::MemoryDocs::default());
         let docs = Arc::new(Docs::new(store.clone(), 1 << 20, 1 << 30));
         let key = DocKey::new("/", "d");
         let n = KEEP_OPS + 250;

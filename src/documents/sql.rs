@@ -12,11 +12,11 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::docs::{
+use super::store::{
     Commit, CommitError, DocKey, DocLoad, DocStore, StoredOp, op_columns, op_from_columns,
 };
-use super::sql::{Backend, SqlStore, classify, is_unique_violation};
-use super::{StoreError, now_ms};
+use crate::store::sql::{Backend, SqlStore, classify, is_unique_violation};
+use crate::store::{StoreError, now_ms};
 
 /// Rows per multi-row INSERT of ops (9 parameters each).
 const OPS_PER_INSERT: usize = 64;

@@ -15,10 +15,10 @@
 //!   reconnects by itself ("transport close").
 //! * **Escaped event names.** Text messages are rewritten as they pass so
 //!   that a name with JSON escapes gets an error ack instead of closing the
-//!   connection (see [`crate::escaped_names`]).
+//!   connection (see [`crate::edge::escaped_names`]).
 //! * **Large frames in pieces.** A client frame over 4 KiB reaches the
 //!   websocket parser cut into pieces, so its read buffer never grows to the
-//!   largest message a client sent (see [`crate::ws_split`]).
+//!   largest message a client sent (see [`crate::edge::ws_split`]).
 //! * **Write stalls.** How long the connection has been unable to write
 //!   (the client stopped reading) is kept, so slow consumers can be found.
 //!
@@ -36,9 +36,9 @@ use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::conn_limits::Slot;
-use crate::ws_frames::{CLOSE_TOO_BIG, FrameTracker, Scan, close_frame};
-use crate::ws_split::FrameSplitter;
+use crate::edge::conn_limits::Slot;
+use crate::edge::ws_frames::{CLOSE_TOO_BIG, FrameTracker, Scan, close_frame};
+use crate::edge::ws_split::FrameSplitter;
 
 /// What the rest of the server may ask of one connection.
 #[derive(Debug, Default)]
@@ -53,7 +53,7 @@ pub struct ConnShared {
     sid: OnceLock<String>,
     /// Success acks queued for this websocket and not yet written: they are
     /// counted once written (see `reply`).
-    success_acks: Mutex<std::collections::HashSet<crate::ws_frames::AckKey>>,
+    success_acks: Mutex<std::collections::HashSet<crate::edge::ws_frames::AckKey>>,
 }
 
 /// A handle to one connection (cheap to clone; does not keep it open).
@@ -86,14 +86,14 @@ impl ConnHandle {
 
     /// A success ack with this key is about to be queued: count it once its
     /// frame is written.
-    pub fn expect_success_ack(&self, key: crate::ws_frames::AckKey) {
+    pub fn expect_success_ack(&self, key: crate::edge::ws_frames::AckKey) {
         if let Ok(mut acks) = self.0.success_acks.lock() {
             acks.insert(key);
         }
     }
 
     /// The ack was not queued after all.
-    pub fn forget_success_ack(&self, key: &crate::ws_frames::AckKey) {
+    pub fn forget_success_ack(&self, key: &crate::edge::ws_frames::AckKey) {
         if let Ok(mut acks) = self.0.success_acks.lock() {
             acks.remove(key);
         }
@@ -202,7 +202,7 @@ pub struct GuardedIo {
     max_message: u64,
     phase: Phase,
     read_frames: FrameTracker,
-    /// Cuts large client frames into pieces (see [`crate::ws_split`]).
+    /// Cuts large client frames into pieces (see [`crate::edge::ws_split`]).
     splitter: FrameSplitter,
     /// Output of the splitter that did not fit the last read.
     carry: Vec<u8>,

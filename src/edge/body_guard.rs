@@ -12,7 +12,7 @@
 //!
 //! A body that fails either gets a JSON 408 and its connection is closed;
 //! the request's handler is dropped with everything it had read (see
-//! [`crate::serve`]).
+//! [`crate::edge::serve`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -61,7 +61,7 @@ impl Overdue {
             Overdue::TooSlow => "request body slower than --min-body-bytes-per-sec",
         };
         let body = serde_json::json!({ "error": error, "code": self.as_str() }).to_string();
-        crate::serve::json_then_close(StatusCode::REQUEST_TIMEOUT, body)
+        crate::edge::serve::json_then_close(StatusCode::REQUEST_TIMEOUT, body)
     }
 }
 
