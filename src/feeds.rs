@@ -41,6 +41,21 @@ impl Feed {
     }
 }
 
+/// Why a feed event did not go to the other nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RelayError {
+    #[error("redis is unreachable")]
+    Down,
+    #[error("the queue to redis is full (--max-redis-queue-bytes)")]
+    Full,
+}
+
+/// The way to the other nodes' feeds (`cluster::feeds` over Redis).
+pub trait Relay: Send + Sync + std::fmt::Debug {
+    /// Hands `f` over for the other nodes, or says why it could not.
+    fn send(&self, f: RemoteFeed) -> Result<(), RelayError>;
+}
+
 /// A feed event on its way to the other nodes.
 #[derive(Debug, Clone)]
 pub struct RemoteFeed {
@@ -54,7 +69,7 @@ pub struct RemoteFeed {
 pub struct Feeds {
     subscribers: DashMap<(String, String), Vec<Feed>>,
     /// Set when clustered: feed events also go to the other nodes.
-    remote: std::sync::OnceLock<crate::cluster::feeds::Relay>,
+    remote: std::sync::OnceLock<Box<dyn Relay>>,
 }
 
 impl Feeds {
@@ -102,7 +117,7 @@ impl Feeds {
     }
 
     /// Sends feed events to the other nodes too (see `cluster::feeds`).
-    pub fn relay_to(&self, remote: crate::cluster::feeds::Relay) {
+    pub fn relay_to(&self, remote: Box<dyn Relay>) {
         let _ = self.remote.set(remote);
     }
 
@@ -114,7 +129,7 @@ impl Feeds {
         user: &str,
         event: &str,
         data: &T,
-    ) -> Result<(), crate::cluster::feeds::RelayError> {
+    ) -> Result<(), RelayError> {
         let Ok(data) = serde_json::to_string(data) else {
             return Ok(());
         };

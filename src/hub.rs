@@ -17,8 +17,8 @@ use crate::cluster::IoHandle;
 use crate::on_io;
 use crate::presence::Member;
 use crate::realtime::Ctx;
-use crate::realtime::chat::check_content;
-use crate::realtime::private::check_user_id;
+use crate::realtime::messages::{check_content, check_user_id};
+use crate::realtime::patterns::pattern_matches;
 use crate::realtime::reply;
 use crate::realtime::rooms::{client_room, user_room};
 use crate::store::{Conversation, Message, NewMessage, StoreError};
@@ -417,34 +417,4 @@ async fn emit_with_ack_in<A: Adapter>(
         return Err(HubError::TimedOut(timeout));
     }
     Ok(acks)
-}
-
-/// Whether namespace `ns` matches configured namespace `pattern`, where a
-/// `{name}` part stands for one path segment piece.
-pub fn pattern_matches(pattern: &str, ns: &str) -> bool {
-    match (pattern.find('{'), pattern.find('}')) {
-        (Some(open), Some(close)) if open < close => {
-            let (prefix, suffix) = (&pattern[..open], &pattern[close + 1..]);
-            ns.len() > prefix.len() + suffix.len()
-                && ns.starts_with(prefix)
-                && ns.ends_with(suffix)
-                && !ns[prefix.len()..ns.len() - suffix.len()].contains('/')
-        }
-        _ => pattern == ns,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn namespace_patterns() {
-        assert!(pattern_matches("/acme", "/acme"));
-        assert!(!pattern_matches("/acme", "/acme2"));
-        assert!(pattern_matches("/t-{name}", "/t-red"));
-        assert!(!pattern_matches("/t-{name}", "/t-"));
-        assert!(!pattern_matches("/t-{name}", "/t-a/b"));
-        assert!(pattern_matches("/org/{id}/chat", "/org/7/chat"));
-    }
 }

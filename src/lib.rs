@@ -70,7 +70,7 @@ impl Switchboard {
                 opts.docs
                     .unwrap_or_else(|| Arc::new(documents::store::MemoryDocs::default())),
             ),
-            None => store::open_both(&config.store_url()?)
+            None => documents::open_both(&config.store_url()?)
                 .await
                 .map_err(|e| ConfigError::Store(e.to_string()))?,
         };
@@ -193,7 +193,7 @@ impl Switchboard {
                 cluster.node_id.clone(),
                 config.max_redis_queue_bytes,
             );
-            ctx.feeds.relay_to(relay);
+            ctx.feeds.relay_to(Box::new(relay));
             cluster::emitter::start(
                 io.clone(),
                 client.clone(),

@@ -14,8 +14,7 @@ use switchboard::auth::{AuthError, Verifier, find_token};
 use switchboard::edge::escaped_names::{is_marked, rewrite_polling_body};
 use switchboard::edge::ws_frames::{FrameTracker, Scan, ack_key};
 use switchboard::names::check_event_name;
-use switchboard::realtime::chat::{check_client_msg_id, check_content};
-use switchboard::realtime::private::check_user_id;
+use switchboard::realtime::messages::{check_client_msg_id, check_content, check_user_id};
 use switchboard::realtime::reply::{room_arg, room_id};
 
 fn budget() -> Duration {

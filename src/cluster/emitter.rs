@@ -156,7 +156,7 @@ fn log_drop(kind: Drop, channel: &str, why: &str) {
 /// to the client room `room:{name}`.
 pub fn map_room(name: &str) -> Result<String, String> {
     if let Some(user) = name.strip_prefix("user:") {
-        crate::realtime::private::check_user_id(user)
+        crate::realtime::messages::check_user_id(user)
             .map_err(|r| format!("'{name}': {}", r.error))?;
         Ok(user_room(user))
     } else {
@@ -352,7 +352,7 @@ async fn apply(io: &IoHandle, namespaces: &[String], channel: &str, req: Request
     if nsp != "/"
         && !namespaces
             .iter()
-            .any(|p| crate::hub::pattern_matches(p, nsp))
+            .any(|p| crate::realtime::patterns::pattern_matches(p, nsp))
     {
         log_drop(
             Drop::UnknownNamespace,

@@ -7,7 +7,7 @@
 //! `--max-redis-queue-bytes` (and [`QUEUE_EVENTS`] events) for the one
 //! publisher. While Redis is known to be down, or the queue is full, an event
 //! is dropped at once and counted (`switchboard_redis_dropped_total{path="feeds"}`),
-//! and the caller learns it ([`RelayError`]): a backend emit answers 503.
+//! and the caller learns it ([`RelayError`](crate::feeds::RelayError)): a backend emit answers 503.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,7 +19,7 @@ use socketioxide_redis::drivers::Driver;
 use tokio::sync::mpsc;
 
 use super::{ReconnectingDriver, dropped};
-use crate::feeds::{Feeds, RemoteFeed};
+use crate::feeds::{Feeds, Relay, RelayError, RemoteFeed};
 
 /// Most feed events waiting to be published, whatever their size.
 pub const QUEUE_EVENTS: usize = 4096;
@@ -33,18 +33,9 @@ struct Wire {
     data: String,
 }
 
-/// Why a feed event did not go to the other nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RelayError {
-    #[error("redis is unreachable")]
-    Down,
-    #[error("the queue to redis is full (--max-redis-queue-bytes)")]
-    Full,
-}
-
-/// The sending half of the relay, held by [`Feeds`].
+/// The sending half of the relay over Redis, held by [`Feeds`].
 #[derive(Debug)]
-pub struct Relay {
+pub struct RedisRelay {
     tx: mpsc::Sender<RemoteFeed>,
     /// Bytes of the events queued or being published.
     queued: Arc<AtomicUsize>,
@@ -58,10 +49,10 @@ fn size(f: &RemoteFeed) -> usize {
     f.ns.len() + f.user.len() + f.event.len() + f.data.len() + 128
 }
 
-impl Relay {
+impl Relay for RedisRelay {
     /// Queues `f` for the other nodes, or drops it (counted) when Redis is
     /// down or the queue is full.
-    pub fn send(&self, f: RemoteFeed) -> Result<(), RelayError> {
+    fn send(&self, f: RemoteFeed) -> Result<(), RelayError> {
         if !self.up.load(Ordering::Relaxed) {
             dropped("feeds", "redis_down");
             return Err(RelayError::Down);
@@ -102,10 +93,10 @@ pub fn start(
     prefix: &str,
     node_id: String,
     max_bytes: usize,
-) -> Relay {
+) -> RedisRelay {
     let channel = format!("{prefix}:feeds");
     let (tx, mut rx) = mpsc::channel::<RemoteFeed>(QUEUE_EVENTS);
-    let relay = Relay {
+    let relay = RedisRelay {
         tx,
         queued: Arc::default(),
         max_bytes,
@@ -179,7 +170,7 @@ mod tests {
     fn the_queue_is_bounded_in_bytes_and_refuses_while_redis_is_down() {
         let (tx, mut rx) = mpsc::channel(QUEUE_EVENTS);
         let up = Arc::new(AtomicBool::new(true));
-        let relay = Relay {
+        let relay = RedisRelay {
             tx,
             queued: Arc::default(),
             max_bytes: 10_000,
@@ -192,7 +183,7 @@ mod tests {
         assert_eq!(relay.send(feed(3000)), Err(RelayError::Full));
         // One event is always let through, however large.
         let (tx, _rx2) = mpsc::channel(QUEUE_EVENTS);
-        let lone = Relay {
+        let lone = RedisRelay {
             tx,
             queued: Arc::default(),
             max_bytes: 100,

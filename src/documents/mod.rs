@@ -10,3 +10,29 @@ pub mod sql;
 pub mod store;
 
 pub use service::*;
+
+use std::sync::Arc;
+
+use crate::store::{MemoryStore, MessageStore, SqlStore, StoreError, StoreUrl};
+use store::{DocStore, MemoryDocs};
+
+/// Opens (and migrates) the store `url` names, for messages and for
+/// documents: one database, one connection pool.
+pub async fn open_both(
+    url: &StoreUrl,
+) -> Result<(Arc<dyn MessageStore>, Arc<dyn DocStore>), StoreError> {
+    Ok(match url {
+        StoreUrl::Memory => (
+            Arc::new(MemoryStore::new()),
+            Arc::new(MemoryDocs::default()),
+        ),
+        StoreUrl::Sqlite(u) => {
+            let s = Arc::new(SqlStore::open_sqlite(u).await?);
+            (s.clone(), s)
+        }
+        StoreUrl::Postgres(u) => {
+            let s = Arc::new(SqlStore::open_postgres(u).await?);
+            (s.clone(), s)
+        }
+    })
+}

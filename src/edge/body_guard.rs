@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::http::{Response, StatusCode};
+use axum::http::{HeaderValue, Response, StatusCode, header};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use tokio::time::Instant;
 
@@ -61,7 +61,7 @@ impl Overdue {
             Overdue::TooSlow => "request body slower than --min-body-bytes-per-sec",
         };
         let body = serde_json::json!({ "error": error, "code": self.as_str() }).to_string();
-        crate::edge::serve::json_then_close(StatusCode::REQUEST_TIMEOUT, body)
+        json_then_close(StatusCode::REQUEST_TIMEOUT, body)
     }
 }
 
@@ -168,6 +168,19 @@ fn check(rules: BodyRules, received: u64, elapsed: Duration) -> Result<Duration,
         return Err(Overdue::TooSlow);
     }
     Ok(rules.timeout.min(enough_until.max(GRACE)))
+}
+
+/// A JSON error answer after which the connection closes.
+pub(crate) fn json_then_close(status: StatusCode, body: String) -> Response<axum::body::Body> {
+    let mut res = Response::new(axum::body::Body::from(body));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    res
 }
 
 #[cfg(test)]

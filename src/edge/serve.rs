@@ -27,13 +27,13 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderValue, Request, Response, StatusCode, header};
+use axum::http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use crate::edge::body_guard::{BodyRules, TimedBody, overdue};
+use crate::edge::body_guard::{BodyRules, TimedBody, json_then_close, overdue};
 use crate::edge::conn_limits::{ConnLimits, Slot, client_ip};
 use crate::edge::guarded_io::{ConnHandle, Connections, GuardedIo};
 
@@ -214,19 +214,6 @@ fn refusal(refused: crate::edge::conn_limits::Refused) -> Response<axum::body::B
     let text = refused.response();
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     json_then_close(StatusCode::TOO_MANY_REQUESTS, body)
-}
-
-/// A JSON error answer after which the connection closes.
-pub(crate) fn json_then_close(status: StatusCode, body: String) -> Response<axum::body::Body> {
-    let mut res = Response::new(axum::body::Body::from(body));
-    *res.status_mut() = status;
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    res
 }
 
 /// `sid` of a websocket request that upgrades an existing polling session.

@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::{StatusCode, header};
@@ -324,7 +323,7 @@ fn namespace(body: Option<String>, query: Option<String>) -> Result<String, ApiE
 // plain strings; fields and parameters name these with `value_type`. Written
 // by hand because the derive takes no length limits on a newtype.
 
-/// A user id (the JWT `sub`), as `crate::realtime::private::check_user_id`
+/// A user id (the JWT `sub`), as `crate::realtime::messages::check_user_id`
 /// checks it.
 struct UserId;
 
@@ -890,13 +889,13 @@ async fn post_doc_op(
     Ok(axum::Json(DocOpApplied { version }).into_response())
 }
 
-/// Where [`super::routes`] nests [`router`]; the description's paths carry it.
+/// Where the API is nested; the description's paths carry it.
 pub const PREFIX: &str = "/api";
 
-/// The routes under [`PREFIX`] and their description: the keyed ones behind
-/// the key check and a body limit, then the unkeyed description itself.
-/// [`super::openapi::document`] takes the description from here too.
-pub fn router(key: ApiKey, max_body: usize) -> OpenApiRouter<Hub> {
+/// The keyed routes under [`PREFIX`] and their description, behind the key
+/// check and a body limit. `super::openapi` adds the unkeyed description and
+/// the fallbacks, and serves the whole.
+pub fn keyed(key: ApiKey, max_body: usize) -> OpenApiRouter<Hub> {
     OpenApiRouter::new()
         .routes(routes!(emit))
         .routes(routes!(emit_to_user))
@@ -909,22 +908,4 @@ pub fn router(key: ApiKey, max_body: usize) -> OpenApiRouter<Hub> {
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         // A route_layer covers the routes added before it only.
         .route_layer(middleware::from_fn_with_state(key, require_key))
-        .routes(routes!(super::openapi::openapi_json))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
-}
-
-/// [`router`] as a plain axum router with its state.
-pub fn routes(hub: Hub, key: ApiKey, max_body: usize) -> Router {
-    let (router, _description) = router(key, max_body).split_for_parts();
-    router
-        // A known path with a method it does not take: axum's 405 (with its
-        // `Allow` header) but with a JSON body like every other refusal.
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "method not allowed on this route",
-            )
-        })
-        .with_state(hub)
 }

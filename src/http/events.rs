@@ -22,8 +22,8 @@ use tokio::sync::mpsc;
 use super::api::ApiError;
 use crate::auth::find_token;
 use crate::feeds::{EndReason, FeedEvent};
-use crate::hub::pattern_matches;
 use crate::realtime::Ctx;
+use crate::realtime::patterns::pattern_matches;
 
 #[derive(Deserialize)]
 pub struct EventsQuery {

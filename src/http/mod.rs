@@ -50,7 +50,7 @@ pub fn routes(hub: Hub, key: ApiKey, dev_secret: Option<String>) -> Router {
         // Nested, so its JSON 404 covers /api only: a fallback on this whole
         // router made socketioxide's layer wrap two services, and polling
         // requests of one session landed on different engine.io instances.
-        .nest(api::PREFIX, api::routes(hub, key, max_body))
+        .nest(api::PREFIX, openapi::routes(hub, key, max_body))
         .merge(dev)
         .layer(middleware::from_fn(count_requests))
 }

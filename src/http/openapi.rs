@@ -1,4 +1,5 @@
-//! The OpenAPI 3.1 description of the backend API under `/api`, built from
+//! The route table of the backend API under `/api` (its handlers are in
+//! `api`), with the fallbacks, and its OpenAPI 3.1 description, built from
 //! the handlers' `#[utoipa::path]` attributes and the Rust types they take
 //! and give, so it cannot drift from the code. Served at
 //! `GET /api/openapi.json` and committed as `docs/openapi.json`;
@@ -12,7 +13,12 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
-use super::api::{self, ApiKey};
+use axum::Router;
+use axum::http::StatusCode;
+use utoipa_axum::routes;
+
+use super::api::{self, ApiError, ApiKey};
+use crate::hub::Hub;
 
 /// What the paths do not say: the title, the key, the shared error answers.
 #[derive(OpenApi)]
@@ -69,12 +75,36 @@ impl Modify for BearerApiKey {
     }
 }
 
-/// The whole description. The paths come from [`api::router`], the very
+/// The routes under [`api::PREFIX`] and their description: the keyed ones
+/// ([`api::keyed`]), then the unkeyed description itself.
+pub fn router(key: ApiKey, max_body: usize) -> OpenApiRouter<Hub> {
+    api::keyed(key, max_body)
+        .routes(routes!(openapi_json))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+}
+
+/// [`router`] as a plain axum router with its state.
+pub fn routes(hub: Hub, key: ApiKey, max_body: usize) -> Router {
+    let (router, _description) = router(key, max_body).split_for_parts();
+    router
+        // A known path with a method it does not take: axum's 405 (with its
+        // `Allow` header) but with a JSON body like every other refusal.
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
+        })
+        .with_state(hub)
+}
+
+/// The whole description. The paths come from [`router`], the very
 /// router the server runs (the key and body limit given here do not show in
 /// the description).
 pub fn document() -> utoipa::openapi::OpenApi {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .nest(api::PREFIX, api::router(ApiKey::Disabled, 0))
+        .nest(api::PREFIX, router(ApiKey::Disabled, 0))
         .into_openapi()
 }
 

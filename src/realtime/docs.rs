@@ -13,7 +13,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 
 use super::broadcast::broadcast;
-use super::chat::check_message_rate;
+use super::messages::{check_message_rate, refuse};
 use super::reply::{self, Ack, Code, Refusal};
 use super::session::Session;
 use crate::documents::store::DocKey;
@@ -105,7 +105,7 @@ pub async fn join<A: Adapter>(
         .docs
         .may_join(socket.ns(), &session.identity.user_id)
     {
-        return super::chat::refuse(session, socket, ack, &refusal(&e));
+        return refuse(session, socket, ack, &refusal(&e));
     }
     let was_in = socket.rooms().iter().any(|r| **r == *room);
     // Join before reading: every op committed after the read is relayed to
@@ -163,7 +163,7 @@ pub async fn operation<A: Adapter>(
         return reply::refuse(ack, &r);
     }
     if let Err(r) = check_message_rate(session, socket.ns()) {
-        return super::chat::refuse(session, socket, ack, &r);
+        return refuse(session, socket, ack, &r);
     }
     let others = socket.to(doc_room(&doc_id));
     let relay_id = doc_id.clone();
@@ -187,7 +187,7 @@ pub async fn operation<A: Adapter>(
                 &json!({ "success": true, "version": outcome.version() }),
             );
         }
-        Err(e) => super::chat::refuse(session, socket, ack, &refusal(&e)),
+        Err(e) => refuse(session, socket, ack, &refusal(&e)),
     }
 }
 

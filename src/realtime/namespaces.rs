@@ -21,7 +21,7 @@ use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 
-use crate::hub::pattern_matches;
+use crate::realtime::patterns::pattern_matches;
 
 #[derive(Debug, Default)]
 pub struct DynNamespaces {

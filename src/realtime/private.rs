@@ -6,21 +6,15 @@ use serde::Deserialize;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 
-use super::chat::{check_client_msg_id, check_content, store_then};
+use super::messages::{
+    check_client_msg_id, check_content, check_message_rate, check_user_id, refuse, store_refusal,
+    store_then,
+};
 use super::reply::{self, Ack, Code, Refusal};
 use super::rooms::user_room;
 use super::session::Session;
 use crate::config::PrivateRecipients;
 use crate::store::{Conversation, NewMessage};
-
-/// A user id as it appears in `sub`: 1–128 characters.
-pub fn check_user_id(id: &str) -> Result<(), Refusal> {
-    let n = id.chars().count();
-    if n == 0 || n > 128 {
-        return Err(Refusal::invalid("user ids are 1-128 characters"));
-    }
-    Ok(())
-}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -43,7 +37,7 @@ pub async fn send<A: Adapter>(
 ) {
     let msg = match prepare(session, socket, data) {
         Ok(m) => m,
-        Err(r) => return super::chat::refuse(session, socket, ack, &r),
+        Err(r) => return refuse(session, socket, ack, &r),
     };
     if let Err(r) = recipient_known(session, socket, &msg).await {
         return reply::refuse(ack, &r);
@@ -95,7 +89,7 @@ async fn recipient_known<A: Adapter>(
     match session.ctx.store.history(&msg.conversation, None, 1).await {
         Ok(h) if !h.is_empty() => return Ok(()),
         Ok(_) => {}
-        Err(e) => return Err(super::chat::store_refusal(&e)),
+        Err(e) => return Err(store_refusal(&e)),
     }
     if session.ctx.cluster.is_some()
         && matches!(socket.within(room).fetch_sockets().await, Ok(s) if !s.is_empty())
@@ -117,7 +111,7 @@ fn prepare<A: Adapter>(
     check_user_id(&p.to_user_id)?;
     let content = check_content(p.content, session.ctx.config.max_message_chars)?;
     let client_msg_id = check_client_msg_id(p.client_msg_id)?;
-    super::chat::check_message_rate(session, socket.ns())?;
+    check_message_rate(session, socket.ns())?;
     let me = &session.identity;
     Ok(NewMessage {
         conversation: Conversation::direct(socket.ns(), &me.user_id, &p.to_user_id),

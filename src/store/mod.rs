@@ -5,7 +5,6 @@
 mod memory;
 pub(crate) mod sql;
 
-use crate::documents::store::{DocStore, MemoryDocs};
 pub use memory::MemoryStore;
 pub use sql::SqlStore;
 
@@ -177,28 +176,13 @@ impl std::str::FromStr for StoreUrl {
     }
 }
 
-/// Opens (and migrates) the store `url` names.
+/// Opens (and migrates) the store `url` names (`documents::open_both`
+/// opens the document store beside it).
 pub async fn open(url: &StoreUrl) -> Result<Arc<dyn MessageStore>, StoreError> {
-    Ok(open_both(url).await?.0)
-}
-
-/// Opens the store `url` names, for messages and for documents (one database).
-pub async fn open_both(
-    url: &StoreUrl,
-) -> Result<(Arc<dyn MessageStore>, Arc<dyn DocStore>), StoreError> {
     Ok(match url {
-        StoreUrl::Memory => (
-            Arc::new(MemoryStore::new()),
-            Arc::new(MemoryDocs::default()),
-        ),
-        StoreUrl::Sqlite(u) => {
-            let s = Arc::new(SqlStore::open_sqlite(u).await?);
-            (s.clone(), s)
-        }
-        StoreUrl::Postgres(u) => {
-            let s = Arc::new(SqlStore::open_postgres(u).await?);
-            (s.clone(), s)
-        }
+        StoreUrl::Memory => Arc::new(MemoryStore::new()),
+        StoreUrl::Sqlite(u) => Arc::new(SqlStore::open_sqlite(u).await?),
+        StoreUrl::Postgres(u) => Arc::new(SqlStore::open_postgres(u).await?),
     })
 }
 
