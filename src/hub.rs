@@ -14,13 +14,13 @@ use socketioxide::adapter::Adapter;
 use socketioxide::operators::BroadcastOperators;
 
 use crate::cluster::IoHandle;
+use crate::names::{client_room, user_room};
 use crate::on_io;
 use crate::presence::Member;
 use crate::realtime::Ctx;
 use crate::realtime::messages::{check_content, check_user_id};
 use crate::realtime::patterns::pattern_matches;
 use crate::realtime::reply;
-use crate::realtime::rooms::{client_room, user_room};
 use crate::store::{Conversation, Message, NewMessage, StoreError};
 
 /// Who receives a backend emit. No rooms and no users means everyone in the

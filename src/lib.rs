@@ -171,7 +171,7 @@ impl Switchboard {
                 let (layer, io) = builder
                     .with_adapter::<cluster::ClusterAdapter>(ctr)
                     .build_layer();
-                realtime::register_cluster(&io, &config)
+                cluster::register(&io, &config)
                     .await
                     .map_err(ConfigError::Redis)?;
                 if let Some(admin) = &ctx.admin {

@@ -1,6 +1,28 @@
-//! Which event names the server emits on a backend's behalf (HTTP API and
+//! Names and their rules, pure: the Socket.IO rooms behind a user and a
+//! client room, which room ids (and document ids) a client may use, and
+//! which event names the server emits on a backend's behalf (HTTP API and
 //! [`crate::hub::Hub`]): 1–128 characters, no control characters (an SSE
 //! `event:` line cannot carry a line break), and none that Socket.IO reserves.
+
+/// The Socket.IO room of every socket of user `user_id`.
+pub fn user_room(user_id: &str) -> String {
+    format!("user:{user_id}")
+}
+
+/// The Socket.IO room behind client room `room_id`.
+pub fn client_room(room_id: &str) -> String {
+    format!("room:{room_id}")
+}
+
+/// Whether `id` is a valid room id (and document id): 1–128 characters
+/// from `[A-Za-z0-9_.:@-]`.
+pub fn valid_room_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'@' | b'-'))
+}
 
 /// Longest event name, in characters.
 pub const MAX_EVENT_NAME_CHARS: usize = 128;

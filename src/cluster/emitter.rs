@@ -34,7 +34,7 @@ use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
 
 use crate::cluster::IoHandle;
-use crate::realtime::rooms::{client_room, user_room};
+use crate::names::{client_room, user_room};
 
 /// What one emitter message asks for.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::IoHandle;
+use crate::names::client_room;
 use crate::on_io;
 use crate::presence::cluster::{ClusterPresence, Departed, HEARTBEAT_EVERY};
 use crate::realtime::Ctx;
 use crate::realtime::broadcast::broadcast;
-use crate::realtime::rooms::client_room;
 
 /// Runs for the life of the node (only when clustered).
 pub async fn run(ctx: Arc<Ctx>, io: IoHandle) {

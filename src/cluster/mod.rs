@@ -33,6 +33,10 @@ pub type ClusterAdapter =
     socketioxide_redis::CustomRedisAdapter<socketioxide::adapter::Emitter, ReconnectingDriver>;
 
 use socketioxide::SocketIo;
+use socketioxide::handler::ConnectHandler;
+
+use crate::config::Config;
+use crate::realtime;
 use socketioxide::adapter::LocalAdapter;
 
 /// The Socket.IO server, with the adapter chosen at start: in-memory for one
@@ -60,4 +64,32 @@ impl IoHandle {
     pub async fn close(&self) {
         crate::on_io!(self, io => io.close().await)
     }
+}
+
+/// `realtime::register` with the Redis adapter, whose namespaces subscribe
+/// to Redis as they are created.
+pub async fn register(io: &SocketIo<ClusterAdapter>, config: &Config) -> Result<(), String> {
+    let handler =
+        || realtime::connected::<ClusterAdapter>.with(realtime::authenticate::<ClusterAdapter>);
+    io.ns("/", handler()).await.map_err(|e| e.to_string())?;
+    for ns in &config.namespaces {
+        if ns.contains('{') {
+            io.dyn_ns(ns.clone(), handler())
+                .map_err(|e| e.to_string())?;
+        } else {
+            io.ns(ns.clone(), handler())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    if config.admin_ui {
+        io.ns(
+            realtime::admin::NAMESPACE,
+            realtime::admin::connected::<ClusterAdapter>
+                .with(realtime::admin::authenticate::<ClusterAdapter>),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }

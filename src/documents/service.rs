@@ -792,11 +792,13 @@ impl Docs {
 /// Checks a document id: the room id rules (1–128 characters from
 /// `[A-Za-z0-9_.:@-]`).
 pub fn check_doc_id(id: &str) -> Result<(), DocError> {
-    crate::realtime::reply::room_id(id)
-        .map(|_| ())
-        .map_err(|_| {
-            DocError::Invalid("docId must be 1-128 characters from A-Z a-z 0-9 _ . : @ -".into())
-        })
+    if crate::names::valid_room_id(id) {
+        Ok(())
+    } else {
+        Err(DocError::Invalid(
+            "docId must be 1-128 characters from A-Z a-z 0-9 _ . : @ -".into(),
+        ))
+    }
 }
 
 /// The fields of an op as a client or a backend sends them:

@@ -4,7 +4,11 @@
 use serde::Serialize;
 use socketioxide::BroadcastError;
 use socketioxide::adapter::Adapter;
+use socketioxide::extract::SocketRef;
 use socketioxide::operators::BroadcastOperators;
+
+use super::session::Session;
+use crate::names::client_room;
 
 /// Emits `event` through the adapter (every node). If that fails because the
 /// other nodes cannot be reached (Redis down), this node's sockets still get
@@ -45,4 +49,15 @@ pub fn socket_failures(event: &str, errs: &[socketioxide::SocketError]) {
         super::slow::overflow_seen();
     }
     tracing::debug!(event, "broadcast incomplete: {} sockets", errs.len());
+}
+
+/// Everyone in the room but the acting user (all of the user's tabs).
+pub fn others<A: Adapter>(
+    session: &Session<A>,
+    socket: &SocketRef<A>,
+    room_id: &str,
+) -> BroadcastOperators<A> {
+    socket
+        .within(client_room(room_id))
+        .except(session.user_room())
 }

@@ -13,8 +13,8 @@ use super::messages::{
     store_then,
 };
 use super::reply::{self, Ack, Code, Refusal};
-use super::rooms::client_room;
 use super::session::Session;
+use crate::names::client_room;
 use crate::store::{Conversation, NewMessage};
 
 /// `chat:send { roomId, content }` or `chat:message { roomId, text }`.

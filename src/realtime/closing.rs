@@ -90,3 +90,19 @@ fn disconnect<A: Adapter>(socket: &SocketRef<A>, reason: &'static str) {
         }
     }
 }
+
+/// Counts a `rate_limited` refusal; a socket that keeps flooding after
+/// refusals is told why and disconnected.
+pub fn rate_refused<A: Adapter>(session: &Session<A>, socket: &SocketRef<A>) {
+    if !session.limits.refused() || session.closing_reason().is_some() {
+        return;
+    }
+    tracing::info!(
+        ns = socket.ns(),
+        sid = %socket.id,
+        user = session.identity.user_id,
+        "socket keeps flooding after rate_limited refusals; disconnecting"
+    );
+    crate::metrics::server_disconnect("rate_limited");
+    closing(socket, "rate_limited");
+}

@@ -91,7 +91,7 @@ pub fn refuse<A: Adapter>(
 ) {
     reply::refuse(ack, r);
     if r.code == Code::RateLimited {
-        session.rate_refused(socket);
+        super::closing::rate_refused(session, socket);
     }
 }
 

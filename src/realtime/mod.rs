@@ -1,6 +1,7 @@
 //! The Socket.IO side: namespace registration, the JWT connect middleware, and
 //! the dispatch of client events to the handlers of each concern.
 
+pub mod ack;
 pub mod admin;
 pub mod binary;
 pub mod broadcast;
@@ -8,6 +9,7 @@ pub mod chat;
 pub mod closing;
 pub mod docs;
 pub mod expiry;
+pub mod incoming;
 pub mod limits;
 pub mod messages;
 pub mod namespaces;
@@ -31,12 +33,12 @@ use socketioxide::handler::ConnectHandler;
 use tokio::sync::oneshot;
 
 use crate::auth::{AuthError, Verifier, find_token};
-use crate::cluster::ClusterAdapter;
 use crate::config::Config;
 use crate::presence::Presence;
 use crate::store::MessageStore;
+use incoming::QueueEvents;
 use reply::Code;
-use session::{Incoming, Job, QueueEvents, Session};
+use session::{Incoming, Job, Session};
 use typing::Typing;
 
 /// Everything the handlers share.
@@ -105,41 +107,12 @@ pub fn register(
     Ok(())
 }
 
-/// The same with the Redis adapter, whose namespaces subscribe to Redis as
-/// they are created.
-pub async fn register_cluster(
-    io: &SocketIo<ClusterAdapter>,
-    config: &Config,
-) -> Result<(), String> {
-    let handler = || connected::<ClusterAdapter>.with(authenticate::<ClusterAdapter>);
-    io.ns("/", handler()).await.map_err(|e| e.to_string())?;
-    for ns in &config.namespaces {
-        if ns.contains('{') {
-            io.dyn_ns(ns.clone(), handler())
-                .map_err(|e| e.to_string())?;
-        } else {
-            io.ns(ns.clone(), handler())
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-    }
-    if config.admin_ui {
-        io.ns(
-            admin::NAMESPACE,
-            admin::connected::<ClusterAdapter>.with(admin::authenticate::<ClusterAdapter>),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    }
-    Ok(())
-}
-
 /// The connect middleware: verifies the JWT and sets the socket up.
 ///
 /// Handlers are registered here rather than in the connect handler because
 /// socketioxide sends the CONNECT packet before it spawns the connect handler:
 /// events the client sends right away would otherwise find no handler.
-async fn authenticate<A: Adapter>(
+pub(crate) async fn authenticate<A: Adapter>(
     s: SocketRef<A>,
     TryData(auth): TryData<serde_json::Value>,
     State(ctx): State<Arc<Ctx>>,
@@ -208,7 +181,11 @@ fn admit<A: Adapter>(
     Ok(())
 }
 
-async fn connected<A: Adapter>(s: SocketRef<A>, State(ctx): State<Arc<Ctx>>, io: SocketIo<A>) {
+pub(crate) async fn connected<A: Adapter>(
+    s: SocketRef<A>,
+    State(ctx): State<Arc<Ctx>>,
+    io: SocketIo<A>,
+) {
     if !ctx.namespaces.still_registered(&io, &s) {
         tracing::info!(ns = s.ns(), sid = %s.id, "namespace removed while connecting; closing");
         let _ = s.disconnect();
@@ -252,8 +229,24 @@ async fn disconnected<A: Adapter>(
 /// fetching a new token). See `closing` for how nothing owed is lost.
 pub use closing::closing;
 
+/// Runs one job of a socket's queue (see `session`): an event, or the
+/// clean-up once the socket is gone. Every path through a socket's life is
+/// started from here, above the concern files.
+pub(crate) async fn run<A: Adapter>(session: &Arc<Session<A>>, socket: &SocketRef<A>, job: Job<A>) {
+    match job {
+        Job::Event(incoming) => dispatch(session, socket, incoming).await,
+        Job::Disconnect(done) => {
+            rooms::on_disconnect(session, socket).await;
+            let _ = done.send(());
+        }
+        Job::Barrier(done) => {
+            let _ = done.send(());
+        }
+    }
+}
+
 /// Routes one client event to its handler.
-pub(crate) async fn dispatch<A: Adapter>(
+async fn dispatch<A: Adapter>(
     session: &Arc<Session<A>>,
     socket: &SocketRef<A>,
     incoming: Incoming<A>,

@@ -11,9 +11,9 @@ use super::messages::{
     store_then,
 };
 use super::reply::{self, Ack, Code, Refusal};
-use super::rooms::user_room;
 use super::session::Session;
 use crate::config::PrivateRecipients;
+use crate::names::user_room;
 use crate::store::{Conversation, NewMessage};
 
 #[derive(Deserialize)]

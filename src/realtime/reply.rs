@@ -5,79 +5,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use socketioxide::SendError;
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, SocketRef};
+use socketioxide::extract::SocketRef;
 
-/// The error codes of docs/protocol.md §11.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Code {
-    InvalidPayload,
-    NotInRoom,
-    ForbiddenRoom,
-    RateLimited,
-    TooLarge,
-    NotFound,
-    Unavailable,
-    /// A document op made on a version older than the ops the server keeps.
-    StaleVersion,
-    Internal,
-}
-
-impl Code {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Code::InvalidPayload => "invalid_payload",
-            Code::NotInRoom => "not_in_room",
-            Code::ForbiddenRoom => "forbidden_room",
-            Code::RateLimited => "rate_limited",
-            Code::TooLarge => "too_large",
-            Code::NotFound => "not_found",
-            Code::Unavailable => "unavailable",
-            Code::StaleVersion => "stale_version",
-            Code::Internal => "internal",
-        }
-    }
-}
-
-/// A refusal: the code and a short human-readable reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub code: Code,
-    pub error: String,
-}
-
-impl Refusal {
-    pub fn new(code: Code, error: impl Into<String>) -> Self {
-        Refusal {
-            code,
-            error: error.into(),
-        }
-    }
-
-    pub fn invalid(error: impl Into<String>) -> Self {
-        Self::new(Code::InvalidPayload, error)
-    }
-}
+pub use super::ack::{Ack, Code, Refusal};
 
 #[derive(Serialize)]
 struct ErrorAck<'a> {
     success: bool,
     error: &'a str,
     code: Code,
-}
-
-/// A client's callback: the ack to send, and the socket that waits for it
-/// (a full queue disconnects that socket, see `slow`).
-pub struct Ack<A: Adapter> {
-    sender: AckSender<A>,
-    socket: SocketRef<A>,
-    id: i64,
-}
-
-impl<A: Adapter> Ack<A> {
-    pub fn new(sender: AckSender<A>, socket: SocketRef<A>, id: i64) -> Self {
-        Ack { sender, socket, id }
-    }
 }
 
 /// Emits `event` to this socket alone, from an event handler.
@@ -189,12 +125,7 @@ pub fn parse<T: DeserializeOwned>(data: Option<serde_json::Value>) -> Result<T, 
 
 /// Checks a client room id: 1–128 characters from `[A-Za-z0-9_.:@-]`.
 pub fn room_id(id: &str) -> Result<&str, Refusal> {
-    let valid = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'@' | b'-'));
-    if valid {
+    if crate::names::valid_room_id(id) {
         Ok(id)
     } else {
         Err(Refusal::invalid(

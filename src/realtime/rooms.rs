@@ -10,31 +10,13 @@ use serde::Serialize;
 use serde_json::json;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
-use socketioxide::operators::BroadcastOperators;
 
 use super::Ctx;
 use super::broadcast::broadcast;
+use super::broadcast::others;
 use super::reply::{self, Ack, Code, Refusal};
 use super::session::Session;
-
-pub fn user_room(user_id: &str) -> String {
-    format!("user:{user_id}")
-}
-
-pub fn client_room(room_id: &str) -> String {
-    format!("room:{room_id}")
-}
-
-/// Everyone in the room but the acting user (all of the user's tabs).
-pub fn others<A: Adapter>(
-    session: &Session<A>,
-    socket: &SocketRef<A>,
-    room_id: &str,
-) -> BroadcastOperators<A> {
-    socket
-        .within(client_room(room_id))
-        .except(session.user_room())
-}
+use crate::names::client_room;
 
 /// Records a socket joining; true when it is the user's first socket in the
 /// room on any node. If Redis fails, this node's view decides.

@@ -2,7 +2,7 @@
 //! the order it sent them.
 //!
 //! socketioxide runs closure handlers in a task per incoming event, so two
-//! events from one socket could run out of order. [`QueueEvents`] is instead
+//! events from one socket could run out of order. `incoming::QueueEvents` is instead
 //! called synchronously on the socket's read path: it appends the event to
 //! the socket's queue right there, and one worker (started on demand, gone
 //! when the queue is empty) handles the queue in order. The worker runs in
@@ -10,14 +10,11 @@
 //! does (`tasks::run_or_spawn`). An idle socket therefore costs no task.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
-use socketioxide::handler::{FromMessageParts, MessageHandler, Value};
-use socketioxide::socket::Socket;
+use socketioxide::extract::SocketRef;
 use tokio::sync::oneshot;
 
 use super::Ctx;
@@ -45,7 +42,7 @@ pub struct Incoming<A: Adapter> {
     /// The first argument held binary data (refused: see `realtime::binary`).
     pub binary: bool,
     /// Present when the client passed a callback.
-    pub ack: Option<super::reply::Ack<A>>,
+    pub ack: Option<super::ack::Ack<A>>,
 }
 
 struct QueueState<A: Adapter> {
@@ -119,22 +116,6 @@ impl<A: Adapter> Session<A> {
         }
     }
 
-    /// Counts a `rate_limited` refusal; a socket that keeps flooding after
-    /// refusals is told why and disconnected.
-    pub fn rate_refused(&self, socket: &SocketRef<A>) {
-        if !self.limits.refused() || self.closing_reason().is_some() {
-            return;
-        }
-        tracing::info!(
-            ns = socket.ns(),
-            sid = %socket.id,
-            user = self.identity.user_id,
-            "socket keeps flooding after rate_limited refusals; disconnecting"
-        );
-        crate::metrics::server_disconnect("rate_limited");
-        super::closing(socket, "rate_limited");
-    }
-
     /// Links a new store write into the socket's chain: the returned receiver
     /// resolves when the previous write has finished its acks and broadcasts,
     /// and the sender must be fired when this one has. Writes are thus
@@ -192,7 +173,7 @@ impl<A: Adapter> Session<A> {
     }
 
     /// Notes an event from the closing socket.
-    fn heard(&self) {
+    pub fn heard(&self) {
         if let Ok(mut last) = self.last_event.lock() {
             *last = Some(Instant::now());
         }
@@ -230,7 +211,7 @@ impl<A: Adapter> Session<A> {
 
     /// The private room of this session's user.
     pub fn user_room(&self) -> String {
-        crate::realtime::rooms::user_room(&self.identity.user_id)
+        crate::names::user_room(&self.identity.user_id)
     }
 
     /// Appends a job; starts the worker if none runs. Returns the job back
@@ -269,146 +250,7 @@ impl<A: Adapter> Session<A> {
                     }
                 }
             };
-            match job {
-                Job::Event(incoming) => super::dispatch(&self, &socket, incoming).await,
-                Job::Disconnect(done) => {
-                    super::rooms::on_disconnect(&self, &socket).await;
-                    let _ = done.send(());
-                }
-                Job::Barrier(done) => {
-                    let _ = done.send(());
-                }
-            }
-        }
-    }
-}
-
-/// The fallback handler, called for every event on the socket's read path:
-/// queues the event (see the module doc). socketioxide would spawn a task
-/// per event for a closure handler, even one that does nothing; this spawns
-/// nothing.
-#[derive(Clone, Copy)]
-pub struct QueueEvents;
-
-impl<A: Adapter> MessageHandler<A, QueueEvents> for QueueEvents {
-    fn call(&self, s: Arc<Socket<A>>, mut v: Value, ack_id: Option<i64>) {
-        let Some(session) = s.extensions.get::<Arc<Session<A>>>() else {
-            tracing::debug!("event on a socket without a session");
-            return;
-        };
-        // A JSON event without binary attachments is read in one pass; the
-        // extractors below read the text twice and build an error on the
-        // way each time (socketioxide's `FirstElement`).
-        let parsed = match &v {
-            Value::Str(text, None) => read_event(text),
-            _ => None,
-        };
-        let (event, data, binary) = match parsed {
-            Some((event, data)) => (event, data, false),
-            None => {
-                let Ok(Event(event)) = Event::from_message_parts(&s, &mut v, &ack_id) else {
-                    tracing::debug!("unreadable event name");
-                    return;
-                };
-                // Binary attachments (or msgpack `bin`) are noted, not lost.
-                let Ok::<_, Infallible>(TryData(data)) =
-                    TryData::<super::binary::Checked>::from_message_parts(&s, &mut v, &ack_id);
-                match data {
-                    Ok(c) => (event, Some(c.value), c.binary),
-                    Err(_) => (event, None, false),
-                }
-            }
-        };
-        let Ok::<_, Infallible>(socket) = SocketRef::from_message_parts(&s, &mut v, &ack_id);
-        let ack = match ack_id {
-            Some(id) => {
-                let Ok::<_, Infallible>(ack) = AckSender::from_message_parts(&s, &mut v, &ack_id);
-                Some(super::reply::Ack::new(ack, socket.clone(), id))
-            }
-            None => None,
-        };
-        if let Some(reason) = session.closing_reason() {
-            // Answered, not queued; the close waits for these to stop.
-            session.heard();
-            let (code, why) = super::closing::refusal(reason);
-            return super::reply::error(ack, code, &why);
-        }
-        if !session.limits.event() {
-            crate::metrics::limit_hit("events_per_sec");
-            if let Some(ack) = ack {
-                super::reply::error(
-                    Some(ack),
-                    super::reply::Code::RateLimited,
-                    "too many events: slow down",
-                );
-            }
-            session.rate_refused(&socket);
-            return;
-        }
-        let job = Job::Event(Incoming {
-            event,
-            data,
-            binary,
-            ack,
-        });
-        if let Err(Job::Event(refused)) = session.push(socket, job) {
-            tracing::debug!(event = refused.event, "socket queue full");
-            super::reply::error(
-                refused.ack,
-                super::reply::Code::RateLimited,
-                "too many events waiting",
-            );
-        }
-    }
-}
-
-/// `["name", first, ...rest]` -> (name, first argument); the rest is checked
-/// to be JSON and skipped. `None` when the text is not such an array.
-fn read_event(text: &str) -> Option<(String, Option<serde_json::Value>)> {
-    use serde::de::{Deserializer as _, Error, IgnoredAny, SeqAccess, Visitor};
-    struct Args;
-    impl<'de> Visitor<'de> for Args {
-        type Value = (String, Option<serde_json::Value>);
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("an event array")
-        }
-        fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Self::Value, S::Error> {
-            let Some(name) = seq.next_element::<String>()? else {
-                return Err(S::Error::custom("no event name"));
-            };
-            let data = seq.next_element::<serde_json::Value>()?;
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            Ok((name, data))
-        }
-    }
-    let mut de = serde_json::Deserializer::from_str(text);
-    let args = (&mut de).deserialize_seq(Args).ok()?;
-    de.end().ok()?;
-    Some(args)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::read_event;
-    use serde_json::json;
-
-    #[test]
-    fn reads_the_name_and_the_first_argument() {
-        assert_eq!(
-            read_event(r#"["chat:send",{"roomId":"a"},2,[3]]"#),
-            Some(("chat:send".into(), Some(json!({ "roomId": "a" }))))
-        );
-        assert_eq!(read_event(r#"["ping"]"#), Some(("ping".into(), None)));
-        assert_eq!(
-            read_event(r#"["x",null]"#),
-            Some(("x".into(), Some(json!(null))))
-        );
-        assert_eq!(
-            read_event(r#"["éé",1]"#),
-            Some(("éé".into(), Some(json!(1))))
-        );
-        for bad in ["[]", "[1]", "{}", r#""x""#, r#"["x",1"#, r#"["x"] 1"#, ""] {
-            assert_eq!(read_event(bad), None, "{bad}");
+            super::run(&self, &socket, job).await;
         }
     }
 }

@@ -13,8 +13,8 @@ use socketioxide::extract::SocketRef;
 use tokio::time::Instant;
 
 use super::broadcast::broadcast;
+use super::broadcast::others;
 use super::reply::{self, Ack, Code};
-use super::rooms::others;
 use super::session::Session;
 use crate::presence::keys::Triple;
 
