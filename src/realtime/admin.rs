@@ -562,27 +562,13 @@ fn register_commands<A: Adapter>(s: &SocketRef<A>) {
     s.on(
         "join",
         async |io: SocketIo<A>, State(ctx): State<Arc<Ctx>>, TryData::<Args>(args)| {
-            let Ok(Args(args)) = args else { return };
-            let (Some(nsp), Some(room)) = (arg_str(&args, 0), arg_str(&args, 1)) else {
-                return;
-            };
-            for target in targets(&io, &nsp, arg_str(&args, 2).as_deref()) {
-                target.join(room.clone());
-                room_joined(&ctx, &target, &room);
-            }
+            move_in_room(&io, &ctx, args, Move::Join)
         },
     );
     s.on(
         "leave",
         async |io: SocketIo<A>, State(ctx): State<Arc<Ctx>>, TryData::<Args>(args)| {
-            let Ok(Args(args)) = args else { return };
-            let (Some(nsp), Some(room)) = (arg_str(&args, 0), arg_str(&args, 1)) else {
-                return;
-            };
-            for target in targets(&io, &nsp, arg_str(&args, 2).as_deref()) {
-                target.leave(room.clone());
-                room_left(&ctx, &target, &room);
-            }
+            move_in_room(&io, &ctx, args, Move::Leave)
         },
     );
     s.on(
@@ -596,6 +582,34 @@ fn register_commands<A: Adapter>(s: &SocketRef<A>) {
             }
         },
     );
+}
+
+/// The UI's `join` and `leave` commands.
+#[derive(Clone, Copy)]
+enum Move {
+    Join,
+    Leave,
+}
+
+/// `join`/`leave` `(nsp, room, filter?)`: moves the sockets of `nsp` that
+/// `filter` selects into or out of `room`, and tells the UI.
+fn move_in_room<A: Adapter, E>(io: &SocketIo<A>, ctx: &Ctx, args: Result<Args, E>, how: Move) {
+    let Ok(Args(args)) = args else { return };
+    let (Some(nsp), Some(room)) = (arg_str(&args, 0), arg_str(&args, 1)) else {
+        return;
+    };
+    for target in targets(io, &nsp, arg_str(&args, 2).as_deref()) {
+        match how {
+            Move::Join => {
+                target.join(room.clone());
+                room_joined(ctx, &target, &room);
+            }
+            Move::Leave => {
+                target.leave(room.clone());
+                room_left(ctx, &target, &room);
+            }
+        }
+    }
 }
 
 fn arg_str(args: &[Value], i: usize) -> Option<String> {
