@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 for tool in cargo npm; do
-  command -v "$tool" >/dev/null || { echo "missing: $tool (see README, 'Requirements')" >&2; exit 1; }
+  command -v "$tool" >/dev/null || { echo "missing: $tool (see README.md#demo: it needs Rust and Node.js with npm)" >&2; exit 1; }
 done
 
 echo "==> building the demo page (examples/web)"

@@ -28,7 +28,78 @@ pub fn init() -> Option<PrometheusHandle> {
         .clone()
         .inspect(|_| {
             HOT.get_or_init(Hot::new);
+            ZEROS.get_or_init(zero_series);
         })
+}
+
+static ZEROS: OnceLock<()> = OnceLock::new();
+
+/// The limits counted in `switchboard_limit_hits_total`, shown at zero from
+/// the start (`tests/docs.rs` checks that every limit the code counts is here).
+pub const LIMITS: &[&str] = &[
+    "address_messages_per_sec",
+    "admin_event_bytes",
+    "admin_events_bytes",
+    "admin_events_waiting",
+    "admin_login_backoff",
+    "admin_login_busy",
+    "admin_login_waiting",
+    "doc_creations_per_min",
+    "doc_joins_per_sec",
+    "events_per_sec",
+    "max_connections_per_user",
+    "max_doc_bytes",
+    "max_doc_memory_bytes",
+    "max_payload_bytes",
+    "max_redis_queue_bytes",
+    "max_rooms_per_socket",
+    "messages_per_sec",
+    "static_dir_links",
+    "body_timeout",
+    "min_body_rate",
+];
+
+/// Every documented series that a counter or gauge has before anything
+/// happened, registered at zero: a dashboard's `rate()` and an alert on
+/// "absent" work from the first scrape instead of after the first event.
+fn zero_series() {
+    use metrics::{counter, gauge, histogram};
+    gauge!("switchboard_connections", "namespace" => "/").increment(0.0);
+    for kind in [
+        "malformed",
+        "unsupported_type",
+        "invalid_room",
+        "invalid_event",
+        "unknown_namespace",
+    ] {
+        counter!("switchboard_emitter_dropped_total", "kind" => kind).increment(0);
+    }
+    for (path, reason) in [
+        ("feeds", "redis_down"),
+        ("feeds", "queue_full"),
+        ("feeds", "publish_failed"),
+        ("adapter", "consumer_behind"),
+    ] {
+        counter!("switchboard_redis_dropped_total", "path" => path, "reason" => reason)
+            .increment(0);
+    }
+    let _ = histogram!("switchboard_store_write_seconds");
+    for outcome in ["ok", "error"] {
+        counter!("switchboard_store_messages_total", "outcome" => outcome).increment(0);
+    }
+    for reason in ["max_connections", "max_connections_per_ip"] {
+        counter!("switchboard_connections_refused_total", "reason" => reason).increment(0);
+    }
+    for &limit in LIMITS {
+        counter!("switchboard_limit_hits_total", "limit" => limit).increment(0);
+    }
+    for reason in ["rate_limited", "token_expired"] {
+        counter!("switchboard_server_disconnects_total", "reason" => reason).increment(0);
+    }
+    counter!("switchboard_slow_consumer_disconnects_total").increment(0);
+    counter!("switchboard_namespaces_removed_total").increment(0);
+    counter!("switchboard_doc_ops_total").increment(0);
+    counter!("switchboard_doc_conflicts_total").increment(0);
 }
 
 /// Handles of the counters bumped for every event, made once the recorder is

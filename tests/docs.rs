@@ -7,6 +7,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -86,6 +88,70 @@ fn link_targets(line: &str) -> Vec<String> {
     out
 }
 
+/// The anchors a markdown file has: GitHub's slugs of its headings
+/// (lowercase; letters, digits, `-` and `_` kept; spaces become `-`; a
+/// repeated slug gets `-1`, `-2`, ...), and `id="..."` anchors.
+fn anchors(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
+    for line in prose_lines(text) {
+        let Some(heading) = line.strip_prefix('#') else {
+            continue;
+        };
+        let heading = heading.trim_start_matches('#').trim();
+        let slug: String = heading
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect();
+        let n = seen.entry(slug.clone()).or_insert(0);
+        out.insert(if *n == 0 {
+            slug.clone()
+        } else {
+            format!("{slug}-{n}")
+        });
+        *n += 1;
+    }
+    for piece in text.split("id=\"").skip(1) {
+        if let Some(id) = piece.split('"').next() {
+            out.insert(id.to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn scripts_point_to_readme_sections_that_exist() {
+    let readme = anchors(&read("README.md"));
+    let mut broken = Vec::new();
+    for entry in std::fs::read_dir(root().join("scripts")).expect("scripts/") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for piece in text.split("README.md#").skip(1) {
+            let anchor: String = piece
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || matches!(c, '-' | '_'))
+                .collect();
+            if !readme.contains(&anchor) {
+                broken.push(format!("{}: README.md#{anchor}", path.display()));
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "scripts name README sections that do not exist: {broken:?}"
+    );
+}
+
+#[test]
+fn anchors_are_githubs_slugs() {
+    let a = anchors("# Limits and abuse\n## `--ping-*`: keep-alive\n## Limits and abuse\n");
+    assert!(a.contains("limits-and-abuse"));
+    assert!(a.contains("--ping--keep-alive"));
+    assert!(a.contains("limits-and-abuse-1"));
+}
+
 #[test]
 fn relative_links_resolve() {
     let mut broken = Vec::new();
@@ -96,13 +162,29 @@ fn relative_links_resolve() {
         for line in prose_lines(&text) {
             for target in link_targets(line) {
                 let external = target.contains("://") || target.starts_with("mailto:");
-                let path = target.split('#').next().unwrap_or("");
-                if external || path.is_empty() {
+                let (path, anchor) = match target.split_once('#') {
+                    Some((p, a)) => (p, Some(a)),
+                    None => (target.as_str(), None),
+                };
+                if external {
                     continue;
                 }
                 checked += 1;
-                if !dir.join(path).exists() {
+                let target_file = if path.is_empty() {
+                    root().join(&file)
+                } else {
+                    dir.join(path)
+                };
+                if !target_file.exists() {
                     broken.push(format!("{file}: {target}"));
+                    continue;
+                }
+                let markdown = target_file.extension().is_some_and(|e| e == "md");
+                if let (Some(anchor), true) = (anchor, markdown) {
+                    let text = std::fs::read_to_string(&target_file).unwrap_or_default();
+                    if !anchors(&text).contains(anchor) {
+                        broken.push(format!("{file}: {target} (no such heading)"));
+                    }
                 }
             }
         }
@@ -113,7 +195,7 @@ fn relative_links_resolve() {
     );
     assert!(
         broken.is_empty(),
-        "links to missing files:\n{}",
+        "links to missing files or headings:\n{}",
         broken.join("\n")
     );
 }
@@ -151,6 +233,51 @@ fn help(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Flags of other programs that the docs show: cargo's, `systemctl --now`,
+/// `valgrind --tool`, `cargo fmt --check`, the load generator's
+/// (`benches/loadgen`) and the examples' `--port`.
+const OTHER_PROGRAMS_FLAGS: &[&str] = &[
+    "--all-targets",
+    "--bench",
+    "--check",
+    "--example",
+    "--generators",
+    "--locked",
+    "--now",
+    "--path",
+    "--port",
+    "--profile",
+    "--quick",
+    "--release",
+    "--root",
+    "--servers",
+    "--sizes",
+    "--test",
+    "--tool",
+];
+
+#[test]
+fn every_flag_the_docs_name_exists() {
+    let server = flags_in(&help(&["--help"]));
+    let token = flags_in(&help(&["token", "--help"]));
+    let mut unknown = Vec::new();
+    for file in markdown_files() {
+        for flag in flags_in(&read(&file)) {
+            let known = server.contains(&flag)
+                || token.contains(&flag)
+                || OTHER_PROGRAMS_FLAGS.contains(&flag.as_str());
+            if !known {
+                unknown.push(format!("{file}: {flag}"));
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "the docs name flags that `switchboard --help` and `switchboard token --help` lack:\n{}",
+        unknown.join("\n")
+    );
+}
+
 #[test]
 fn configuration_flags_are_the_binarys() {
     let server = flags_in(&help(&["--help"]));
@@ -177,24 +304,6 @@ fn configuration_flags_are_the_binarys() {
     );
 }
 
-/// `/api/users/{userId}/emit` and `/api/users/{user_id}/emit` are the same route.
-fn normalize_route(path: &str) -> String {
-    let mut out = String::new();
-    let mut in_param = false;
-    for c in path.chars() {
-        match c {
-            '{' => {
-                in_param = true;
-                out.push_str("{}");
-            }
-            '}' => in_param = false,
-            _ if in_param => {}
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
 /// Every `/api/...` path in `line`.
 fn api_paths(line: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -205,13 +314,14 @@ fn api_paths(line: &str) -> Vec<String> {
             .find(|c: char| !(c.is_ascii_alphanumeric() || "_{}/.-".contains(c)))
             .unwrap_or(after.len());
         let path = after[..end].trim_end_matches(['.', '/']);
-        out.push(normalize_route(path));
+        out.push(path.to_string());
         rest = &after[end..];
     }
     out
 }
 
-/// The routes the server registers: the paths of the OpenAPI description,
+/// The routes the server registers (with their parameter names: `{roomId}`
+/// in the docs must be `{roomId}` here): the paths of the OpenAPI description,
 /// which is generated from the router (`tests/openapi.rs` keeps the
 /// committed copy equal to what the binary serves).
 fn registered_routes() -> BTreeSet<String> {
@@ -220,7 +330,7 @@ fn registered_routes() -> BTreeSet<String> {
         .as_object()
         .expect("paths in docs/openapi.json")
         .keys()
-        .map(|p| normalize_route(p))
+        .cloned()
         .collect()
 }
 
@@ -338,5 +448,82 @@ fn js_examples_parse() {
         failures.is_empty(),
         "js examples that do not parse:\n{}",
         failures.join("\n")
+    );
+}
+
+/// The metric names in the table of docs/http-api.md.
+fn documented_metrics() -> BTreeSet<String> {
+    read("docs/http-api.md")
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `switchboard_"))
+        .filter_map(|rest| rest.split('`').next())
+        .map(|name| format!("switchboard_{name}"))
+        .collect()
+}
+
+/// The limit names the code counts (`limit_hit("...")` in src/).
+fn counted_limits() -> BTreeSet<String> {
+    fn walk(dir: &Path, out: &mut BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).expect("readable src/") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).expect("readable");
+                for piece in text.split("limit_hit(\"").skip(1) {
+                    if let Some(name) = piece.split('"').next() {
+                        out.insert(name.to_string());
+                    }
+                }
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(&root().join("src"), &mut out);
+    out
+}
+
+#[tokio::test]
+async fn documented_metrics_are_served_from_the_start() {
+    let server = common::Proc::start(&["--database-url", "memory"]);
+    // `switchboard_http_requests_total` counts requests: make one first.
+    let base = format!("http://{}", server.addr);
+    reqwest::get(format!("{base}/healthz")).await.unwrap();
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let served: BTreeSet<String> = text
+        .lines()
+        .filter(|l| l.starts_with("switchboard_"))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(|n| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| n.strip_suffix(s))
+                .unwrap_or(n)
+                .to_string()
+        })
+        .collect();
+    let documented = documented_metrics();
+    let missing: Vec<_> = documented.difference(&served).collect();
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    assert!(
+        missing.is_empty() && undocumented.is_empty(),
+        "docs/http-api.md lists metrics a fresh server does not serve: {missing:?}; \
+         the server serves metrics docs/http-api.md does not list: {undocumented:?}"
+    );
+    let limits = counted_limits();
+    assert!(limits.len() > 10, "found the limit names: {limits:?}");
+    let unseen: Vec<_> = limits
+        .iter()
+        .filter(|l| !text.contains(&format!("switchboard_limit_hits_total{{limit=\"{l}\"}} 0")))
+        .collect();
+    assert!(
+        unseen.is_empty(),
+        "limits the code counts that a fresh server does not show at zero \
+         (add them to metrics::LIMITS): {unseen:?}"
     );
 }

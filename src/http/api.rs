@@ -384,14 +384,16 @@ impl PartialSchema for EventName {
 impl ToSchema for EventName {}
 
 #[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Path)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Path, rename_all = "camelCase")]
 struct UserPath {
     #[param(value_type = UserId)]
     user_id: String,
 }
 
 #[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Path)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Path, rename_all = "camelCase")]
 struct RoomPath {
     #[param(value_type = RoomId)]
     room_id: String,
@@ -505,7 +507,7 @@ pub struct AckReplies {
 /// Emits an event to every socket of one user, optionally waiting for acks.
 #[utoipa::path(
     post,
-    path = "/users/{user_id}/emit",
+    path = "/users/{userId}/emit",
     tag = "events",
     params(UserPath, NsQuery),
     request_body = UserEmitBody,
@@ -570,7 +572,7 @@ struct PostMessageBody {
 /// Stores a message in a room's history and broadcasts it to the room.
 #[utoipa::path(
     post,
-    path = "/rooms/{room_id}/messages",
+    path = "/rooms/{roomId}/messages",
     tag = "rooms",
     params(RoomPath, NsQuery),
     request_body = PostMessageBody,
@@ -627,7 +629,7 @@ pub struct History {
 /// `limit` before `before`; oldest first.
 #[utoipa::path(
     get,
-    path = "/rooms/{room_id}/messages",
+    path = "/rooms/{roomId}/messages",
     tag = "rooms",
     params(RoomPath, HistoryQuery),
     responses(
@@ -663,7 +665,7 @@ pub struct Members {
 /// The members of a room (on every node of a cluster).
 #[utoipa::path(
     get,
-    path = "/rooms/{room_id}/members",
+    path = "/rooms/{roomId}/members",
     tag = "rooms",
     params(RoomPath, NsQuery),
     responses(
@@ -687,7 +689,7 @@ async fn members(
 /// Whether a user is connected, and with how many sockets.
 #[utoipa::path(
     get,
-    path = "/users/{user_id}/presence",
+    path = "/users/{userId}/presence",
     tag = "users",
     params(UserPath, NsQuery),
     responses(
@@ -722,7 +724,7 @@ pub struct Disconnected {
 /// clients are told, and do not reconnect by themselves.
 #[utoipa::path(
     post,
-    path = "/users/{user_id}/disconnect",
+    path = "/users/{userId}/disconnect",
     tag = "users",
     params(UserPath, NsQuery),
     responses(
@@ -749,7 +751,8 @@ async fn disconnect(
 }
 
 #[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Path)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Path, rename_all = "camelCase")]
 struct DocPath {
     /// A document id: the room id rules.
     #[param(value_type = RoomId)]
@@ -772,7 +775,7 @@ pub struct Document {
 /// A document's text and version.
 #[utoipa::path(
     get,
-    path = "/docs/{doc_id}",
+    path = "/docs/{docId}",
     tag = "documents",
     params(DocPath, NsQuery),
     responses(
@@ -851,7 +854,7 @@ pub struct DocOpApplied {
 /// document's sockets as `doc:operation`.
 #[utoipa::path(
     post,
-    path = "/docs/{doc_id}/operations",
+    path = "/docs/{docId}/operations",
     tag = "documents",
     params(DocPath, NsQuery),
     request_body = DocOpBody,
