@@ -184,6 +184,16 @@ async fn serve(config: switchboard::Config) -> ExitCode {
     let graceful = async {
         let _ = stop_accepting.send(());
         sb.io.close().await;
+        // The other nodes learn at their next heartbeat that this one is
+        // gone, rather than when its heartbeat lapses.
+        if let Some(cluster) = &sb.ctx.cluster {
+            match cluster.deregister().await {
+                Ok(()) => tracing::info!("left the cluster"),
+                Err(e) => tracing::warn!(
+                    "could not leave the cluster cleanly ({e}); its heartbeat will lapse"
+                ),
+            }
+        }
         sb.ctx.store.flush().await;
         let _ = server.await;
     };

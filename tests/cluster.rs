@@ -275,6 +275,73 @@ async fn presence_is_per_user_across_nodes() {
     assert_eq!(m.as_array().unwrap().len(), 1, "{m}");
 }
 
+/// The node ids in the prefix's node set.
+async fn nodes_in_redis(redis: &str, prefix: &str) -> Vec<String> {
+    let client = redis::Client::open(format!("redis://{redis}")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("SMEMBERS")
+        .arg(format!("{prefix}:nodes"))
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cleanly_stopped_node_leaves_redis_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/s.db", dir.path().display());
+    let pre = prefix();
+    let stays = node(&redis(), &pre, &db);
+    let leaves = node(&redis(), &pre, &db);
+    let mut watcher = join(&stays, "watcher", "lobby").await;
+    let _bob = join(&leaves, "bob", "lobby").await;
+    assert_eq!(watcher.recv("room:user-joined").await["userId"], "bob");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nodes_in_redis(&redis(), &pre).await.len() < 2 {
+        assert!(Instant::now() < deadline, "both nodes in {pre}:nodes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut leaves = leaves;
+    let pid = leaves.child.id().to_string();
+    let stopped = Instant::now();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        leaves.child.wait().unwrap().success(),
+        "clean exit on SIGTERM"
+    );
+    // Its heartbeat key is gone when the process is: before, it stayed for
+    // NODE_TTL (10 s) and a survivor's next heartbeat, and so did the
+    // node's users in the rooms.
+    let client = redis::Client::open(format!("redis://{}", redis())).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{pre}:node:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "heartbeat keys after a clean stop: {keys:?}");
+    // The survivor takes the share back at its next heartbeat (3 s) and
+    // tells the room.
+    let gone = watcher
+        .try_recv("room:user-left", Duration::from_secs(10))
+        .await
+        .expect("room:user-left for the stopped node's user");
+    let took = stopped.elapsed();
+    eprintln!("stopped node's user left after {took:?}");
+    assert_eq!(gone, json!({ "userId": "bob", "roomId": "lobby" }));
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+    let left = nodes_in_redis(&redis(), &pre).await;
+    assert_eq!(left.len(), 1, "nodes after a clean stop: {left:?}");
+    let m = watcher.ack("room:members", json!("lobby")).await;
+    assert_eq!(m["members"].as_array().unwrap().len(), 1, "{m}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nodes_users_leave_within_the_bound() {
     let dir = tempfile::tempdir().unwrap();

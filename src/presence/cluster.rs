@@ -35,6 +35,9 @@ pub struct ClusterPresence {
     up: Arc<AtomicBool>,
     prefix: String,
     pub node_id: String,
+    /// Set when the node leaves the cluster on a clean stop: no heartbeat
+    /// may bring it back.
+    stopped: AtomicBool,
     join: Script,
     leave: Script,
     reap: Script,
@@ -55,6 +58,7 @@ impl ClusterPresence {
             up,
             prefix: prefix.to_string(),
             node_id: ulid::Ulid::new().to_string(),
+            stopped: AtomicBool::new(false),
             // KEYS: room hash, node hash, names; ARGV: user, node field, name
             join: Script::new(
                 r#"
@@ -189,8 +193,11 @@ impl ClusterPresence {
         Ok(members)
     }
 
-    /// Refreshes this node's heartbeat.
+    /// Refreshes this node's heartbeat (none after [`Self::deregister`]).
     pub async fn heartbeat(&self) -> redis::RedisResult<()> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let mut conn = self.conn.clone();
         let _: () = conn
             .set_ex(
@@ -203,6 +210,20 @@ impl ClusterPresence {
             .sadd(format!("{}:nodes", self.prefix), &self.node_id)
             .await?;
         Ok(())
+    }
+
+    /// Leaves the cluster on a clean stop, once this node's sockets are
+    /// closed: the heartbeat stops and its key goes at once, so the other
+    /// nodes take this node's presence share back at their next heartbeat
+    /// (`HEARTBEAT_EVERY`) and tell the rooms who left, rather than after
+    /// `NODE_TTL`. This node cannot tell them itself: its adapter is closed
+    /// by then, and sockets closed at shutdown may not have left their
+    /// rooms in Redis yet.
+    pub async fn deregister(&self) -> redis::RedisResult<()> {
+        self.stopped.store(true, Ordering::Release);
+        let mut conn = self.conn.clone();
+        conn.del(format!("{}:node:{}", self.prefix, self.node_id))
+            .await
     }
 
     /// Takes back the share of every node whose heartbeat lapsed; returns the
