@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{CommandFactory, Parser};
 use rand::Rng;
 use switchboard::config::file as config_file;
 use switchboard::config::{Cli, Command, LogFormat, TokenArgs};
@@ -15,7 +14,7 @@ fn main() -> ExitCode {
         eprintln!("switchboard: {e}");
         return ExitCode::from(2);
     }
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     if let Some(Command::Token(args)) = cli.command {
         return token(args);
     }
@@ -55,7 +54,7 @@ fn load_config_file() -> Result<(), String> {
     };
     let text =
         std::fs::read_to_string(&path).map_err(|e| format!("--config {}: {e}", path.display()))?;
-    let command = Cli::command();
+    let command = Cli::command_line();
     let flags: Vec<(String, String)> = command
         .get_arguments()
         .filter_map(|a| {

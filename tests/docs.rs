@@ -279,6 +279,52 @@ fn every_flag_the_docs_name_exists() {
 }
 
 #[test]
+fn help_names_environment_variables_without_their_values() {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("--help")
+        .env("SWITCHBOARD_API_KEY", "the-api-key-must-not-show")
+        .output()
+        .expect("run switchboard --help");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("[env: SWITCHBOARD_LISTEN]"), "{text}");
+    assert!(!text.contains("=]"), "--help shows empty values: {text}");
+    assert!(
+        !text.contains("the-api-key-must-not-show"),
+        "--help shows a secret"
+    );
+    let token = help(&["token", "--help"]);
+    assert!(token.contains("[env: SWITCHBOARD_JWT_ISSUER]"), "{token}");
+    // Every flag of both commands says what it is for.
+    for text in [text.as_ref(), token.as_str()] {
+        let bare: Vec<&str> = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("--"))
+            .filter(|l| {
+                let rest = l
+                    .trim_start()
+                    .split_once("  ")
+                    .map_or("", |(_, r)| r)
+                    .trim();
+                rest.is_empty() || rest.starts_with("[env:")
+            })
+            .collect();
+        let described_below = |l: &&str| {
+            // Long help puts the description on the next line.
+            let i = text.find(*l).unwrap_or(0) + l.len();
+            text[i..].lines().nth(1).is_some_and(|n| {
+                let n = n.trim();
+                !n.is_empty() && !n.starts_with('[') && !n.starts_with("--")
+            })
+        };
+        let undescribed: Vec<_> = bare.iter().filter(|l| !described_below(l)).collect();
+        assert!(
+            undescribed.is_empty(),
+            "flags without a description: {undescribed:?}"
+        );
+    }
+}
+
+#[test]
 fn configuration_flags_are_the_binarys() {
     let server = flags_in(&help(&["--help"]));
     let token = flags_in(&help(&["token", "--help"]));

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// The command line of the `switchboard` binary.
 #[derive(Debug, Parser)]
@@ -64,8 +64,12 @@ pub struct TokenArgs {
     /// The tenant (namespace without its slash) the token is limited to.
     #[arg(long)]
     pub tenant: Option<String>,
+    /// The `iss` claim to put in the token (what the server's
+    /// `--jwt-issuer` requires, if set).
     #[arg(long, env = "SWITCHBOARD_JWT_ISSUER")]
     pub issuer: Option<String>,
+    /// The `aud` claim to put in the token (what the server's
+    /// `--jwt-audience` requires, if set).
     #[arg(long, env = "SWITCHBOARD_JWT_AUDIENCE")]
     pub audience: Option<String>,
 }
@@ -421,6 +425,27 @@ pub enum PrivateRecipients {
 
 /// Longest display name (`name` claim), in characters.
 pub const MAX_NAME_CHARS: usize = 128;
+
+impl Cli {
+    /// The command line as `--help` shows it: each flag's environment
+    /// variable by name only. clap would print its value (`[env:
+    /// SWITCHBOARD_LISTEN=]` when unset, and a secret such as
+    /// `SWITCHBOARD_JWT_SECRET` when set).
+    pub fn command_line() -> clap::Command {
+        fn hide_values(cmd: clap::Command) -> clap::Command {
+            cmd.mut_args(|a| a.hide_env_values(true))
+                .mut_subcommands(hide_values)
+        }
+        hide_values(Cli::command())
+    }
+
+    /// Parses the process's arguments (and environment), exiting with
+    /// clap's message on an error or for `--help`.
+    pub fn parse_args() -> Cli {
+        let matches = Cli::command_line().get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
 
 impl Default for Config {
     fn default() -> Self {
