@@ -213,7 +213,10 @@ impl Switchboard {
         let router = socketio_layer(http::routes(hub.clone(), key, dev_token_secret))
             .layer(axum::middleware::map_response(http::json_payload_too_large))
             .layer(axum::middleware::from_fn_with_state(
-                config.max_payload_bytes as usize,
+                http::PollingRules {
+                    max: config.max_payload_bytes as usize,
+                    msgpack: config.parser == config::WireParser::Msgpack,
+                },
                 http::rewrite_polling_names,
             ))
             .layer(tower::util::MapRequestLayer::new(

@@ -87,7 +87,11 @@ fn zero_series() {
     for outcome in ["ok", "error"] {
         counter!("switchboard_store_messages_total", "outcome" => outcome).increment(0);
     }
-    for reason in ["max_connections", "max_connections_per_ip"] {
+    for reason in [
+        "max_connections",
+        "max_connections_per_ip",
+        "parser_mismatch",
+    ] {
         counter!("switchboard_connections_refused_total", "reason" => reason).increment(0);
     }
     for &limit in LIMITS {

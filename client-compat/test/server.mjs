@@ -90,9 +90,9 @@ export function next(socket, event, ms = 5000) {
 export function firstOf(socket, outcomes, ms = 5000) {
   return new Promise((resolve, reject) => {
     const listeners = Object.entries(outcomes).map(([event, outcome]) => {
-      const on = (data) => {
+      const on = (...args) => {
         done();
-        resolve(outcome(data));
+        resolve(outcome(...args));
       };
       socket.once(event, on);
       return [event, on];

@@ -37,6 +37,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::edge::conn_limits::Slot;
+use crate::edge::parser_mismatch;
 use crate::edge::ws_frames::{CLOSE_TOO_BIG, FrameTracker, Scan, close_frame};
 use crate::edge::ws_split::FrameSplitter;
 
@@ -226,6 +227,7 @@ impl GuardedIo {
         slot: Arc<Slot>,
         registry: Arc<Connections>,
         max_message: u64,
+        msgpack: bool,
     ) -> Self {
         let shared = Arc::new(ConnShared::default());
         let id = registry.add(&shared);
@@ -236,7 +238,13 @@ impl GuardedIo {
             id,
             max_message,
             phase: Phase::Http,
-            read_frames: FrameTracker::rewriting_names(),
+            // With msgpack every Socket.IO packet is binary: a text one is
+            // a client with the wrong parser (see `parser_mismatch`).
+            read_frames: if msgpack {
+                FrameTracker::rewriting_names_refusing_text()
+            } else {
+                FrameTracker::rewriting_names()
+            },
             splitter: FrameSplitter::default(),
             carry: Vec::new(),
             write_frames: FrameTracker::tracking_acks(),
@@ -476,19 +484,28 @@ impl AsyncRead for GuardedIo {
                     new[at] = byte;
                 }
             }
-            let too_big = matches!(scan, Scan::TooBig { .. });
-            if let Scan::TooBig { at } = scan {
-                buf.set_filled(before + at);
-                tracing::info!(
-                    limit = this.max_message,
-                    "websocket message over --max-payload-bytes; closing with 1009"
-                );
-                crate::metrics::limit_hit("max_payload_bytes");
-                this.start_closing(
-                    CLOSE_TOO_BIG,
-                    &format!("message larger than {} bytes", this.max_message),
-                );
-                let _ = this.poll_send_close(cx);
+            let refused = scan != Scan::Fine;
+            match scan {
+                Scan::Fine => {}
+                Scan::TooBig { at } => {
+                    buf.set_filled(before + at);
+                    tracing::info!(
+                        limit = this.max_message,
+                        "websocket message over --max-payload-bytes; closing with 1009"
+                    );
+                    crate::metrics::limit_hit("max_payload_bytes");
+                    this.start_closing(
+                        CLOSE_TOO_BIG,
+                        &format!("message larger than {} bytes", this.max_message),
+                    );
+                    let _ = this.poll_send_close(cx);
+                }
+                Scan::TextPacket { at } => {
+                    buf.set_filled(before + at);
+                    parser_mismatch::seen("websocket");
+                    this.start_closing(parser_mismatch::CLOSE_UNSUPPORTED, parser_mismatch::REASON);
+                    let _ = this.poll_send_close(cx);
+                }
             }
             // Large frames go on in pieces (see `ws_split`).
             if let Some(out) = this.splitter.feed(&buf.filled()[before..]) {
@@ -496,7 +513,7 @@ impl AsyncRead for GuardedIo {
                 let fit = out.len().min(buf.remaining());
                 buf.put_slice(&out[..fit]);
                 this.carry.extend_from_slice(&out[fit..]);
-                if out.is_empty() && !too_big {
+                if out.is_empty() && !refused {
                     // Only the start of a header: nothing to hand on yet,
                     // and an empty read would mean the end.
                     continue;

@@ -49,6 +49,8 @@ pub struct ServeLimits {
     pub trusted_proxies: Vec<IpAddr>,
     pub max_message_bytes: u64,
     pub body: BodyRules,
+    /// The server speaks msgpack: text Socket.IO packets are refused.
+    pub msgpack: bool,
 }
 
 impl ServeLimits {
@@ -59,6 +61,7 @@ impl ServeLimits {
             max_connections_per_ip: config.max_connections_per_ip,
             trusted_proxies: config.trusted_proxies.clone(),
             max_message_bytes: config.max_payload_bytes,
+            msgpack: config.parser == crate::config::WireParser::Msgpack,
             body: BodyRules {
                 timeout: Duration::from_millis(config.body_timeout_ms),
                 min_rate: config.min_body_bytes_per_sec,
@@ -119,6 +122,7 @@ pub async fn serve(
             slot.clone(),
             connections.clone(),
             limits.max_message_bytes,
+            limits.msgpack,
         );
         let conn_ctx = PerConnection {
             router: router.clone(),

@@ -17,6 +17,10 @@ pub enum Scan {
     /// (0 when the header began in an earlier buffer) makes its message
     /// larger than the limit.
     TooBig { at: usize },
+    /// A text Socket.IO packet (an Engine.IO `4` message) on a server that
+    /// speaks msgpack (see [`crate::edge::parser_mismatch`]); its frame's
+    /// header starts at this offset (0 when it began in an earlier buffer).
+    TextPacket { at: usize },
 }
 
 /// The state of one direction of a websocket stream.
@@ -54,6 +58,11 @@ pub struct FrameTracker {
     names_frame: bool,
     /// Bytes of the last scanned buffer to replace: (offset, new byte).
     patches: Vec<(usize, u8)>,
+    /// Read side with the msgpack parser: refuse text Socket.IO packets.
+    refuse_text_packets: bool,
+    /// The current frame is a text frame whose first byte is still to check,
+    /// and where its header started.
+    text_to_check: Option<usize>,
 }
 
 use crate::edge::escaped_names::NameScanner;
@@ -205,6 +214,15 @@ impl FrameTracker {
         }
     }
 
+    /// The same, for a server that speaks msgpack: text Socket.IO packets
+    /// are refused ([`Scan::TextPacket`]).
+    pub fn rewriting_names_refusing_text() -> Self {
+        FrameTracker {
+            refuse_text_packets: true,
+            ..Self::rewriting_names()
+        }
+    }
+
     /// The bytes of the buffer last scanned that must be replaced before it
     /// is passed on: (offset, new byte), already masked.
     pub fn take_patches(&mut self) -> Vec<(usize, u8)> {
@@ -235,8 +253,16 @@ impl FrameTracker {
         if self.header_len > 0 {
             self.header_start = 0;
         }
+        if self.text_to_check.is_some() {
+            self.text_to_check = Some(0);
+        }
         while i < buf.len() {
             if self.remaining > 0 {
+                if let Some(at) = self.text_to_check.take()
+                    && buf[i] ^ self.mask[0] == b'4'
+                {
+                    return Scan::TextPacket { at };
+                }
                 let skip = self.remaining.min((buf.len() - i) as u64);
                 if self.names_frame
                     && let Some(names) = self.names.take()
@@ -299,8 +325,10 @@ impl FrameTracker {
             }
             self.remaining = len;
             self.payload_pos = 0;
+            self.text_to_check =
+                (self.refuse_text_packets && opcode == 1 && len > 0).then_some(self.header_start);
             self.names_frame = self.rewrite_names && (opcode == 0 || opcode == 1);
-            if self.rewrite_names && data {
+            if (self.rewrite_names || self.refuse_text_packets) && data {
                 self.mask = [0; 4];
                 if self.header[1] & 0x80 != 0 {
                     let at = header_size(self.header[1]) - 4;
@@ -676,5 +704,41 @@ mod tests {
         let f = close_frame(1008, &long);
         assert!(f.len() <= 127);
         assert!(std::str::from_utf8(&f[4..]).is_ok());
+    }
+
+    #[test]
+    fn text_packets_are_refused_with_msgpack_in_any_split() {
+        // A JSON client's CONNECT after an Engine.IO ping: the ping passes,
+        // the `40` is refused at its frame's header.
+        let ping = masked_text(true, 1, b"2");
+        let connect = masked_text(true, 1, b"40{\"token\":\"x\"}");
+        let stream = [ping.clone(), connect].concat();
+        for cut in 0..stream.len() {
+            let mut t = FrameTracker::rewriting_names_refusing_text();
+            let (a, b) = stream.split_at(cut);
+            match t.scan(a, 1_000_000) {
+                Scan::TextPacket { at } => assert_eq!(at, ping.len(), "cut {cut}"),
+                Scan::Fine => {
+                    // Refused in the second buffer: at the frame's header, or
+                    // at its start when the header began in the first one.
+                    let at = ping.len().saturating_sub(cut);
+                    assert_eq!(t.scan(b, 1_000_000), Scan::TextPacket { at }, "cut {cut}");
+                }
+                other => panic!("cut {cut}: {other:?}"),
+            }
+        }
+        // Binary packets (the msgpack parser's), pings and a JSON server's
+        // own tracker pass.
+        let binary = masked_text(true, 2, b"\x84\xa4type");
+        let mut t = FrameTracker::rewriting_names_refusing_text();
+        assert_eq!(
+            t.scan(&[ping.clone(), binary].concat(), 1_000_000),
+            Scan::Fine
+        );
+        let mut json = FrameTracker::rewriting_names();
+        assert_eq!(
+            json.scan(&masked_text(true, 1, b"40"), 1_000_000),
+            Scan::Fine
+        );
     }
 }

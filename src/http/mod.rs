@@ -83,11 +83,22 @@ pub async fn json_payload_too_large(res: Response) -> Response {
     .into_response()
 }
 
+/// What [`rewrite_polling_names`] needs to know.
+#[derive(Clone, Copy)]
+pub struct PollingRules {
+    /// `--max-payload-bytes`.
+    pub max: usize,
+    /// The server speaks msgpack: text Socket.IO packets are refused.
+    pub msgpack: bool,
+}
+
 /// Long-polling bodies get the same event-name rewrite as websocket frames
 /// (see [`crate::edge::escaped_names`]). Only bodies with a backslash are touched;
-/// a body over `max` gets the JSON 413 Engine.IO would have given.
+/// a body over `max` gets the JSON 413 Engine.IO would have given. With
+/// msgpack, a body with a text Socket.IO packet gets `400 parser_mismatch`
+/// (see [`crate::edge::parser_mismatch`]).
 pub async fn rewrite_polling_names(
-    axum::extract::State(max): axum::extract::State<usize>,
+    axum::extract::State(PollingRules { max, msgpack }): axum::extract::State<PollingRules>,
     req: Request,
     next: Next,
 ) -> Response {
@@ -113,6 +124,15 @@ pub async fn rewrite_polling_names(
             .into_response();
         }
     };
+    if msgpack && crate::edge::parser_mismatch::has_text_packet(&bytes) {
+        crate::edge::parser_mismatch::seen("polling");
+        return api::ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "parser_mismatch",
+            crate::edge::parser_mismatch::REASON,
+        )
+        .into_response();
+    }
     let body = if bytes.contains(&b'\\') {
         let mut owned = bytes.to_vec();
         crate::edge::escaped_names::rewrite_polling_body(&mut owned);
