@@ -3,13 +3,13 @@
 // client on the other node directly.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { io } from "socket.io-client";
-import { startServer, freePort, token, next, tempDb } from "./server.mjs";
+import { BIN, SECRET, startServer, freePort, token, next, tempDb } from "./server.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const NGINX = process.env.NGINX_BIN || "/usr/sbin/nginx";
@@ -127,3 +127,76 @@ http {
     assert.ok((await local(nodes[1 - victim])) >= 1, "now on the surviving node");
   });
 });
+
+// docs/deployment.md's recipe for several nodes is scripts/cluster.sh, run
+// here as a reader would (their Redis and PostgreSQL are this test's): it
+// creates the database, starts three nodes and nginx, says when it is ready,
+// and stops everything on SIGTERM.
+const PG = process.env.SWITCHBOARD_TEST_POSTGRES_URL;
+describe(
+  "scripts/cluster.sh: the several-nodes recipe of docs/deployment.md",
+  { skip: PG ? false : process.env.CI ? false : "set SWITCHBOARD_TEST_POSTGRES_URL (scripts/services.sh does)" },
+  () => {
+    it("creates the database, serves three nodes through nginx, and stops them all", async () => {
+      assert.ok(PG, "CI=true, but SWITCHBOARD_TEST_POSTGRES_URL is not set");
+      const ports = [await freePort(), await freePort(), await freePort()];
+      const nginxPort = await freePort();
+      const database = `cluster_recipe_${process.pid}_${Date.now()}`;
+      const script = spawn("bash", [path.join(root, "scripts", "cluster.sh"), "--redis-prefix", `recipe-${process.pid}-${Date.now()}`], {
+        env: {
+          ...process.env,
+          PORTS: ports.join(" "),
+          NGINX_PORT: String(nginxPort),
+          POSTGRES_URL: PG,
+          DATABASE: database,
+          REDIS_URL: `redis://${process.env.SWITCHBOARD_TEST_REDIS || "127.0.0.1:6379"}`,
+          SWITCHBOARD_BIN: BIN,
+          SWITCHBOARD_JWT_SECRET: SECRET,
+          RUST_LOG: "warn",
+        },
+        stdio: ["ignore", "pipe", "inherit"],
+      });
+      const sockets = [];
+      try {
+        const ready = await new Promise((resolve, reject) => {
+          let out = "";
+          const timer = setTimeout(() => reject(new Error(`not ready in 60 s: ${out}`)), 60_000);
+          script.stdout.on("data", (d) => {
+            out += d;
+            const m = /==> ready: (\S+)/.exec(out);
+            if (m) {
+              clearTimeout(timer);
+              resolve(m[1]);
+            }
+          });
+          script.once("exit", (code) => {
+            clearTimeout(timer);
+            reject(new Error(`cluster.sh exited with ${code}: ${out}`));
+          });
+        });
+        assert.equal(ready, `http://127.0.0.1:${nginxPort}`);
+        const open = (u, opts) => {
+          const s = io(u, { reconnection: false, auth: { token: token(opts.sub) }, transports: opts.transports });
+          sockets.push(s);
+          return s;
+        };
+        const polling = open(ready, { sub: "polly", transports: ["polling"] });
+        const direct = open(`http://127.0.0.1:${ports[2]}`, { sub: "dina", transports: ["websocket"] });
+        await Promise.all([next(polling, "connect"), next(direct, "connect")]);
+        for (const s of [polling, direct]) assert.equal((await s.emitWithAck("room:join", "recipe")).success, true);
+        const heard = next(direct, "chat:message");
+        assert.equal((await polling.emitWithAck("chat:send", { roomId: "recipe", content: "hello nodes" })).success, true);
+        assert.equal((await heard).content, "hello nodes");
+      } finally {
+        sockets.forEach((s) => s.close());
+        const exited = script.exitCode === null ? new Promise((r) => script.once("exit", (code, signal) => r(code ?? signal))) : script.exitCode;
+        script.kill("SIGTERM");
+        assert.equal(await exited, 0, "cluster.sh stops cleanly on SIGTERM");
+        spawnSync("psql", [PG, "-qc", `DROP DATABASE IF EXISTS "${database}"`]);
+      }
+      for (const port of [...ports, nginxPort]) {
+        await assert.rejects(fetch(`http://127.0.0.1:${port}/healthz`), `port ${port} is closed`);
+      }
+    });
+  },
+);
