@@ -302,15 +302,8 @@ async fn a_cleanly_stopped_node_leaves_redis_at_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut leaves = leaves;
-    let pid = leaves.child.id().to_string();
     let stopped = Instant::now();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    leaves.terminate();
     assert!(
         leaves.child.wait().unwrap().success(),
         "clean exit on SIGTERM"

@@ -149,14 +149,7 @@ async fn sigterm_closes_clients_and_exits_cleanly() {
         clients.push(c);
     }
     let started = Instant::now();
-    let pid = p.child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    p.terminate();
     for c in &clients {
         assert!(
             c.closed(Duration::from_secs(5)).await,

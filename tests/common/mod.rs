@@ -192,6 +192,16 @@ impl Proc {
     }
 
     /// SIGKILL: no clean-up, no flush.
+    /// Sends SIGTERM (a clean stop: what systemd and `docker stop` send).
+    pub fn terminate(&self) {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+    }
+
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
