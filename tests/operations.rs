@@ -92,7 +92,7 @@ async fn metrics_move_when_events_happen() {
     );
     assert_eq!(
         delta(
-            "switchboard_http_requests_total{route=\"/api/users/{user_id}/presence\",status=\"200\"}"
+            "switchboard_http_requests_total{route=\"/api/users/{userId}/presence\",status=\"200\"}"
         ),
         1.0,
         "{after}"
