@@ -212,8 +212,14 @@ mod tests {
         let l = Limits::new(&c);
         let (idle, busy) = (IpAddr::from([127, 0, 0, 1]), IpAddr::from([127, 0, 0, 2]));
         assert!(l.message("/", "idle") && l.address_message(Some(idle)));
-        while l.message("/", "busy") {}
-        while l.address_message(Some(busy)) {}
+        // Bounded, so that a limiter that never refuses fails the test
+        // rather than hanging it.
+        let spent = (0..30_000).take_while(|_| l.message("/", "busy")).count();
+        assert!(spent < 30_000, "the busy user's burst ran out");
+        let spent = (0..30_000)
+            .take_while(|_| l.address_message(Some(busy)))
+            .count();
+        assert!(spent < 30_000, "the busy address's burst ran out");
         assert_eq!(l.messages.len(), 2);
         assert_eq!(l.addresses.as_ref().map(|a| a.len()), Some(2));
         std::thread::sleep(Duration::from_millis(50));
