@@ -533,6 +533,22 @@ mod tests {
         assert_eq!(ack_key(br#"431x"#), None);
     }
 
+    #[test]
+    fn fragmented_acks_are_not_noted() {
+        // Only a message whole in one frame is looked into (socketioxide
+        // writes them so): a first fragment that reads like an ack must not
+        // count as an ack written before the rest of it is.
+        let first = br#"4312[{"success""#;
+        let mut stream = vec![0x01, first.len() as u8]; // text, not final
+        stream.extend(first);
+        stream.extend([0x80, 7]); // the final continuation
+        stream.extend(br#":true}]"#);
+        let mut t = FrameTracker::tracking_acks();
+        assert_eq!(t.scan(&stream, u64::MAX), Scan::Fine);
+        assert!(t.at_boundary());
+        assert_eq!(t.take_written_acks(), Vec::<Vec<AckKey>>::new());
+    }
+
     /// An ack as socketioxide's msgpack parser writes it: `{type, nsp, data, id}`
     /// with `data` = `[{success: true}]` padded with `pad` bytes of text.
     fn msgpack_ack(ty: u8, ns: &str, id_bytes: &[u8], pad: usize) -> Vec<u8> {
