@@ -7,7 +7,10 @@
 #
 #   scripts/mutants.sh                         # all the pure modules below
 #   scripts/mutants.sh src/presence/keys.rs    # only these files
-#   JOBS=2 scripts/mutants.sh src/names.rs     # mutants built in parallel
+#   JOBS=4 scripts/mutants.sh src/names.rs     # mutants built in parallel
+#
+# With one job the build goes to target/mutants-build (MUTANTS_TARGET_DIR
+# to move it).
 #
 # Needs cargo-mutants (`cargo install --locked cargo-mutants`; written
 # against 27.x). Results: target/mutants.out/ (missed.txt, caught.txt,
@@ -44,10 +47,18 @@ done
 # in the scratch copy, which later mutants share, and replayed first: one
 # mutant's failing seed must not help the next.
 export PROPTEST_DISABLE_FAILURE_PERSISTENCE=1
-# Build in the project's own target dir, so the dependencies that ordinary
-# builds made are reused (the copied crate is built apart, under its own
-# path); cargo-mutants would otherwise start from an empty one.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+# One job: a target dir of its own, kept between runs, so the dependencies
+# are built once (the first run takes that much longer), not in each
+# scratch copy. Never the project's target/ (CARGO_TARGET_DIR is not used):
+# cargo would take the last mutant's build there as up to date for the real
+# sources (same crate, older files), and later test runs would run mutated
+# code. Several jobs: each copy builds in its own, for the same reason.
+jobs="${JOBS:-1}"
+if [ "$jobs" -gt 1 ]; then
+  unset CARGO_TARGET_DIR
+else
+  export CARGO_TARGET_DIR="${MUTANTS_TARGET_DIR:-$PWD/target/mutants-build}"
+fi
 
 status=0
 # --cargo-arg=--lib: build and run the library's unit tests only (the
@@ -55,7 +66,7 @@ status=0
 # build step too, which `-- --lib` would not reach. --gitignore: leave
 # node_modules and other ignored files out of the scratch copy.
 cargo mutants \
-  --jobs "${JOBS:-1}" \
+  --jobs "$jobs" \
   --cargo-arg=--lib \
   --gitignore=true \
   --output target \
