@@ -472,6 +472,31 @@ mod tests {
     }
 
     #[test]
+    fn long_header_split_after_a_frame_is_refused_at_the_next_read_start() {
+        // The header starts 16 bytes into the first read and ends in the
+        // second, inside its 64-bit length: the offset must be the second
+        // read's, not the 16 left over from the first.
+        let big = client_header(true, 2, 5_000_000);
+        assert_eq!(big.len(), 14);
+        let mut first = frame(true, 1, 10);
+        first.extend(&big[..5]);
+        let mut t = FrameTracker::default();
+        assert_eq!(t.scan(&first, 1_000_000), Scan::Fine);
+        assert_eq!(t.bytes_to_boundary(), None, "in the middle of a header");
+        assert_eq!(t.scan(&big[5..], 1_000_000), Scan::TooBig { at: 0 });
+        // Within the limit, the length read across the split is the whole one.
+        let fits = client_header(true, 2, 70_000);
+        let mut first = frame(true, 1, 10);
+        first.extend(&fits[..5]);
+        let mut second = fits[5..].to_vec();
+        second.extend(std::iter::repeat_n(b'x', 1000));
+        let mut t = FrameTracker::default();
+        assert_eq!(t.scan(&first, 1_000_000), Scan::Fine);
+        assert_eq!(t.scan(&second, 1_000_000), Scan::Fine);
+        assert_eq!(t.bytes_to_boundary(), Some(69_000));
+    }
+
+    #[test]
     fn fragments_add_up() {
         let mut t = FrameTracker::default();
         let mut buf = frame(false, 1, 600);
@@ -536,6 +561,22 @@ mod tests {
         assert_eq!(ack_key(br#"431x"#), None);
     }
 
+    #[test]
+    fn fragmented_acks_are_not_noted() {
+        // Only a message whole in one frame is looked into (socketioxide
+        // writes them so): a first fragment that reads like an ack must not
+        // count as an ack written before the rest of it is.
+        let first = br#"4312[{"success""#;
+        let mut stream = vec![0x01, first.len() as u8]; // text, not final
+        stream.extend(first);
+        stream.extend([0x80, 7]); // the final continuation
+        stream.extend(br#":true}]"#);
+        let mut t = FrameTracker::tracking_acks();
+        assert_eq!(t.scan(&stream, u64::MAX), Scan::Fine);
+        assert!(t.at_boundary());
+        assert_eq!(t.take_written_acks(), Vec::<Vec<AckKey>>::new());
+    }
+
     /// An ack as socketioxide's msgpack parser writes it: `{type, nsp, data, id}`
     /// with `data` = `[{success: true}]` padded with `pad` bytes of text.
     fn msgpack_ack(ty: u8, ns: &str, id_bytes: &[u8], pad: usize) -> Vec<u8> {
@@ -544,7 +585,11 @@ mod tests {
         p.push(ty);
         p.push(0xa3);
         p.extend(b"nsp");
-        p.push(0xa0 | ns.len() as u8);
+        if ns.len() < 32 {
+            p.push(0xa0 | ns.len() as u8); // fixstr
+        } else {
+            p.extend([0xd9, ns.len() as u8]); // str8
+        }
         p.extend(ns.as_bytes());
         p.push(0xa4);
         p.extend(b"data");
@@ -605,6 +650,48 @@ mod tests {
             );
             t.scan(&last[last.len() - 1..], u64::MAX);
             assert_eq!(t.take_written_acks(), vec![vec![(None, 127)]]);
+        }
+    }
+
+    #[test]
+    fn msgpack_acks_in_namespaces_of_32_bytes_and_more() {
+        // From 32 bytes on, msgpack writes a string as str8 (0xd9, length),
+        // not as a fixstr. Encoded as socketioxide does, with rmp-serde.
+        #[derive(serde::Serialize)]
+        struct Ack<'a> {
+            r#type: u8,
+            nsp: &'a str,
+            data: [bool; 1],
+            id: i64,
+        }
+        for ns in [
+            format!("/{}", "n".repeat(31)),
+            format!("/{}", "n".repeat(99)),
+        ] {
+            let p = rmp_serde::to_vec_named(&Ack {
+                r#type: 3,
+                nsp: &ns,
+                data: [true],
+                id: 200,
+            })
+            .unwrap();
+            assert_eq!(p[11], 0xd9, "str8");
+            let mut t = FrameTracker::tracking_acks();
+            t.scan(&binary_frame(&p), u64::MAX);
+            let key = (Some(ns.as_str().into()), 200);
+            assert_eq!(t.take_written_acks(), vec![vec![key.clone()]]);
+            // The test's own encoder agrees, up to the data.
+            let padded = msgpack_ack(3, &ns, &[0xcc, 200], 40);
+            let head = 11 + 2 + ns.len() + 5;
+            assert_eq!(padded[..head], p[..head]);
+            assert_eq!(
+                msgpack_ack_keys(
+                    &padded,
+                    &padded[padded.len() - ACK_TAIL..],
+                    padded.len() as u64
+                ),
+                vec![key]
+            );
         }
     }
 
@@ -691,6 +778,79 @@ mod tests {
             let frag2 = &out[out.len() - (6 + plain.len() - 6)..];
             let tail = unmask_payload(frag2, plain.len() - 6);
             assert_eq!(&tail, b"\x7f\x7f\x7f\x7f\x7f\x7f\"]");
+        }
+    }
+
+    /// A client frame with a zero mask key: its payload bytes read as they are.
+    fn zero_masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = client_header(true, opcode, payload.len() as u64);
+        let n = f.len();
+        f[n - 4..].fill(0);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn the_read_side_notes_no_acks() {
+        // Only the write side's list is ever emptied (guarded_io takes the
+        // written acks after each write): client acks noted on the read side
+        // would pile up for the life of the connection.
+        let mut stream = zero_masked(1, br#"4312[{"success":true}]"#);
+        stream.extend(zero_masked(2, &msgpack_ack(3, "/", &[5], 0)));
+        stream.extend(zero_masked(1, br#"43/acme,7[{"success":true}]"#));
+        for mut t in [FrameTracker::rewriting_names(), FrameTracker::default()] {
+            assert_eq!(t.scan(&stream, u64::MAX), Scan::Fine);
+            assert!(t.at_boundary());
+            assert_eq!(t.take_written_acks(), Vec::<Vec<AckKey>>::new());
+        }
+        // The same frames do count on the write side.
+        let mut t = FrameTracker::tracking_acks();
+        t.scan(&stream, u64::MAX);
+        assert_eq!(t.take_written_acks().len(), 3);
+    }
+
+    #[test]
+    fn unmasked_client_frames_are_read_as_plain_by_the_rewriter() {
+        // RFC 6455 wants every client frame masked, and the websocket layer
+        // behind refuses one that is not; until it does, the rewriter reads
+        // the payload as it is (no mask key to take from the header) and
+        // must not panic on the shorter header.
+        let mut long = br#"42["a\"b",""#.to_vec();
+        long.extend(std::iter::repeat_n(b'x', 200));
+        long.extend(br#""]"#);
+        for payload in [&br#"42["a\"b"]"#[..], &long] {
+            let rewritten = |frame: Vec<u8>, header: usize| {
+                let mut t = FrameTracker::rewriting_names();
+                let mut frame = frame;
+                assert_eq!(t.scan(&frame, 1000), Scan::Fine);
+                assert!(t.at_boundary());
+                for (at, b) in t.take_patches() {
+                    frame[at] = b;
+                }
+                frame.split_off(header)
+            };
+            let mut unmasked = vec![0x81];
+            if payload.len() < 126 {
+                unmasked.push(payload.len() as u8);
+            } else {
+                unmasked.push(126);
+                unmasked.extend((payload.len() as u16).to_be_bytes());
+            }
+            let header = unmasked.len();
+            unmasked.extend_from_slice(payload);
+            let plain = rewritten(unmasked, header);
+            assert_ne!(plain, payload, "rewritten");
+            // Just as the same message in a masked frame.
+            let masked = masked_text(true, 1, payload);
+            let header = masked.len() - payload.len();
+            let masked = rewritten(masked, header);
+            let mask = [1u8, 2, 3, 4];
+            let unmasked: Vec<u8> = masked
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4])
+                .collect();
+            assert_eq!(plain, unmasked);
         }
     }
 

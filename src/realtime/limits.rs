@@ -202,6 +202,36 @@ mod tests {
     }
 
     #[test]
+    fn idle_users_and_addresses_are_forgotten_active_ones_kept() {
+        // 1000 a second: one message is paid back within a millisecond,
+        // a burst of 20000 takes 20 seconds, far longer than the pause even
+        // on a busy machine.
+        let mut c = config(1000, 20_000, 10);
+        c.address_messages_per_sec = 1000;
+        c.address_message_burst = 20_000;
+        let l = Limits::new(&c);
+        let (idle, busy) = (IpAddr::from([127, 0, 0, 1]), IpAddr::from([127, 0, 0, 2]));
+        assert!(l.message("/", "idle") && l.address_message(Some(idle)));
+        // Bounded, so that a limiter that never refuses fails the test
+        // rather than hanging it.
+        let spent = (0..30_000).take_while(|_| l.message("/", "busy")).count();
+        assert!(spent < 30_000, "the busy user's burst ran out");
+        let spent = (0..30_000)
+            .take_while(|_| l.address_message(Some(busy)))
+            .count();
+        assert!(spent < 30_000, "the busy address's burst ran out");
+        assert_eq!(l.messages.len(), 2);
+        assert_eq!(l.addresses.as_ref().map(|a| a.len()), Some(2));
+        std::thread::sleep(Duration::from_millis(50));
+        l.forget_idle();
+        assert_eq!(l.messages.len(), 1, "only the busy user is left");
+        assert_eq!(l.addresses.as_ref().map(|a| a.len()), Some(1));
+        // Kept, not started afresh: the spent burst is still (mostly) spent.
+        let left = (0..20_000).take_while(|_| l.message("/", "busy")).count();
+        assert!(left < 10_000, "{left} messages left");
+    }
+
+    #[test]
     fn refusals_are_counted_per_window() {
         let l = Limits::new(&config(1, 3, 2));
         let s = l.socket();
