@@ -14,6 +14,9 @@ use socketioxide::socket::Socket;
 use super::ack::Ack;
 use super::session::{Incoming, Job, Session};
 
+/// Events at least this large ask for freed memory to be returned.
+const LARGE_EVENT_BYTES: usize = 256 * 1024;
+
 /// The fallback handler, called for every event on the socket's read path:
 /// queues the event (see the module doc). socketioxide would spawn a task
 /// per event for a closure handler, even one that does nothing; this spawns
@@ -27,6 +30,16 @@ impl<A: Adapter> MessageHandler<A, QueueEvents> for QueueEvents {
             tracing::debug!("event on a socket without a session");
             return;
         };
+        // A large event's buffers (the text, the parsed value, socketioxide's
+        // copies) are freed once it is handled; glibc keeps such memory
+        // unless asked to give it back (see `edge::trim`).
+        let size = match &v {
+            Value::Str(text, _) => text.len(),
+            Value::Bytes(bytes) => bytes.len(),
+        };
+        if size >= LARGE_EVENT_BYTES {
+            crate::edge::trim::soon();
+        }
         // A JSON event without binary attachments is read in one pass; the
         // extractors below read the text twice and build an error on the
         // way each time (socketioxide's `FirstElement`).
