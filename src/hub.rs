@@ -21,7 +21,7 @@ use crate::realtime::Ctx;
 use crate::realtime::messages::{check_content, check_user_id};
 use crate::realtime::patterns::pattern_matches;
 use crate::realtime::reply;
-use crate::store::{Conversation, Message, NewMessage, StoreError};
+use crate::store::{Conversation, Message, NewMessage, Page, StoreError};
 
 /// Who receives a backend emit. No rooms and no users means everyone in the
 /// namespace.
@@ -273,7 +273,7 @@ impl Hub {
         &self,
         ns: &str,
         room: &str,
-        before: Option<u64>,
+        page: Page,
         limit: usize,
     ) -> Result<Vec<Message>, HubError> {
         Self::check_room(room)?;
@@ -281,7 +281,7 @@ impl Hub {
         Ok(self
             .ctx
             .store
-            .history(&Conversation::room(ns, room), before, limit)
+            .history(&Conversation::room(ns, room), page, limit)
             .await?)
     }
 }

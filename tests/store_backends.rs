@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use common::PgDb;
-use switchboard::store::{self, Appended, Conversation, MessageStore, NewMessage, StoreUrl};
+use switchboard::store::{self, Appended, Conversation, MessageStore, NewMessage, Page, StoreUrl};
 
 fn msg(conv: &Conversation, sender: &str, content: &str, cid: Option<&str>) -> NewMessage {
     NewMessage {
@@ -63,29 +63,48 @@ on_every_backend!(pagination, async |s: Arc<dyn MessageStore>, _| {
     }
     let seqs = |v: Vec<store::Message>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
     assert_eq!(
-        seqs(s.history(&c, None, 100).await.unwrap()),
+        seqs(s.history(&c, Page::Latest, 100).await.unwrap()),
         (1..=30).collect::<Vec<_>>()
     );
-    assert_eq!(seqs(s.history(&c, None, 3).await.unwrap()), [28, 29, 30]);
     assert_eq!(
-        seqs(s.history(&c, Some(28), 3).await.unwrap()),
+        seqs(s.history(&c, Page::Latest, 3).await.unwrap()),
+        [28, 29, 30]
+    );
+    assert_eq!(
+        seqs(s.history(&c, Page::Before(28), 3).await.unwrap()),
         [25, 26, 27]
     );
-    assert_eq!(seqs(s.history(&c, Some(2), 10).await.unwrap()), [1]);
-    assert!(s.history(&c, Some(1), 10).await.unwrap().is_empty());
+    assert_eq!(seqs(s.history(&c, Page::Before(2), 10).await.unwrap()), [1]);
+    assert!(s.history(&c, Page::Before(1), 10).await.unwrap().is_empty());
+    // Forward, from the last seq a client holds: oldest first, no gap.
+    assert_eq!(
+        seqs(s.history(&c, Page::After(0), 3).await.unwrap()),
+        [1, 2, 3]
+    );
+    assert_eq!(
+        seqs(s.history(&c, Page::After(25), 10).await.unwrap()),
+        [26, 27, 28, 29, 30]
+    );
+    assert!(s.history(&c, Page::After(30), 10).await.unwrap().is_empty());
     assert!(
-        s.history(&Conversation::room("/", "other"), None, 10)
+        s.history(&c, Page::After(u64::MAX), 10)
             .await
             .unwrap()
             .is_empty()
     );
     assert!(
-        s.history(&Conversation::room("/acme", "general"), None, 10)
+        s.history(&Conversation::room("/", "other"), Page::Latest, 10)
             .await
             .unwrap()
             .is_empty()
     );
-    let m = &s.history(&c, Some(2), 1).await.unwrap()[0];
+    assert!(
+        s.history(&Conversation::room("/acme", "general"), Page::Latest, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let m = &s.history(&c, Page::Before(2), 1).await.unwrap()[0];
     assert_eq!(
         (m.content.as_str(), m.sender_name.as_str()),
         ("m1", "ALICE")
@@ -124,7 +143,7 @@ on_every_backend!(
         }
         all.sort();
         assert_eq!(all, (1..=500).collect::<Vec<_>>());
-        let h = s.history(&c, None, 100).await.unwrap();
+        let h = s.history(&c, Page::Latest, 100).await.unwrap();
         assert_eq!(h.len(), 100);
         assert_eq!(h.last().unwrap().seq, 500);
     }
@@ -180,7 +199,7 @@ on_every_backend!(
             .await
             .unwrap();
         assert_eq!(elsewhere, Appended::Duplicate(a.message().clone()));
-        assert_eq!(s.history(&c, None, 10).await.unwrap().len(), 2);
+        assert_eq!(s.history(&c, Page::Latest, 10).await.unwrap().len(), 2);
         // After a restart the first message is still found.
         if let Some(url) = url {
             drop(s);
@@ -209,18 +228,22 @@ on_every_backend!(direct_conversations, async |s: Arc<dyn MessageStore>, _| {
     assert_eq!(a.message().room_id, None);
     assert_eq!(a.message().to_user_id.as_deref(), Some("bob"));
     let h = s
-        .history(&Conversation::direct("/", "bob", "alice"), None, 10)
+        .history(&Conversation::direct("/", "bob", "alice"), Page::Latest, 10)
         .await
         .unwrap();
     assert_eq!(h.len(), 1);
     assert!(
-        s.history(&Conversation::direct("/", "alice", "carol"), None, 10)
-            .await
-            .unwrap()
-            .is_empty()
+        s.history(
+            &Conversation::direct("/", "alice", "carol"),
+            Page::Latest,
+            10
+        )
+        .await
+        .unwrap()
+        .is_empty()
     );
     assert!(
-        s.history(&Conversation::room("/", "alice"), None, 10)
+        s.history(&Conversation::room("/", "alice"), Page::Latest, 10)
             .await
             .unwrap()
             .is_empty()

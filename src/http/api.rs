@@ -28,7 +28,7 @@ use crate::documents::DocError;
 use crate::hub::{Audience, Hub, HubError, UserPresence};
 use crate::presence::Member;
 use crate::realtime::chat::{DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
-use crate::store::{Message, StoreError};
+use crate::store::{Message, Page, StoreError};
 
 /// An error answer: status, `code` for programs, `error` for people.
 #[derive(Debug)]
@@ -608,6 +608,10 @@ struct HistoryQuery {
     /// Only messages with a `seq` below this one (the page before).
     #[serde(default)]
     before: Option<u64>,
+    /// Only messages with a `seq` above this one, oldest first (catching up
+    /// from the last one a client holds). Not with `before`.
+    #[serde(default)]
+    after: Option<u64>,
     /// How many messages, 1-100; default 50.
     #[serde(default)]
     #[param(minimum = 1, maximum = 100, example = 20)]
@@ -651,7 +655,8 @@ async fn history(
         return Err(ApiError::bad("limit must be 1-100"));
     }
     let ns = q.namespace.unwrap_or_else(|| "/".into());
-    let messages = hub.history(&ns, &room, q.before, limit as usize).await?;
+    let page = Page::from_bounds(q.before, q.after).map_err(ApiError::bad)?;
+    let messages = hub.history(&ns, &room, page, limit as usize).await?;
     Ok(axum::Json(History { messages }).into_response())
 }
 

@@ -15,7 +15,7 @@ use super::messages::{
 use super::reply::{self, Ack, Code, Refusal};
 use super::session::Session;
 use crate::names::client_room;
-use crate::store::{Conversation, NewMessage};
+use crate::store::{Conversation, NewMessage, Page};
 
 /// `chat:send { roomId, content }` or `chat:message { roomId, text }`.
 #[derive(Debug, Clone, Copy)]
@@ -107,26 +107,30 @@ struct HistoryPayload {
     #[serde(default)]
     before: Option<u64>,
     #[serde(default)]
+    after: Option<u64>,
+    #[serde(default)]
     limit: Option<u64>,
 }
 
 pub const DEFAULT_HISTORY_LIMIT: u64 = 50;
 pub const MAX_HISTORY_LIMIT: u64 = 100;
 
-/// `chat:history { roomId | withUserId, before?, limit? }`.
+/// `chat:history { roomId | withUserId, before? | after?, limit? }`:
+/// `before` pages back, `after` catches up (the messages after the last
+/// `seq` the client holds, oldest first).
 pub async fn history<A: Adapter>(
     session: &Arc<Session<A>>,
     ns: &str,
     data: Option<serde_json::Value>,
     ack: Option<Ack<A>>,
 ) {
-    let (conv, before, limit) = match history_query(session, ns, data) {
+    let (conv, page, limit) = match history_query(session, ns, data) {
         Ok(q) => q,
         Err(r) => return reply::refuse(ack, &r),
     };
     // The socket's own sends are in history before it reads.
     session.settle().await;
-    match session.ctx.store.history(&conv, before, limit).await {
+    match session.ctx.store.history(&conv, page, limit).await {
         Ok(messages) => reply::ok(ack, &json!({ "success": true, "messages": messages })),
         Err(e) => {
             tracing::debug!("store history failed: {e}");
@@ -139,8 +143,9 @@ fn history_query<A: Adapter>(
     session: &Session<A>,
     ns: &str,
     data: Option<serde_json::Value>,
-) -> Result<(Conversation, Option<u64>, usize), Refusal> {
+) -> Result<(Conversation, Page, usize), Refusal> {
     let p: HistoryPayload = reply::parse(data)?;
+    let page = Page::from_bounds(p.before, p.after).map_err(Refusal::invalid)?;
     let limit = p.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
     if !(1..=MAX_HISTORY_LIMIT).contains(&limit) {
         return Err(Refusal::invalid("limit must be 1-100"));
@@ -167,7 +172,7 @@ fn history_query<A: Adapter>(
             ));
         }
     };
-    Ok((conv, p.before, limit as usize))
+    Ok((conv, page, limit as usize))
 }
 
 /// `ping { ts }` -> `pong { ts, serverTs }` to this socket.

@@ -14,7 +14,7 @@ use super::reply::{self, Ack, Code, Refusal};
 use super::session::Session;
 use crate::config::PrivateRecipients;
 use crate::names::user_room;
-use crate::store::{Conversation, NewMessage};
+use crate::store::{Conversation, NewMessage, Page};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -86,7 +86,12 @@ async fn recipient_known<A: Adapter>(
     if online_here || feed_here || to == session.identity.user_id {
         return Ok(());
     }
-    match session.ctx.store.history(&msg.conversation, None, 1).await {
+    match session
+        .ctx
+        .store
+        .history(&msg.conversation, Page::Latest, 1)
+        .await
+    {
         Ok(h) if !h.is_empty() => return Ok(()),
         Ok(_) => {}
         Err(e) => return Err(store_refusal(&e)),

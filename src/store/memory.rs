@@ -6,7 +6,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    AppendFuture, Appended, Conversation, Message, MessageStore, NewMessage, StoreError, now_ms,
+    AppendFuture, Appended, Conversation, Message, MessageStore, NewMessage, Page, StoreError,
+    now_ms,
 };
 
 #[derive(Default)]
@@ -81,7 +82,7 @@ impl MessageStore for MemoryStore {
     async fn history(
         &self,
         conversation: &Conversation,
-        before: Option<u64>,
+        page: Page,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
         let inner = self
@@ -91,12 +92,19 @@ impl MessageStore for MemoryStore {
         let Some(list) = inner.conversations.get(conversation) else {
             return Ok(Vec::new());
         };
-        // seq n sits at index n-1, so `before` is an index bound.
-        let end = match before {
-            Some(b) => (b.saturating_sub(1) as usize).min(list.len()),
-            None => list.len(),
+        // seq n sits at index n-1, so a seq is an index bound.
+        let index = |seq: u64| (seq.min(usize::MAX as u64) as usize).min(list.len());
+        let (start, end) = match page {
+            Page::Latest => (list.len().saturating_sub(limit), list.len()),
+            Page::Before(b) => {
+                let end = index(b.saturating_sub(1));
+                (end.saturating_sub(limit), end)
+            }
+            Page::After(a) => {
+                let start = index(a);
+                (start, start.saturating_add(limit).min(list.len()))
+            }
         };
-        let start = end.saturating_sub(limit);
         Ok(list[start..end].to_vec())
     }
 
@@ -129,16 +137,45 @@ mod tests {
             let m = s.append(new(&c, &i.to_string(), None)).await.unwrap();
             assert_eq!(m.message().seq, i);
         }
-        let h = s.history(&c, None, 3).await.unwrap();
-        assert_eq!(h.iter().map(|m| m.seq).collect::<Vec<_>>(), [8, 9, 10]);
-        let h = s.history(&c, Some(3), 5).await.unwrap();
-        assert_eq!(h.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2]);
+        let seqs = |h: Vec<Message>| h.iter().map(|m| m.seq).collect::<Vec<_>>();
+        assert_eq!(
+            seqs(s.history(&c, Page::Latest, 3).await.unwrap()),
+            [8, 9, 10]
+        );
+        assert_eq!(
+            seqs(s.history(&c, Page::Before(3), 5).await.unwrap()),
+            [1, 2]
+        );
+        assert_eq!(
+            seqs(s.history(&c, Page::After(3), 2).await.unwrap()),
+            [4, 5]
+        );
+        assert_eq!(
+            seqs(s.history(&c, Page::After(8), 5).await.unwrap()),
+            [9, 10]
+        );
+        assert!(s.history(&c, Page::After(10), 5).await.unwrap().is_empty());
+        assert!(
+            s.history(&c, Page::After(u64::MAX), 5)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            seqs(s.history(&c, Page::After(0), 2).await.unwrap()),
+            [1, 2]
+        );
         let a = s.append(new(&c, "x", Some("c1"))).await.unwrap();
         let b = s.append(new(&c, "y", Some("c1"))).await.unwrap();
         assert!(matches!(a, Appended::New(_)));
         assert_eq!(b, Appended::Duplicate(a.message().clone()));
         // Another namespace is another conversation.
         let other = Conversation::room("/acme", "general");
-        assert!(s.history(&other, None, 10).await.unwrap().is_empty());
+        assert!(
+            s.history(&other, Page::Latest, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -135,11 +135,11 @@ pub trait MessageStore: Send + Sync + 'static {
     /// their futures are awaited later. That lets a socket pipeline its sends.
     fn append(&self, msg: NewMessage) -> AppendFuture;
 
-    /// Up to `limit` messages with `seq < before` (or the latest), oldest first.
+    /// Up to `limit` messages of the page, oldest first.
     async fn history(
         &self,
         conversation: &Conversation,
-        before: Option<u64>,
+        page: Page,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError>;
 
@@ -184,6 +184,29 @@ pub async fn open(url: &StoreUrl) -> Result<Arc<dyn MessageStore>, StoreError> {
         StoreUrl::Sqlite(u) => Arc::new(SqlStore::open_sqlite(u).await?),
         StoreUrl::Postgres(u) => Arc::new(SqlStore::open_postgres(u).await?),
     })
+}
+
+/// Which page of a conversation's history: by `seq`, which has no gaps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    /// The latest messages.
+    Latest,
+    /// The messages just before this `seq` (paging back).
+    Before(u64),
+    /// The messages just after this `seq` (catching up, oldest first).
+    After(u64),
+}
+
+impl Page {
+    /// `before` or `after`, at most one of them; `Latest` with neither.
+    pub fn from_bounds(before: Option<u64>, after: Option<u64>) -> Result<Page, &'static str> {
+        match (before, after) {
+            (None, None) => Ok(Page::Latest),
+            (Some(b), None) => Ok(Page::Before(b)),
+            (None, Some(a)) => Ok(Page::After(a)),
+            (Some(_), Some(_)) => Err("give before or after, not both"),
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch.

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     AppendFuture, Appended, Conversation, ConversationKind, Message, MessageStore, NewMessage,
-    StoreError, now_ms,
+    Page, StoreError, now_ms,
 };
 
 /// Most messages in one transaction.
@@ -561,18 +561,23 @@ impl MessageStore for SqlStore {
     async fn history(
         &self,
         conversation: &Conversation,
-        before: Option<u64>,
+        page: Page,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
-        let before = before
-            .map(|b| b.min(i64::MAX as u64) as i64)
-            .unwrap_or(i64::MAX);
+        let clamp = |seq: u64| seq.min(i64::MAX as u64) as i64;
+        // Back from a bound (newest first, then turned round) or forward
+        // from one (oldest first).
+        let (condition, bound, order) = match page {
+            Page::Latest => ("seq < $2", i64::MAX, "DESC"),
+            Page::Before(b) => ("seq < $2", clamp(b), "DESC"),
+            Page::After(a) => ("seq > $2", clamp(a), "ASC"),
+        };
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM messages WHERE conversation = $1 AND seq < $2 \
-             ORDER BY seq DESC LIMIT $3"
+            "SELECT {COLUMNS} FROM messages WHERE conversation = $1 AND {condition} \
+             ORDER BY seq {order} LIMIT $3"
         ))
         .bind(conversation.key())
-        .bind(before)
+        .bind(bound)
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await
@@ -586,7 +591,9 @@ impl MessageStore for SqlStore {
             .map(row_to_message)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        out.reverse();
+        if order == "DESC" {
+            out.reverse();
+        }
         Ok(out)
     }
 

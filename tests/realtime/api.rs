@@ -263,6 +263,18 @@ async fn post_and_read_room_messages() {
     assert_eq!(h["messages"][0]["seq"], 2);
     let (_, h) = api.get("/api/rooms/general/messages?before=2").await;
     assert_eq!(h["messages"].as_array().unwrap().len(), 1);
+    // Catching up from the last seq held: what came after it, oldest first.
+    let (st, h) = api.get("/api/rooms/general/messages?after=1").await;
+    assert_eq!(st, 200);
+    assert_eq!(h["messages"][0]["seq"], 2);
+    assert_eq!(h["messages"].as_array().unwrap().len(), 1);
+    let (_, h) = api.get("/api/rooms/general/messages?after=2").await;
+    assert_eq!(h["messages"], json!([]));
+    assert_error(
+        api.get("/api/rooms/general/messages?after=1&before=2").await,
+        400,
+        "invalid_payload",
+    );
 
     assert_error(
         api.post("/api/rooms/general/messages", json!({ "content": "" }))

@@ -271,6 +271,22 @@ async fn history_pages_oldest_first() {
         )
         .await;
     assert_eq!(seqs(&h), [1, 2]);
+    // Catching up: after the last seq the client holds, oldest first.
+    let h = alice
+        .ack(
+            "chat:history",
+            json!({ "roomId": "general", "after": 3, "limit": 4 }),
+        )
+        .await;
+    assert_eq!(seqs(&h), [4, 5, 6, 7]);
+    let h = alice
+        .ack("chat:history", json!({ "roomId": "general", "after": 22 }))
+        .await;
+    assert_eq!(seqs(&h), [23, 24, 25]);
+    let h = alice
+        .ack("chat:history", json!({ "roomId": "general", "after": 25 }))
+        .await;
+    assert_eq!(seqs(&h), Vec::<u64>::new());
     let h = alice
         .ack("chat:history", json!({ "roomId": "empty-room" }))
         .await;
@@ -281,6 +297,8 @@ async fn history_pages_oldest_first() {
         json!({ "roomId": "general", "limit": -1 }),
         json!({ "roomId": "general", "limit": "5" }),
         json!({ "roomId": "general", "before": "x" }),
+        json!({ "roomId": "general", "after": -1 }),
+        json!({ "roomId": "general", "before": 9, "after": 3 }),
         json!({ "roomId": "no space" }),
         json!({}),
         json!("general"),
