@@ -482,4 +482,89 @@ mod tests {
         // Found by tests/fuzz.rs: a cut inside a character panicked.
         assert_eq!(find_token(None, Some("bearer\u{e9}x"), None), None);
     }
+
+    /// A token with exactly these claims, signed with `SECRET` and `alg`.
+    fn signed(claims: serde_json::Value, alg: Algorithm) -> String {
+        jsonwebtoken::encode(
+            &Header::new(alg),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn each_refusal_says_why() {
+        let v = Verifier::hs256(SECRET, None, None);
+        let now = now_secs();
+        let late = now - LEEWAY_SECS - 60;
+        let expired = signed(
+            serde_json::json!({ "sub": "a", "exp": late }),
+            Algorithm::HS256,
+        );
+        assert_eq!(v.verify(&expired), Err(AuthError::Expired));
+        let early = serde_json::json!({ "sub": "a", "exp": now + 600, "nbf": now + 300 });
+        assert_eq!(
+            v.verify(&signed(early, Algorithm::HS256)),
+            Err(AuthError::NotYetValid)
+        );
+        let other_alg = signed(
+            serde_json::json!({ "sub": "a", "exp": now + 600 }),
+            Algorithm::HS384,
+        );
+        assert_eq!(v.verify(&other_alg), Err(AuthError::WrongAlgorithm));
+        // A server with --jwt-audience needs the claim, not only a match.
+        let with_aud = Verifier::hs256(SECRET, None, Some("chat"));
+        let no_aud = signed(
+            serde_json::json!({ "sub": "a", "exp": now + 600 }),
+            Algorithm::HS256,
+        );
+        assert_eq!(
+            with_aud.verify(&no_aud),
+            Err(AuthError::MissingClaim("aud".into()))
+        );
+    }
+
+    #[test]
+    fn the_subject_is_1_to_128_characters_and_names_default_to_it() {
+        let v = Verifier::hs256(SECRET, None, None);
+        let exp = now_secs() + 600;
+        let with = |sub: &str, name: &str| {
+            v.verify(&signed(
+                serde_json::json!({ "sub": sub, "name": name, "exp": exp }),
+                Algorithm::HS256,
+            ))
+        };
+        assert_eq!(with("", "n"), Err(AuthError::InvalidSubject));
+        assert_eq!(with(&"é".repeat(129), "n"), Err(AuthError::InvalidSubject));
+        assert_eq!(
+            with(&"é".repeat(128), "n").unwrap().user_id,
+            "é".repeat(128)
+        );
+        assert_eq!(with("bob", "").unwrap().name, "bob");
+        assert_eq!(with("bob", "Bob").unwrap().name, "Bob");
+    }
+
+    #[test]
+    fn a_tenant_token_opens_its_own_namespace_only() {
+        let mut id = Identity {
+            user_id: "a".into(),
+            name: "a".into(),
+            rooms: None,
+            tenant: None,
+            expires_at: 0,
+        };
+        assert!(id.may_open("/") && id.may_open("/acme"));
+        id.tenant = Some("acme".into());
+        assert!(id.may_open("/acme"));
+        assert!(!id.may_open("/"));
+        assert!(!id.may_open("/acme2"));
+        assert!(!id.may_open("acme"));
+    }
+
+    #[test]
+    fn plus_signs_alone_are_decoded_too() {
+        assert_eq!(percent_decode("a+b"), "a b");
+        assert_eq!(percent_decode("plain"), "plain");
+    }
 }

@@ -271,7 +271,8 @@ async fn post_and_read_room_messages() {
     let (_, h) = api.get("/api/rooms/general/messages?after=2").await;
     assert_eq!(h["messages"], json!([]));
     assert_error(
-        api.get("/api/rooms/general/messages?after=1&before=2").await,
+        api.get("/api/rooms/general/messages?after=1&before=2")
+            .await,
         400,
         "invalid_payload",
     );
