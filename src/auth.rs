@@ -409,9 +409,12 @@ mod tests {
     #[test]
     fn round_trip() {
         let v = Verifier::hs256(SECRET, None, None);
+        let before = now_secs();
         let id = v.verify(&mint_hs256(SECRET, &spec("alice"))).unwrap();
         assert_eq!(id.user_id, "alice");
         assert_eq!(id.name, "alice");
+        // `ttl_secs` from now: dev-mode and `token` lifetimes are what they say.
+        assert!((before + 60..=now_secs() + 60).contains(&id.expires_at));
     }
 
     #[test]
