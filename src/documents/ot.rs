@@ -299,6 +299,14 @@ mod tests {
     }
 
     #[test]
+    fn only_empty_ops_are_noops() {
+        assert!(ins(3, "").is_noop());
+        assert!(del(3, 0).is_noop());
+        assert!(!ins(0, "x").is_noop());
+        assert!(!del(0, 1).is_noop());
+    }
+
+    #[test]
     fn inserts_at_one_position_keep_server_order() {
         // "x" was accepted first, so it stays on the left of "y".
         let (x, y) = (ins(1, "x"), ins(1, "y"));
