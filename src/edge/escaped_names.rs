@@ -224,4 +224,20 @@ mod tests {
             .collect();
         assert_eq!(String::from_utf8(streamed).unwrap(), rewrite(p));
     }
+
+    #[test]
+    fn marks_are_seen_and_scanning_stops_after_the_name() {
+        assert!(is_marked("a\u{7f}b"));
+        assert!(!is_marked("chat:send"));
+        let scan = |packet: &[u8]| {
+            let mut s = NameScanner::default();
+            for &b in packet {
+                s.feed(b);
+            }
+            s.is_done()
+        };
+        // The payload after the name is never looked at.
+        assert!(scan(br#"42["chat:send","#));
+        assert!(!scan(br#"42["chat"#));
+    }
 }
