@@ -901,4 +901,82 @@ mod tests {
             Scan::Fine
         );
     }
+
+    /// A msgpack ack whose `data` is the empty array: as short as one can be.
+    fn minimal_msgpack_ack(ns: &str, id_bytes: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x84, 0xa4];
+        p.extend(b"type");
+        p.push(3);
+        p.push(0xa3);
+        p.extend(b"nsp");
+        p.push(0xa0 | ns.len() as u8);
+        p.extend(ns.as_bytes());
+        p.push(0xa4);
+        p.extend(b"data");
+        p.push(0x90);
+        p.extend([0xa2, b'i', b'd']);
+        p.extend(id_bytes);
+        p
+    }
+
+    #[test]
+    fn the_shortest_msgpack_ack_is_read_and_one_byte_less_is_not() {
+        // The length check keeps ids from being read out of the data of a
+        // frame too short to hold both; it is exact at the shortest ack.
+        for (ns, id_bytes, id) in [
+            ("/", vec![5u8], 5i64),
+            ("/chat", vec![0xcd, 0x01, 0x00], 256),
+            (
+                "/",
+                vec![0xd3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe],
+                -2,
+            ),
+        ] {
+            let f = minimal_msgpack_ack(ns, &id_bytes);
+            let prefix = &f[..f.len().min(ACK_PREFIX)];
+            let tail = &f[f.len().saturating_sub(ACK_TAIL)..];
+            let key = ((ns != "/").then(|| ns.into()), id);
+            assert_eq!(
+                msgpack_ack_keys(prefix, tail, f.len() as u64),
+                vec![key],
+                "{ns} {id_bytes:?}"
+            );
+            assert_eq!(
+                msgpack_ack_keys(prefix, tail, f.len() as u64 - 1),
+                vec![],
+                "one byte short: {ns} {id_bytes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn msgpack_ints_of_every_width() {
+        assert_eq!(msgpack_int(&[0x7f]), Some(127));
+        assert_eq!(msgpack_int(&[0xff]), Some(-1));
+        assert_eq!(msgpack_int(&[0xcc, 0xff]), Some(255));
+        assert_eq!(msgpack_int(&[0xd0, 0xff]), Some(-1));
+        assert_eq!(msgpack_int(&[0xcd, 0x01, 0x02]), Some(258));
+        assert_eq!(msgpack_int(&[0xd1, 0xff, 0xfe]), Some(-2));
+        assert_eq!(msgpack_int(&[0xce, 0, 1, 0, 0]), Some(65536));
+        assert_eq!(msgpack_int(&[0xd2, 0xff, 0xff, 0xff, 0xfd]), Some(-3));
+        assert_eq!(msgpack_int(&[0xcf, 0, 0, 0, 1, 0, 0, 0, 0]), Some(1 << 32));
+        assert_eq!(msgpack_int(&[0xcf, 0xff, 0, 0, 0, 0, 0, 0, 0]), None);
+        assert_eq!(
+            msgpack_int(&[0xd3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfc]),
+            Some(-4)
+        );
+        assert_eq!(msgpack_int(&[0xc0]), None);
+    }
+
+    #[test]
+    fn only_ack_packets_are_looked_into() {
+        assert!(could_be_ack(b"", true));
+        assert!(could_be_ack(b"\x84\xa4ty", true));
+        assert!(could_be_ack(b"\x84\xa4type\x03", true));
+        assert!(could_be_ack(b"\x84\xa4type\x06", true));
+        assert!(!could_be_ack(b"\x84\xa4type\x02", true), "an event");
+        assert!(!could_be_ack(b"\x83\xa4type", true));
+        assert!(could_be_ack(b"43", false));
+        assert!(!could_be_ack(b"42", false));
+    }
 }
