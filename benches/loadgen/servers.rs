@@ -146,7 +146,7 @@ impl Drop for Server {
 pub fn switchboard_args(c: &mut Command, args: &[&str]) {
     c.args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
         .args(["--api-key", API_KEY])
-        .args(UNLIMITED)
+        .args(crate::common::UNLIMITED)
         .args(args)
         .env("RUST_LOG", "warn,switchboard=info");
 }
@@ -259,29 +259,3 @@ impl Placement {
         }
     }
 }
-
-/// The per-address and per-user abuse limits lifted: one generator on one
-/// address plays thousands of users at rates no single person sends (Node's
-/// server has no such limits either). The limits have their own tests.
-pub const UNLIMITED: [&str; 20] = [
-    "--max-connections-per-ip",
-    "0",
-    "--max-connections-per-user",
-    "0",
-    "--address-messages-per-sec",
-    "0",
-    "--messages-per-sec",
-    "1000000",
-    "--message-burst",
-    "1000000",
-    "--events-per-sec",
-    "1000000",
-    "--event-burst",
-    "1000000",
-    "--doc-joins-per-sec",
-    "1000000",
-    "--doc-join-burst",
-    "1000000",
-    "--doc-creations-per-min",
-    "1000000",
-];
