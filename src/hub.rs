@@ -264,7 +264,12 @@ impl Hub {
         let m = stored.message().clone();
         crate::metrics::event_out("chat:message");
         let audience = Audience::rooms([room]);
-        on_io!(&self.io, io => emit_in(io, ns, &audience, "chat:message", &m).await)?;
+        match crate::realtime::positions::offset_of(&self.ctx, ns, &m) {
+            Some(offset) => {
+                on_io!(&self.io, io => emit_in(io, ns, &audience, "chat:message", &(&m, offset)).await)?
+            }
+            None => on_io!(&self.io, io => emit_in(io, ns, &audience, "chat:message", &m).await)?,
+        }
         Ok(m)
     }
 

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod names;
 pub mod presence;
 pub mod realtime;
+pub mod recovery;
 pub mod store;
 
 use std::sync::Arc;
@@ -96,6 +97,12 @@ impl Switchboard {
             None => None,
         };
         let driver = redis.as_ref().map(|(_, d)| d.clone());
+        let frames = Arc::new(recovery::frames::Frames::default());
+        let recovery = recovery::Recovery::start(&config, store.clone(), frames.clone());
+        let connections: Arc<edge::guarded_io::Connections> = Default::default();
+        if recovery.is_some() {
+            let _ = connections.frames.set(frames.clone());
+        }
         let ctx = Arc::new(Ctx {
             verifier,
             store,
@@ -111,7 +118,8 @@ impl Switchboard {
                     &config.redis_prefix,
                 )
             }),
-            connections: Default::default(),
+            connections,
+            recovery: recovery.clone(),
             namespaces: realtime::namespaces::DynNamespaces::new(&config.namespaces),
             limits: realtime::limits::Limits::new(&config),
             expiries: realtime::expiry::Expiries::new(config.auth_expiry_warning_secs),
@@ -223,6 +231,13 @@ impl Switchboard {
                 edge::detach::detach_request,
             ))
             .layer(cors(&config));
+        let router = match &recovery {
+            Some(_) => router.layer(axum::middleware::from_fn_with_state(
+                frames.clone(),
+                http::recovery_polling,
+            )),
+            None => router,
+        };
         let router = match &config.static_dir {
             Some(dir) => http::static_files::serve_beside(router, dir),
             None => router,
@@ -242,6 +257,18 @@ impl Switchboard {
             ctx,
         })
     }
+}
+
+/// Keeps every socket for connection state recovery as it stands (a
+/// graceful shutdown calls this before closing the transports).
+pub fn keep_sessions_for_recovery(io: &IoHandle) {
+    on_io!(io, io => {
+        for ns in io.nsps() {
+            for s in ns.sockets() {
+                realtime::recover::keep_now(&s);
+            }
+        }
+    })
 }
 
 /// Configured origins with credentials; any origin in dev mode; otherwise none.

@@ -182,6 +182,9 @@ async fn serve(config: switchboard::Config) -> ExitCode {
     tracing::info!("shutting down (at most {bound:?})");
     let graceful = async {
         let _ = stop_accepting.send(());
+        // Sockets are kept for recovery as they stand, before the
+        // transports close (whose clean-up may not finish in time).
+        switchboard::keep_sessions_for_recovery(&sb.io);
         sb.io.close().await;
         // The other nodes learn at their next heartbeat that this one is
         // gone, rather than when its heartbeat lapses.
@@ -192,6 +195,9 @@ async fn serve(config: switchboard::Config) -> ExitCode {
                     "could not leave the cluster cleanly ({e}); its heartbeat will lapse"
                 ),
             }
+        }
+        if let Some(recovery) = &sb.ctx.recovery {
+            recovery.flush().await;
         }
         sb.ctx.store.flush().await;
         let _ = server.await;

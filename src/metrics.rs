@@ -57,6 +57,19 @@ pub const LIMITS: &[&str] = &[
     "static_dir_links",
     "body_timeout",
     "min_body_rate",
+    "recovery_max_sessions",
+];
+
+/// The outcomes of `switchboard_recoveries_total`: `recovered`, or why not
+/// (`recovery::Failure::label`; a test there checks each is listed).
+pub const RECOVERY_OUTCOMES: &[&str] = &[
+    "recovered",
+    "malformed",
+    "unknown_session",
+    "other_user",
+    "unknown_offset",
+    "too_far_behind",
+    "store_unavailable",
 ];
 
 /// Every documented series that a counter or gauge has before anything
@@ -104,6 +117,12 @@ fn zero_series() {
     counter!("switchboard_namespaces_removed_total").increment(0);
     counter!("switchboard_doc_ops_total").increment(0);
     counter!("switchboard_doc_conflicts_total").increment(0);
+    for &outcome in RECOVERY_OUTCOMES {
+        counter!("switchboard_recoveries_total", "outcome" => outcome).increment(0);
+    }
+    counter!("switchboard_recovery_replayed_total").increment(0);
+    counter!("switchboard_recovery_duplicates_dropped_total").increment(0);
+    counter!("switchboard_recovery_sessions_lost_total").increment(0);
 }
 
 /// Handles of the counters bumped for every event, made once the recorder is
@@ -281,4 +300,25 @@ pub fn doc_conflict() {
 pub fn docs_held(docs: usize, bytes: usize) {
     metrics::gauge!("switchboard_docs_held").set(docs as f64);
     metrics::gauge!("switchboard_docs_held_bytes").set(bytes as f64);
+}
+
+/// A client asked to recover a session: `recovered` or why not.
+pub fn recovery(outcome: &'static str) {
+    metrics::counter!("switchboard_recoveries_total", "outcome" => outcome).increment(1);
+}
+
+/// Messages replayed to recovered sockets.
+pub fn recovery_replayed(n: u64) {
+    metrics::counter!("switchboard_recovery_replayed_total").increment(n);
+}
+
+/// A message not written because the socket already had it (a replayed
+/// one that also came live, or the reverse).
+pub fn recovery_duplicate_dropped() {
+    metrics::counter!("switchboard_recovery_duplicates_dropped_total").increment(1);
+}
+
+/// Sessions that could not be written to the store.
+pub fn recovery_sessions_lost(n: u64) {
+    metrics::counter!("switchboard_recovery_sessions_lost_total").increment(n);
 }

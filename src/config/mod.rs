@@ -316,6 +316,31 @@ pub struct Config {
     /// minute, from clients; each new document keeps up to 1,000 ops.
     #[arg(long, env = "SWITCHBOARD_DOC_CREATIONS_PER_MIN", default_value_t = 30)]
     pub doc_creations_per_min: u32,
+    /// How long a socket that lost its transport can be recovered, in
+    /// seconds (socket.io-client's `socket.recovered`); 0 turns recovery
+    /// off. See docs/protocol.md, "Reconnecting".
+    #[arg(long, env = "SWITCHBOARD_RECOVERY_WINDOW", default_value_t = 120)]
+    pub recovery_window: u64,
+    /// Recoverable sessions kept per user (per namespace); beyond it the
+    /// oldest goes.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_RECOVERY_SESSIONS_PER_USER",
+        default_value_t = 8
+    )]
+    pub recovery_sessions_per_user: usize,
+    /// Recoverable sessions kept in all; past it a dropping socket is not
+    /// kept (counted).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_RECOVERY_MAX_SESSIONS",
+        default_value_t = 100_000
+    )]
+    pub recovery_max_sessions: u64,
+    /// Most messages replayed per room; a client that missed more is not
+    /// recovered (it pages `chat:history { after }`).
+    #[arg(long, env = "SWITCHBOARD_RECOVERY_MAX_REPLAY", default_value_t = 1000)]
+    pub recovery_max_replay: usize,
     /// The Socket.IO packet encoding: `json` (the default parser) or
     /// `msgpack` (clients with `socket.io-msgpack-parser`). One server
     /// speaks one parser.
@@ -497,6 +522,10 @@ impl Default for Config {
             doc_joins_per_sec: 2,
             doc_join_burst: 20,
             doc_creations_per_min: 30,
+            recovery_window: 120,
+            recovery_sessions_per_user: 8,
+            recovery_max_sessions: 100_000,
+            recovery_max_replay: 1000,
             parser: WireParser::Json,
             admin_ui: false,
             admin_username: None,
@@ -699,6 +728,12 @@ impl Config {
                 "doc-creations-per-min",
             ),
             (self.max_redis_queue_bytes as u64, "max-redis-queue-bytes"),
+            (
+                self.recovery_sessions_per_user as u64,
+                "recovery-sessions-per-user",
+            ),
+            (self.recovery_max_sessions, "recovery-max-sessions"),
+            (self.recovery_max_replay as u64, "recovery-max-replay"),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));

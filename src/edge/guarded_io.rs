@@ -37,6 +37,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::edge::conn_limits::Slot;
+use crate::edge::outgoing::{Outgoing, Plan};
 use crate::edge::parser_mismatch;
 use crate::edge::ws_frames::{CLOSE_TOO_BIG, FrameTracker, Scan, close_frame};
 use crate::edge::ws_split::FrameSplitter;
@@ -120,6 +121,8 @@ pub struct Connections {
     next_id: AtomicU64,
     all: Mutex<HashMap<u64, Weak<ConnShared>>>,
     by_sid: Mutex<HashMap<String, Weak<ConnShared>>>,
+    /// Connection state recovery's view of outgoing packets, when it is on.
+    pub frames: OnceLock<Arc<crate::recovery::frames::Frames>>,
 }
 
 impl Connections {
@@ -214,6 +217,13 @@ pub struct GuardedIo {
     close_grace: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The server ended this websocket: linger on drop (see [`linger`]).
     server_closed: bool,
+    /// Outgoing frames decided for connection state recovery (see
+    /// [`crate::edge::outgoing`]), when it is on.
+    outgoing: Option<Outgoing>,
+    /// A frame written instead of the one the writer gave, and how much of
+    /// it is out.
+    replacement: Vec<u8>,
+    replacement_pos: usize,
     _slot: Arc<Slot>,
 }
 
@@ -231,6 +241,7 @@ impl GuardedIo {
     ) -> Self {
         let shared = Arc::new(ConnShared::default());
         let id = registry.add(&shared);
+        let outgoing = registry.frames.get().cloned().map(Outgoing::new);
         GuardedIo {
             inner,
             shared,
@@ -251,6 +262,9 @@ impl GuardedIo {
             closing: Closing::Open,
             close_grace: None,
             server_closed: false,
+            outgoing,
+            replacement: Vec::new(),
+            replacement_pos: 0,
             _slot: slot,
         }
     }
@@ -329,6 +343,32 @@ impl GuardedIo {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+
+    /// Writes the rest of a replacement frame. `None` once it is all out.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Option<Poll<io::Result<usize>>> {
+        while self.replacement_pos < self.replacement.len() {
+            let rest = std::mem::take(&mut self.replacement);
+            let res = Pin::new(&mut self.inner).poll_write(cx, &rest[self.replacement_pos..]);
+            match res {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    self.note_write(true);
+                    self.after_write(&rest[self.replacement_pos..self.replacement_pos + n]);
+                    self.replacement_pos += n;
+                    self.replacement = rest;
+                }
+                Poll::Ready(Ok(_)) => return Some(Poll::Ready(Ok(0))),
+                Poll::Ready(Err(e)) => return Some(Poll::Ready(Err(e))),
+                Poll::Pending => {
+                    self.note_write(false);
+                    self.replacement = rest;
+                    return Some(Poll::Pending);
+                }
+            }
+        }
+        self.replacement = Vec::new();
+        self.replacement_pos = 0;
+        None
     }
 
     fn note_write(&mut self, ready: bool) {
@@ -546,16 +586,46 @@ impl AsyncWrite for GuardedIo {
             Closing::Queued(..) => {}
             Closing::Done => return Poll::Ready(Ok(buf.len())),
         }
-        let limit = match (&this.closing, this.write_frames.bytes_to_boundary()) {
+        let mut limit = match (&this.closing, this.write_frames.bytes_to_boundary()) {
             (Closing::Queued(..), Some(n)) => (n as usize).min(buf.len()),
             (Closing::Queued(..), None) => 1,
             _ => buf.len(),
         };
+        if let (Phase::Websocket, Closing::Open) = (&this.phase, &this.closing)
+            && this.outgoing.is_some()
+        {
+            if let Some(res) = this.poll_replacement(cx) {
+                return res;
+            }
+            let at_boundary = this.write_frames.at_boundary();
+            let to_boundary = this.write_frames.bytes_to_boundary();
+            let upgraded = this.shared.sid.get().map(String::as_str);
+            let plan = this
+                .outgoing
+                .as_mut()
+                .map(|o| o.plan(buf, at_boundary, to_boundary, upgraded));
+            match plan {
+                Some(Plan::Write(n)) => limit = limit.min(n),
+                Some(Plan::Skip(n)) => return Poll::Ready(Ok(n)),
+                Some(Plan::Replace { consumed, frame }) => {
+                    this.replacement = frame;
+                    this.replacement_pos = 0;
+                    if let Some(Poll::Ready(Err(e))) = this.poll_replacement(cx) {
+                        return Poll::Ready(Err(e));
+                    }
+                    return Poll::Ready(Ok(consumed));
+                }
+                None => {}
+            }
+        }
         let res = Pin::new(&mut this.inner).poll_write(cx, &buf[..limit]);
         match &res {
             Poll::Ready(Ok(n)) => {
                 this.note_write(true);
                 this.after_write(&buf[..*n]);
+                if let Some(o) = &mut this.outgoing {
+                    o.wrote(*n);
+                }
             }
             Poll::Ready(Err(_)) => this.note_write(true),
             // Closing, and the peer does not take the frame in flight: the
@@ -568,6 +638,11 @@ impl AsyncWrite for GuardedIo {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        match this.poll_replacement(cx) {
+            Some(Poll::Pending) => return Poll::Pending,
+            Some(Poll::Ready(Err(e))) => return Poll::Ready(Err(e)),
+            _ => {}
+        }
         if let Closing::Queued(..) = this.closing
             && this.poll_send_close(cx).is_pending()
         {

@@ -142,3 +142,39 @@ pub async fn rewrite_polling_names(
     };
     next.run(Request::from_parts(parts, body)).await
 }
+
+/// Long-polling answers go through connection state recovery's view of
+/// outgoing packets (see [`crate::recovery::frames`]): the CONNECT reply
+/// gets its pid, a message the socket already has is left out.
+pub async fn recovery_polling(
+    axum::extract::State(frames): axum::extract::State<Arc<crate::recovery::frames::Frames>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let sid = (req.method() == axum::http::Method::GET
+        && req.uri().path().starts_with("/socket.io"))
+    .then(|| req.uri().query())
+    .flatten()
+    .filter(|q| q.split('&').any(|kv| kv == "transport=polling"))
+    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("sid=")))
+    .map(str::to_string);
+    let res = next.run(req).await;
+    let Some(sid) = sid else {
+        return res;
+    };
+    if res.status() != StatusCode::OK {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    // engineioxide's answers are single buffers of at most its payload limit.
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    match crate::recovery::frames::polling_body(&frames, &sid, &bytes) {
+        Some(new) => {
+            parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+            Response::from_parts(parts, axum::body::Body::from(new))
+        }
+        None => Response::from_parts(parts, axum::body::Body::from(bytes)),
+    }
+}

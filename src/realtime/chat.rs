@@ -54,7 +54,11 @@ pub async fn send<A: Adapter>(
         ack,
         move |session, socket, m| async move {
             super::typing::stop_user(&session, &socket, &room_id).await;
-            broadcast(socket.within(client_room(&room_id)), "chat:message", &m).await;
+            let room = socket.within(client_room(&room_id));
+            match super::positions::offset_of(&session.ctx, socket.ns(), &m) {
+                Some(offset) => broadcast(room, "chat:message", &(&m, offset)).await,
+                None => broadcast(room, "chat:message", &m).await,
+            }
         },
     );
 }

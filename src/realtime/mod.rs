@@ -14,7 +14,9 @@ pub mod limits;
 pub mod messages;
 pub mod namespaces;
 pub mod patterns;
+pub mod positions;
 pub mod private;
+pub mod recover;
 pub mod refresh;
 pub mod reply;
 pub mod rooms;
@@ -68,6 +70,8 @@ pub struct Ctx {
     pub admin: Option<Arc<admin::Admin>>,
     /// Connections per user (`--max-connections-per-user`).
     pub user_conns: Arc<user_conns::UserConns>,
+    /// Connection state recovery, unless `--recovery-window 0`.
+    pub recovery: Option<Arc<crate::recovery::Recovery>>,
 }
 
 /// A refused connection; the client reads the display text as `err.message`.
@@ -119,7 +123,11 @@ pub(crate) async fn authenticate<A: Adapter>(
     io: SocketIo<A>,
 ) -> Result<(), ConnectRefused> {
     let connecting = ctx.namespaces.connecting(s.ns());
-    let result = admit(&s, auth.ok(), &ctx, &io);
+    let auth = auth.ok();
+    let result = admit(&s, auth.clone(), &ctx, &io);
+    if result.is_ok() {
+        recover::begin(&s, auth.as_ref()).await;
+    }
     drop(connecting);
     if result.is_err() {
         ctx.namespaces.remove_if_empty(&io, s.ns(), None);
@@ -194,6 +202,7 @@ pub(crate) async fn connected<A: Adapter>(
     if let Some(session) = s.extensions.get::<Arc<Session<A>>>() {
         tracing::debug!(ns = s.ns(), sid = %s.id, user = session.identity.user_id, "connected");
     }
+    recover::connected(&s);
 }
 
 /// Runs the socket's clean-up through its queue, after any event still
@@ -214,7 +223,11 @@ async fn disconnected<A: Adapter>(
         session.ctx.expiries.untrack(*key);
     }
     let (tx, rx) = oneshot::channel();
-    if session.push(s.clone(), Job::Disconnect(tx)).is_ok() {
+    let recoverable = recover::recoverable(reason);
+    if session
+        .push(s.clone(), Job::Disconnect(tx, recoverable))
+        .is_ok()
+    {
         let _ = rx.await;
     }
     session
@@ -235,10 +248,12 @@ pub use closing::closing;
 pub(crate) async fn run<A: Adapter>(session: &Arc<Session<A>>, socket: &SocketRef<A>, job: Job<A>) {
     match job {
         Job::Event(incoming) => dispatch(session, socket, incoming).await,
-        Job::Disconnect(done) => {
+        Job::Disconnect(done, recoverable) => {
+            recover::keep(session, socket, recoverable);
             rooms::on_disconnect(session, socket).await;
             let _ = done.send(());
         }
+        Job::Recover(restored) => recover::restore(session, socket, restored).await,
         Job::Barrier(done) => {
             let _ = done.send(());
         }

@@ -107,11 +107,25 @@ pub async fn join<A: Adapter>(
         Ok(r) => r,
         Err(r) => return reply::refuse(ack, &r),
     };
-    let ctx = &session.ctx;
-    let id = &session.identity;
     if let Err(r) = room_capacity(session, socket, &client_room(&room_id)) {
         return reply::refuse(ack, &r);
     }
+    super::positions::joining(session, socket, &room_id).await;
+    enter(session, socket, &room_id, dialect).await;
+    ack_members(session, socket, &room_id, ack).await;
+}
+
+/// Puts the socket in the room and in its presence; the others hear of it
+/// when the user was not there yet. A recovered socket comes back this way.
+pub async fn enter<A: Adapter>(
+    session: &Arc<Session<A>>,
+    socket: &SocketRef<A>,
+    room_id: &str,
+    dialect: Dialect,
+) {
+    let ctx = &session.ctx;
+    let id = &session.identity;
+    let room_id = room_id.to_string();
     socket.join(client_room(&room_id));
     super::admin::room_joined(ctx, socket, &client_room(&room_id));
     let sid = socket.id.to_string();
@@ -131,7 +145,6 @@ pub async fn join<A: Adapter>(
         };
         broadcast(others, event, &payload).await;
     }
-    ack_members(session, socket, &room_id, ack).await;
 }
 
 /// A socket may be in at most `--max-rooms-per-socket` rooms and documents
@@ -190,6 +203,7 @@ async fn leave_presence<A: Adapter>(session: &Session<A>, socket: &SocketRef<A>,
     let user = &session.identity.user_id;
     let sid = socket.id.to_string();
     session.left(room_id);
+    super::positions::left(session, socket, room_id);
     if !record_leave(ctx, socket.ns(), room_id, user, &sid).await {
         return;
     }

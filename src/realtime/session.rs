@@ -28,8 +28,12 @@ pub const MAX_QUEUED: usize = 1024;
 /// One unit of work for a socket's worker.
 pub enum Job<A: Adapter> {
     Event(Incoming<A>),
-    /// The socket is gone: clean up, then signal.
-    Disconnect(oneshot::Sender<()>),
+    /// The socket is gone: clean up, then signal. True when it can be
+    /// recovered (its transport died; see `recover`).
+    Disconnect(oneshot::Sender<()>, bool),
+    /// Restore a recovered socket's rooms and replay what it missed, before
+    /// any event of its own (see `recover`).
+    Recover(crate::recovery::Restored),
     /// Signals once every job queued before it has been handled.
     Barrier(oneshot::Sender<()>),
 }
@@ -47,6 +51,8 @@ pub struct Incoming<A: Adapter> {
 
 struct QueueState<A: Adapter> {
     running: bool,
+    /// Jobs wait until the socket is connected (a recovery runs first).
+    held: bool,
     jobs: VecDeque<Job<A>>,
 }
 
@@ -81,6 +87,9 @@ pub struct Session<A: Adapter> {
     /// The `rooms` claim in force: the connect token's, then that of the
     /// latest `auth:refresh` (which may narrow or widen it).
     rooms_claim: std::sync::RwLock<Option<Vec<String>>>,
+    /// The private id socket.io-client presents to recover this socket's
+    /// session (see `recover`), when recovery is on.
+    pub pid: std::sync::OnceLock<String>,
     /// Why the server is ending this socket, once it is (see `closing`).
     closing: std::sync::OnceLock<&'static str>,
     /// When the closing socket last sent an event.
@@ -100,6 +109,7 @@ impl<A: Adapter> Session<A> {
             span: tracing::info_span!("socket", ns, user = identity.user_id, sid),
             queue: Mutex::new(QueueState {
                 running: false,
+                held: false,
                 jobs: VecDeque::new(),
             }),
             last_write: Mutex::new(None),
@@ -110,6 +120,7 @@ impl<A: Adapter> Session<A> {
             joined: Default::default(),
             rooms_claim: std::sync::RwLock::new(identity.rooms.clone()),
             closing: Default::default(),
+            pid: Default::default(),
             last_event: Default::default(),
             identity,
             ctx,
@@ -224,10 +235,41 @@ impl<A: Adapter> Session<A> {
             if q.jobs.len() >= MAX_QUEUED && matches!(job, Job::Event(_)) {
                 return Err(job);
             }
+            let disconnect = matches!(job, Job::Disconnect(..));
             q.jobs.push_back(job);
+            if q.held && !disconnect {
+                return Ok(());
+            }
+            q.held = false;
             !std::mem::replace(&mut q.running, true)
         };
         if start {
+            self.start(socket);
+        }
+        Ok(())
+    }
+
+    /// Holds the queue: jobs pushed from now on wait for [`Session::release`].
+    pub fn hold(&self) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.held = true;
+        }
+    }
+
+    /// Ends a hold, starting the worker for what waited.
+    pub fn release(self: &Arc<Self>, socket: SocketRef<A>) {
+        let start = {
+            let Ok(mut q) = self.queue.lock() else { return };
+            let was = std::mem::replace(&mut q.held, false);
+            was && !q.jobs.is_empty() && !std::mem::replace(&mut q.running, true)
+        };
+        if start {
+            self.start(socket);
+        }
+    }
+
+    fn start(self: &Arc<Self>, socket: SocketRef<A>) {
+        {
             let session = self.clone();
             let span = self.span.clone();
             super::tasks::run_or_spawn(tracing::Instrument::instrument(
@@ -235,7 +277,6 @@ impl<A: Adapter> Session<A> {
                 span,
             ));
         }
-        Ok(())
     }
 
     async fn drain(self: Arc<Self>, socket: SocketRef<A>) {

@@ -20,6 +20,7 @@ struct Inner {
     conversations: HashMap<Conversation, Vec<Message>>,
     /// (namespace, sender, clientMsgId) -> (conversation, index in it)
     dedup: HashMap<(String, String, String), (Conversation, usize)>,
+    sessions: HashMap<String, super::SavedSession>,
 }
 
 impl MemoryStore {
@@ -110,6 +111,62 @@ impl MessageStore for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn save_sessions(
+        &self,
+        save: &[super::SavedSession],
+        forget: &[String],
+        per_user: usize,
+    ) -> Result<(), StoreError> {
+        let mut inner = self
+            .inner
+            .lock()
+            .map_err(|_| StoreError::Internal("poisoned lock".into()))?;
+        for pid in forget {
+            inner.sessions.remove(pid);
+        }
+        for s in save {
+            inner.sessions.insert(s.pid.clone(), s.clone());
+            let mut mine: Vec<(u64, String)> = inner
+                .sessions
+                .values()
+                .filter(|o| o.user_key == s.user_key)
+                .map(|o| (o.expires_ms, o.pid.clone()))
+                .collect();
+            if mine.len() > per_user {
+                mine.sort();
+                for (_, pid) in &mine[..mine.len() - per_user] {
+                    inner.sessions.remove(pid);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn load_session(
+        &self,
+        pid: &str,
+        now_ms: u64,
+    ) -> Result<Option<super::SavedSession>, StoreError> {
+        let inner = self
+            .inner
+            .lock()
+            .map_err(|_| StoreError::Internal("poisoned lock".into()))?;
+        Ok(inner
+            .sessions
+            .get(pid)
+            .filter(|s| s.expires_ms > now_ms)
+            .cloned())
+    }
+
+    async fn sweep_sessions(&self, now_ms: u64) -> Result<u64, StoreError> {
+        let mut inner = self
+            .inner
+            .lock()
+            .map_err(|_| StoreError::Internal("poisoned lock".into()))?;
+        inner.sessions.retain(|_, s| s.expires_ms > now_ms);
+        Ok(inner.sessions.len() as u64)
     }
 }
 

@@ -149,6 +149,35 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Resolves once every message appended so far has been written (or
     /// refused): graceful shutdown waits for it.
     async fn flush(&self) {}
+
+    /// Keeps recoverable sessions (see `recovery`), dropping the oldest of
+    /// a user beyond `per_user`, and removes those in `forget` (used).
+    async fn save_sessions(
+        &self,
+        save: &[SavedSession],
+        forget: &[String],
+        per_user: usize,
+    ) -> Result<(), StoreError>;
+
+    /// A session by its pid, if it has not expired.
+    async fn load_session(
+        &self,
+        pid: &str,
+        now_ms: u64,
+    ) -> Result<Option<SavedSession>, StoreError>;
+
+    /// Removes expired sessions; returns how many sessions are left.
+    async fn sweep_sessions(&self, now_ms: u64) -> Result<u64, StoreError>;
+}
+
+/// A recoverable session as stored: the recovery module reads `body`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedSession {
+    pub pid: String,
+    /// Namespace and user id (`{ns}|{user}`): the unit of the per-user bound.
+    pub user_key: String,
+    pub expires_ms: u64,
+    pub body: String,
 }
 
 /// How to reach the store, from `--database-url`.

@@ -611,6 +611,123 @@ impl MessageStore for SqlStore {
             .map(|_| ())
             .map_err(classify)
     }
+
+    async fn save_sessions(
+        &self,
+        save: &[super::SavedSession],
+        forget: &[String],
+        per_user: usize,
+    ) -> Result<(), StoreError> {
+        let _serial = match self.backend {
+            Backend::Sqlite => Some(self.sqlite_writes.lock().await),
+            Backend::Postgres => None,
+        };
+        let p = |n| self.backend.placeholder(n);
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        for pid in forget {
+            sqlx::query(&format!(
+                "DELETE FROM recovery_sessions WHERE pid = {}",
+                p(1)
+            ))
+            .bind(pid.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        for s in save {
+            // A pid is saved again by the socket that recovered it.
+            sqlx::query(&format!(
+                "DELETE FROM recovery_sessions WHERE pid = {}",
+                p(1)
+            ))
+            .bind(s.pid.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+            sqlx::query(&format!(
+                "INSERT INTO recovery_sessions (pid, user_key, expires_ms, body) \
+                 VALUES ({}, {}, {}, {})",
+                p(1),
+                p(2),
+                p(3),
+                p(4)
+            ))
+            .bind(s.pid.as_str())
+            .bind(s.user_key.as_str())
+            .bind(s.expires_ms.min(i64::MAX as u64) as i64)
+            .bind(s.body.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+            // The user's oldest beyond the bound.
+            sqlx::query(&format!(
+                "DELETE FROM recovery_sessions WHERE user_key = {} AND pid NOT IN \
+                 (SELECT pid FROM recovery_sessions WHERE user_key = {} \
+                  ORDER BY expires_ms DESC LIMIT {})",
+                p(1),
+                p(2),
+                p(3)
+            ))
+            .bind(s.user_key.as_str())
+            .bind(s.user_key.as_str())
+            .bind(per_user as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn load_session(
+        &self,
+        pid: &str,
+        now_ms: u64,
+    ) -> Result<Option<super::SavedSession>, StoreError> {
+        let p = |n| self.backend.placeholder(n);
+        let row = sqlx::query(&format!(
+            "SELECT pid, user_key, expires_ms, body FROM recovery_sessions \
+             WHERE pid = {} AND expires_ms > {}",
+            p(1),
+            p(2)
+        ))
+        .bind(pid)
+        .bind(now_ms.min(i64::MAX as u64) as i64)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        row.map(|r| {
+            Ok(super::SavedSession {
+                pid: r.try_get("pid")?,
+                user_key: r.try_get("user_key")?,
+                expires_ms: r.try_get::<i64, _>("expires_ms")?.max(0) as u64,
+                body: r.try_get("body")?,
+            })
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| StoreError::Internal(e.to_string()))
+    }
+
+    async fn sweep_sessions(&self, now_ms: u64) -> Result<u64, StoreError> {
+        {
+            let _serial = match self.backend {
+                Backend::Sqlite => Some(self.sqlite_writes.lock().await),
+                Backend::Postgres => None,
+            };
+            sqlx::query(&format!(
+                "DELETE FROM recovery_sessions WHERE expires_ms <= {}",
+                self.backend.placeholder(1)
+            ))
+            .bind(now_ms.min(i64::MAX as u64) as i64)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        }
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM recovery_sessions")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(left.max(0) as u64)
+    }
 }
 
 #[cfg(test)]
