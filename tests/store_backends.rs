@@ -249,3 +249,96 @@ on_every_backend!(direct_conversations, async |s: Arc<dyn MessageStore>, _| {
             .is_empty()
     );
 });
+
+on_every_backend!(
+    recovery_sessions,
+    async |s: Arc<dyn MessageStore>, reopen: Option<StoreUrl>| {
+        use switchboard::store::SavedSession;
+        let saved = |pid: &str, user: &str, expires_ms: u64| SavedSession {
+            pid: pid.into(),
+            user_key: format!("/|{user}"),
+            expires_ms,
+            body: format!("{{\"pid\":\"{pid}\"}}"),
+        };
+        let now = store::now_ms();
+        let later = now + 60_000;
+        // Three of alice's, bound 2: the oldest goes.
+        s.save_sessions(
+            &[
+                saved("a1", "alice", later),
+                saved("a2", "alice", later + 1),
+                saved("b1", "bob", now - 1),
+            ],
+            &[],
+            2,
+        )
+        .await
+        .unwrap();
+        s.save_sessions(&[saved("a3", "alice", later + 2)], &[], 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.load_session("a1", now).await.unwrap(),
+            None,
+            "the oldest went"
+        );
+        assert_eq!(
+            s.load_session("a3", now).await.unwrap(),
+            Some(saved("a3", "alice", later + 2))
+        );
+        assert_eq!(s.load_session("b1", now).await.unwrap(), None, "expired");
+        // Saved again under the same pid: replaced, not doubled.
+        s.save_sessions(&[saved("a3", "alice", later + 5)], &["a2".into()], 2)
+            .await
+            .unwrap();
+        assert_eq!(s.load_session("a2", now).await.unwrap(), None, "forgotten");
+        assert_eq!(
+            s.load_session("a3", now).await.unwrap().unwrap().expires_ms,
+            later + 5
+        );
+        assert_eq!(s.sweep_sessions(now).await.unwrap(), 1, "b1 swept, a3 left");
+        // Sessions outlive a restart.
+        if let Some(url) = reopen {
+            drop(s);
+            let s = store::open(&url).await.unwrap();
+            assert!(s.load_session("a3", now).await.unwrap().is_some());
+        }
+    }
+);
+
+on_every_backend!(direct_since, async |s: Arc<dyn MessageStore>, _| {
+    let dm = |from: &str, to: &str, content: &str| {
+        let mut m = msg(&Conversation::direct("/", from, to), from, content, None);
+        m.to_user_id = Some(to.into());
+        m
+    };
+    s.append(dm("bob", "alice", "old")).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let since = store::now_ms();
+    s.append(dm("bob", "alice", "b1")).await.unwrap();
+    s.append(dm("alice", "carol", "c1")).await.unwrap();
+    s.append(dm("bob", "alice", "b2")).await.unwrap();
+    s.append(dm("bob", "carol", "not alice's")).await.unwrap();
+    s.append(msg(&Conversation::room("/", "r"), "bob", "a room", None))
+        .await
+        .unwrap();
+    let mut got: Vec<(String, u64)> = s
+        .direct_since("/", "alice", since, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.content, m.seq))
+        .collect();
+    got.sort();
+    assert_eq!(got, [("b1".into(), 2), ("b2".into(), 3), ("c1".into(), 1)]);
+    assert_eq!(
+        s.direct_since("/", "alice", since, 2).await.unwrap().len(),
+        2
+    );
+    assert!(
+        s.direct_since("/t", "alice", 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+});

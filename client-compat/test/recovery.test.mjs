@@ -153,6 +153,31 @@ describe("recovery, one node", () => {
     closeAll();
   });
 
+  it("private messages missed are replayed too, once and in order", async () => {
+    const alice = await joined(client(srv.url, "alice", { transports: ["websocket"] }), "pm-room");
+    const carol = await joined(client(srv.url, "carol"));
+    const dms = [];
+    alice.on("private:message", (m, offset) => dms.push([m.senderId, m.seq, typeof offset]));
+    const dm = async (n, tag) => {
+      for (let i = 0; i < n; i++) {
+        const a = await carol.timeout(5000).emitWithAck("private:send", { toUserId: "alice", content: `${tag} ${i}` });
+        assert.equal(a.success, true, JSON.stringify(a));
+      }
+    };
+    await dm(1, "live");
+    for (let i = 0; i < 50 && dms.length < 1; i++) await sleep(20);
+    await drop(alice);
+    const back = next(alice, "connect");
+    await dm(3, "missed");
+    await back;
+    assert.equal(alice.recovered, true);
+    await dm(1, "after");
+    for (let i = 0; i < 100 && dms.length < 5; i++) await sleep(20);
+    await sleep(100);
+    assert.deepEqual(dms, [1, 2, 3, 4, 5].map((seq) => ["carol", seq, "string"]));
+    closeAll();
+  });
+
   it("socket.disconnect() is not recovered: the app left", async () => {
     const alice = await joined(client(srv.url, "alice"), "bye");
     const bob = await joined(client(srv.url, "bob"), "bye");

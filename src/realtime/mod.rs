@@ -253,7 +253,7 @@ pub(crate) async fn run<A: Adapter>(session: &Arc<Session<A>>, socket: &SocketRe
             rooms::on_disconnect(session, socket).await;
             let _ = done.send(());
         }
-        Job::Recover(restored) => recover::restore(session, socket, restored).await,
+        Job::Recover(restored) => recover::restore(session, socket, *restored).await,
         Job::Barrier(done) => {
             let _ = done.send(());
         }

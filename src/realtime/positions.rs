@@ -10,11 +10,16 @@ use socketioxide::extract::SocketRef;
 use super::session::Session;
 use crate::recovery::offset::{Offset, room_tag};
 
-/// The offset that ends a room message's `chat:message`, when recovery is on.
+/// The offset that ends a `chat:message` or `private:message`, when
+/// recovery is on.
 pub fn offset_of(ctx: &super::Ctx, ns: &str, m: &crate::store::Message) -> Option<String> {
-    let room = m.room_id.as_deref()?;
     ctx.recovery.as_ref()?;
-    Some(Offset::new(ns, room, m.seq).encode())
+    let room = match (&m.room_id, &m.to_user_id) {
+        (Some(room), _) => room_tag(ns, room),
+        (None, Some(to)) => crate::recovery::direct_tag(ns, &m.sender_id, to),
+        (None, None) => return None,
+    };
+    Some(Offset { room, seq: m.seq }.encode())
 }
 
 /// Before `room:join` puts the socket in a room: where the room's history

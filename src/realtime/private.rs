@@ -60,8 +60,13 @@ pub async fn send<A: Adapter>(
                 let _ = feeds.publish(ns, &m.sender_id, "private:message", &m);
             }
             // `to` leaves out the sending socket itself.
-            let rooms = [to, session.user_room()];
-            super::broadcast::broadcast(socket.to(rooms), "private:message", &m).await;
+            let rooms = socket.to([to, session.user_room()]);
+            match super::positions::offset_of(&session.ctx, ns, &m) {
+                Some(offset) => {
+                    super::broadcast::broadcast(rooms, "private:message", &(&m, offset)).await
+                }
+                None => super::broadcast::broadcast(rooms, "private:message", &m).await,
+            }
         },
     );
 }

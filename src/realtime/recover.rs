@@ -42,8 +42,9 @@ pub async fn begin<A: Adapter>(s: &SocketRef<A>, auth: Option<&serde_json::Value
     let Some(recovery) = session.ctx.recovery.clone() else {
         return;
     };
-    let (pid, written, restored) = match Claim::read(auth) {
-        None => (new_pid(), Written::default(), None),
+    let fresh = || (new_pid(), Written::default(), None, crate::store::now_ms());
+    let (pid, written, restored, since_ms) = match Claim::read(auth) {
+        None => fresh(),
         Some(claim) => {
             let attempt = match claim {
                 Ok(c) => recovery
@@ -55,13 +56,13 @@ pub async fn begin<A: Adapter>(s: &SocketRef<A>, auth: Option<&serde_json::Value
             match attempt {
                 Ok((pid, r)) => {
                     crate::metrics::recovery("recovered");
-                    let written = r.written.clone();
-                    (pid, written, Some(r))
+                    let (written, since) = (r.written.clone(), r.since_ms);
+                    (pid, written, Some(r), since)
                 }
                 Err(f) => {
                     tracing::debug!(ns = s.ns(), reason = f.label(), "not recovered");
                     crate::metrics::recovery(f.label());
-                    (new_pid(), Written::default(), None)
+                    fresh()
                 }
             }
         }
@@ -70,9 +71,10 @@ pub async fn begin<A: Adapter>(s: &SocketRef<A>, auth: Option<&serde_json::Value
         .frames
         .register(&s.id.to_string(), s.ns(), pid.clone(), written);
     let _ = session.pid.set(pid);
+    let _ = session.recovery_since.set(since_ms);
     if let Some(r) = restored {
         session.hold();
-        let _ = session.push(s.clone(), Job::Recover(r));
+        let _ = session.push(s.clone(), Job::Recover(Box::new(r)));
     }
 }
 
@@ -124,7 +126,7 @@ pub async fn restore<A: Adapter>(session: &Arc<Session<A>>, socket: &SocketRef<A
                         continue;
                     }
                     let offset = Offset::new(ns, &room_id, m.seq).encode();
-                    if !emit_waiting(socket, &(m, offset)).await {
+                    if !emit_waiting(socket, "chat:message", &(m, offset)).await {
                         return incomplete(session, socket);
                     }
                     replayed += 1;
@@ -139,6 +141,15 @@ pub async fn restore<A: Adapter>(session: &Arc<Session<A>>, socket: &SocketRef<A
             }
         }
     }
+    for m in &r.private {
+        let Some(offset) = super::positions::offset_of(ctx, ns, m) else {
+            continue;
+        };
+        if !emit_waiting(socket, "private:message", &(m, offset)).await {
+            return incomplete(session, socket);
+        }
+        replayed += 1;
+    }
     crate::metrics::recovery_replayed(replayed);
 }
 
@@ -148,10 +159,14 @@ const REPLAY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Emits one replayed message, waiting while the socket's queue is full
 /// (a replay is larger than what live traffic puts there at once). False
 /// when the socket is gone or does not drain within [`REPLAY_WAIT`].
-async fn emit_waiting<A: Adapter, T: serde::Serialize>(socket: &SocketRef<A>, data: &T) -> bool {
+async fn emit_waiting<A: Adapter, T: serde::Serialize>(
+    socket: &SocketRef<A>,
+    event: &str,
+    data: &T,
+) -> bool {
     let deadline = tokio::time::Instant::now() + REPLAY_WAIT;
     loop {
-        match socket.emit("chat:message", data) {
+        match socket.emit(event, data) {
             Ok(()) => return true,
             Err(socketioxide::SendError::Socket(
                 socketioxide::SocketError::InternalChannelFull,
@@ -220,6 +235,7 @@ fn save<A: Adapter>(
         ns: socket.ns().to_string(),
         rooms: session.joined_rooms(),
         written,
+        since_ms: session.recovery_since.get().copied().unwrap_or(0),
     };
     recovery.save(pid, &body);
 }

@@ -33,7 +33,7 @@ pub enum Job<A: Adapter> {
     Disconnect(oneshot::Sender<()>, bool),
     /// Restore a recovered socket's rooms and replay what it missed, before
     /// any event of its own (see `recover`).
-    Recover(crate::recovery::Restored),
+    Recover(Box<crate::recovery::Restored>),
     /// Signals once every job queued before it has been handled.
     Barrier(oneshot::Sender<()>),
 }
@@ -90,6 +90,8 @@ pub struct Session<A: Adapter> {
     /// The private id socket.io-client presents to recover this socket's
     /// session (see `recover`), when recovery is on.
     pub pid: std::sync::OnceLock<String>,
+    /// When the session (the first socket with this pid) began.
+    pub recovery_since: std::sync::OnceLock<u64>,
     /// Why the server is ending this socket, once it is (see `closing`).
     closing: std::sync::OnceLock<&'static str>,
     /// When the closing socket last sent an event.
@@ -121,6 +123,7 @@ impl<A: Adapter> Session<A> {
             rooms_claim: std::sync::RwLock::new(identity.rooms.clone()),
             closing: Default::default(),
             pid: Default::default(),
+            recovery_since: Default::default(),
             last_event: Default::default(),
             identity,
             ctx,

@@ -46,6 +46,10 @@ pub struct SessionBody {
     /// The client rooms it was in.
     pub rooms: Vec<String>,
     pub written: Written,
+    /// When the first socket of this session connected: private messages
+    /// since then that it was not sent are replayed.
+    #[serde(default)]
+    pub since_ms: u64,
 }
 
 /// A client's claim to a session, read from its CONNECT auth.
@@ -127,8 +131,18 @@ impl Claim {
 #[derive(Debug, Clone)]
 pub struct Restored {
     pub rooms: Vec<(String, Held)>,
+    /// The private messages it missed, each conversation's in seq order.
+    pub private: Vec<crate::store::Message>,
     /// The positions and offset the new socket starts from.
     pub written: Written,
+    pub since_ms: u64,
+}
+
+/// The tag of a private conversation in offsets: not a valid room id (`/`),
+/// so it never meets a room's.
+pub fn direct_tag(ns: &str, a: &str, b: &str) -> u64 {
+    let (x, y) = if a <= b { (a, b) } else { (b, a) };
+    offset::room_tag(ns, &format!("dm/{x}/{y}"))
 }
 
 enum WriteOp {
@@ -243,9 +257,28 @@ impl Recovery {
             }
             rooms.push((room, held));
         }
+        let mut private = self
+            .store
+            .direct_since(ns, user, body.since_ms, self.max_replay + 1)
+            .await
+            .map_err(|_| Failure::StoreUnavailable)?;
+        if private.len() > self.max_replay {
+            return Err(Failure::TooFarBehind);
+        }
+        let tag = |m: &crate::store::Message| {
+            direct_tag(
+                ns,
+                &m.sender_id,
+                m.to_user_id.as_deref().unwrap_or_default(),
+            )
+        };
+        private.retain(|m| !positions.get(&tag(m)).is_some_and(|h| h.has(m.seq)));
+        private.sort_by_key(|m| (tag(m), m.seq));
         Ok(Restored {
             rooms,
+            private,
             written: Written::resumed(positions, claim.offset),
+            since_ms: body.since_ms,
         })
     }
 
@@ -373,6 +406,7 @@ mod tests {
             ns: "/".into(),
             rooms: vec!["lobby".into()],
             written,
+            since_ms: 0,
         };
         r.save("p1", &body);
         r.flush().await;

@@ -144,11 +144,13 @@ impl Written {
     }
 
     fn fold(&mut self, r: Run) {
-        // Rooms the socket did not join through switchboard (a backend's
-        // socketsJoin) are not recovered: nothing to keep.
-        if let Some(h) = self.base.get_mut(&r.room)
-            && !h.add(r.first, r.last)
-        {
+        // A conversation first met here (a private one): what came before
+        // its first message was not this socket's to receive.
+        let h = self
+            .base
+            .entry(r.room)
+            .or_insert_with(|| Held::at(r.first.saturating_sub(1)));
+        if !h.add(r.first, r.last) {
             self.broken = true;
         }
     }

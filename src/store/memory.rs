@@ -113,6 +113,31 @@ impl MessageStore for MemoryStore {
         Ok(())
     }
 
+    async fn direct_since(
+        &self,
+        namespace: &str,
+        user: &str,
+        since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let inner = self
+            .inner
+            .lock()
+            .map_err(|_| StoreError::Internal("poisoned lock".into()))?;
+        let mut out: Vec<Message> = inner
+            .conversations
+            .iter()
+            .filter(|(c, _)| {
+                c.namespace == namespace
+                    && matches!(&c.kind, super::ConversationKind::Direct(a, b) if a == user || b == user)
+            })
+            .flat_map(|(_, list)| list.iter().filter(|m| m.timestamp >= since_ms).cloned())
+            .collect();
+        out.sort_by_key(|m| (m.timestamp, m.seq));
+        out.truncate(limit);
+        Ok(out)
+    }
+
     async fn save_sessions(
         &self,
         save: &[super::SavedSession],

@@ -150,6 +150,17 @@ pub trait MessageStore: Send + Sync + 'static {
     /// refused): graceful shutdown waits for it.
     async fn flush(&self) {}
 
+    /// Up to `limit` private messages to or from `user` in `namespace`
+    /// stored at `since_ms` or later, each conversation's in seq order
+    /// (connection state recovery replays them).
+    async fn direct_since(
+        &self,
+        namespace: &str,
+        user: &str,
+        since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError>;
+
     /// Keeps recoverable sessions (see `recovery`), dropping the oldest of
     /// a user beyond `per_user`, and removes those in `forget` (used).
     async fn save_sessions(

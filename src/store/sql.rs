@@ -612,6 +612,39 @@ impl MessageStore for SqlStore {
             .map_err(classify)
     }
 
+    async fn direct_since(
+        &self,
+        namespace: &str,
+        user: &str,
+        since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let p = |n| self.backend.placeholder(n);
+        let since = since_ms.min(i64::MAX as u64) as i64;
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE to_user_id IS NOT NULL AND namespace = {} \
+             AND (to_user_id = {} OR sender_id = {}) AND ts_ms >= {} \
+             ORDER BY ts_ms, conversation, seq LIMIT {}",
+            p(1),
+            p(2),
+            p(3),
+            p(4),
+            p(5)
+        ))
+        .bind(namespace)
+        .bind(user)
+        .bind(user)
+        .bind(since)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .map(row_to_message)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Internal(e.to_string()))
+    }
+
     async fn save_sessions(
         &self,
         save: &[super::SavedSession],
