@@ -5,7 +5,7 @@
 //!   cargo bench --bench loadgen -- <scenario> [--servers switchboard,node,floor] [--quick]
 //!
 //! Scenarios: idle, fanout, ack, connect, chat, scale, scaleup, instructions,
-//! all. Each prints one JSON line per measurement and a ratio line, and writes
+//! recovery, all. Each prints one JSON line per measurement and a ratio line, and writes
 //! benches/results/<scenario>.json when it ran in full (all its servers,
 //! default sizes, release build). The generator is a current-thread runtime
 //! pinned to CPU 1; servers are pinned to CPU 0. `fanout` and `scaleup`
@@ -24,6 +24,7 @@ mod fanout;
 mod floor;
 mod idle;
 mod instructions;
+mod recovery;
 mod report;
 mod scale;
 mod scaleup;
@@ -34,7 +35,7 @@ use std::time::Duration;
 use report::Results;
 use servers::Kind;
 
-const USAGE: &str = "usage: loadgen <idle|fanout|ack|connect|chat|scale|scaleup|instructions|all> [--servers a,b] [--sizes n,n] [--generators n] [--quick]";
+const USAGE: &str = "usage: loadgen <idle|fanout|ack|connect|chat|scale|scaleup|instructions|recovery|all> [--servers a,b] [--sizes n,n] [--generators n] [--quick]";
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -94,6 +95,7 @@ fn main() {
             "scale",
             "scaleup",
             "instructions",
+            "recovery",
         ]
     } else {
         vec![scenario.as_str()]
@@ -266,6 +268,20 @@ async fn run(
                 acks: if quick { 5_000 } else { 20_000 },
             };
             instructions::run(kinds, &opts, &mut r).await;
+            r.save();
+        }
+        "recovery" => {
+            let mut r = Results::new("recovery", complete);
+            let opts = recovery::Opts {
+                clients: sizes
+                    .as_ref()
+                    .and_then(|s| s.first().copied())
+                    .unwrap_or(if quick { 1000 } else { 10_000 }),
+                per_room: 100,
+                missed: if quick { vec![10] } else { vec![10, 100] },
+                flow_per_room_sec: 1.0,
+            };
+            recovery::run(kinds, &opts, &mut r).await;
             r.save();
         }
         other => {

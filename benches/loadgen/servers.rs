@@ -58,7 +58,17 @@ impl Server {
         Self::start_on(kind, args, Some("0"))
     }
 
+    /// Starts `kind` on CPU 0 with `env` set (the Node reference reads its
+    /// options there).
+    pub fn start_with_env(kind: Kind, args: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::start_env(kind, args, Some("0"), env)
+    }
+
     pub fn start_on(kind: Kind, args: &[&str], cpus: Option<&str>) -> Server {
+        Self::start_env(kind, args, cpus, &[])
+    }
+
+    fn start_env(kind: Kind, args: &[&str], cpus: Option<&str>, env: &[(&str, &str)]) -> Server {
         let (cmd, from_stdout) = match kind {
             Kind::Switchboard => {
                 let mut c = pinned(cpus, env!("CARGO_BIN_EXE_switchboard"));
@@ -84,6 +94,8 @@ impl Server {
                 (c, true)
             }
         };
+        let mut cmd = cmd;
+        cmd.envs(env.iter().copied());
         Self::spawn(kind, cmd, from_stdout)
     }
 

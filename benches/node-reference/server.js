@@ -12,7 +12,10 @@ const SECRET = process.env.JWT_SECRET || "bench-secret-bench-secret-bench-secret
 const ROOM_ID = /^[A-Za-z0-9_.:@-]{1,128}$/;
 
 const http = createServer();
-const io = new Server(http, { maxHttpBufferSize: 1e6, pingInterval: 25000, pingTimeout: 20000 });
+// RECOVERY=1: connection state recovery (in memory, 2 minutes), with the
+// auth middleware run again as switchboard does (the `recovery` scenario).
+const recovery = process.env.RECOVERY === "1" ? { connectionStateRecovery: { maxDisconnectionDuration: 2 * 60 * 1000, skipMiddlewares: false } } : {};
+const io = new Server(http, { maxHttpBufferSize: 1e6, pingInterval: 25000, pingTimeout: 20000, ...recovery });
 
 io.use((socket, next) => {
   const token = socket.handshake.auth?.token;
