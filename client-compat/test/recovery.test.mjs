@@ -8,6 +8,8 @@
 // another user's pid or garbage.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { readdirSync } from "node:fs";
 import { io } from "socket.io-client";
 import parser from "socket.io-msgpack-parser";
 import { startServer, token, next, tempDb, freePort } from "./server.mjs";
@@ -401,4 +403,49 @@ describe("recovery on another node (PostgreSQL + Redis)", { skip: clusterSkip },
       closeAll();
     });
   }
+});
+
+/** psql on PATH, or the one beside the PostgreSQL that scripts/services.sh runs. */
+function psql() {
+  try {
+    execFileSync("psql", ["--version"]);
+    return "psql";
+  } catch {
+    const versions = readdirSync("/usr/lib/postgresql").sort((a, b) => Number(a) - Number(b));
+    return `/usr/lib/postgresql/${versions.at(-1)}/bin/psql`;
+  }
+}
+
+describe("recovery when the store is gone (PostgreSQL)", { skip: PG ? false : CI ? false : "set SWITCHBOARD_TEST_POSTGRES_URL (scripts/services.sh does)" }, () => {
+  it("a client whose session cannot be read gets a fresh, working session", async () => {
+    assert.ok(PG, "CI=true, but SWITCHBOARD_TEST_POSTGRES_URL is not set");
+    const name = `recovery_gone_${process.pid}_${Date.now()}`;
+    const sql = (q) => execFileSync(psql(), [PG, "-v", "ON_ERROR_STOP=1", "-qc", q]);
+    sql(`CREATE DATABASE ${name}`);
+    const url = new URL(PG);
+    url.pathname = `/${name}`;
+    const srv = await startServer(undefined, url.toString(), NO_LIMITS);
+    try {
+      const alice = await joined(client(srv.url, "alice"), "gone");
+      alice.io._reconnection = false;
+      await drop(alice);
+      await sleep(300); // her session is written
+      sql(`DROP DATABASE ${name} WITH (FORCE)`);
+      alice.io._reconnection = true;
+      alice.connect();
+      await next(alice, "connect");
+      assert.equal(alice.recovered, false);
+      assert.equal(await metric(srv.url, 'switchboard_recoveries_total{outcome="store_unavailable"}'), 1);
+      // Working: rooms and presence do not need the store.
+      const a = await alice.timeout(5000).emitWithAck("room:join", { roomId: "gone" });
+      assert.equal(a.success, true, JSON.stringify(a));
+      closeAll();
+    } finally {
+      closeAll();
+      await srv.stop();
+      try {
+        sql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      } catch {}
+    }
+  });
 });
