@@ -65,6 +65,15 @@ impl Switchboard {
     pub async fn build(config: Config, opts: BuildOptions) -> Result<Switchboard, ConfigError> {
         config.validate()?;
         let verifier = Verifier::from_config(&config, opts.dev_secret.as_deref())?;
+        if let Some(jwks) = verifier.jwks_source() {
+            // A provider that is down at start is retried on the schedule
+            // and on the first token; until then connections are refused.
+            match jwks.refresh().await {
+                Ok(n) => tracing::info!("JWKS: {n} keys"),
+                Err(e) => tracing::warn!("JWKS not fetched yet: {e}"),
+            }
+            tokio::spawn(jwks.clone().run());
+        }
         let (store, doc_store) = match opts.store {
             Some(s) => (
                 s,

@@ -123,6 +123,10 @@ fn zero_series() {
     counter!("switchboard_recovery_replayed_total").increment(0);
     counter!("switchboard_recovery_duplicates_dropped_total").increment(0);
     counter!("switchboard_recovery_sessions_lost_total").increment(0);
+    for outcome in ["ok", "error", "skipped"] {
+        counter!("switchboard_jwks_refreshes_total", "outcome" => outcome).increment(0);
+    }
+    gauge!("switchboard_jwks_keys").set(0.0);
 }
 
 /// Handles of the counters bumped for every event, made once the recorder is
@@ -321,4 +325,15 @@ pub fn recovery_duplicate_dropped() {
 /// Sessions that could not be written to the store.
 pub fn recovery_sessions_lost(n: u64) {
     metrics::counter!("switchboard_recovery_sessions_lost_total").increment(n);
+}
+
+/// A JWKS fetch: `ok`, `error`, or `skipped` (an unknown `kid` too soon
+/// after the last fetch).
+pub fn jwks_refresh(outcome: &'static str) {
+    metrics::counter!("switchboard_jwks_refreshes_total", "outcome" => outcome).increment(1);
+}
+
+/// Keys in the JWKS cache.
+pub fn jwks_keys(n: usize) {
+    metrics::gauge!("switchboard_jwks_keys").set(n as f64);
 }

@@ -100,6 +100,22 @@ pub struct Config {
         conflicts_with = "jwt_secret"
     )]
     pub jwt_public_key: Option<PathBuf>,
+    /// JWKS URL of an identity provider (Auth0, Keycloak, Cognito, ...):
+    /// tokens are checked with its keys, picked by `kid` (RS*, PS*, ES256,
+    /// ES384, EdDSA).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_JWKS_URL",
+        conflicts_with_all = ["jwt_secret", "jwt_public_key"]
+    )]
+    pub jwks_url: Option<String>,
+    /// How often the JWKS is fetched again, in seconds.
+    #[arg(long, env = "SWITCHBOARD_JWKS_REFRESH_SECS", default_value_t = 300)]
+    pub jwks_refresh_secs: u64,
+    /// Least time between two fetches caused by tokens with a `kid` the
+    /// cache does not know, in seconds.
+    #[arg(long, env = "SWITCHBOARD_JWKS_MIN_REFRESH_SECS", default_value_t = 10)]
+    pub jwks_min_refresh_secs: u64,
     /// Algorithm of --jwt-public-key.
     #[arg(long, env = "SWITCHBOARD_JWT_ALGORITHM", value_enum)]
     pub jwt_algorithm: Option<PublicKeyAlgorithm>,
@@ -478,6 +494,9 @@ impl Default for Config {
             listen: "127.0.0.1:3000".into(),
             jwt_secret: None,
             jwt_public_key: None,
+            jwks_url: None,
+            jwks_refresh_secs: 300,
+            jwks_min_refresh_secs: 10,
             jwt_algorithm: None,
             jwt_issuer: None,
             jwt_audience: None,
@@ -590,7 +609,7 @@ pub enum ConfigError {
 impl Config {
     /// Dev mode: no JWT key of any kind configured.
     pub fn dev_mode(&self) -> bool {
-        self.jwt_secret.is_none() && self.jwt_public_key.is_none()
+        self.jwt_secret.is_none() && self.jwt_public_key.is_none() && self.jwks_url.is_none()
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -728,6 +747,7 @@ impl Config {
                 "doc-creations-per-min",
             ),
             (self.max_redis_queue_bytes as u64, "max-redis-queue-bytes"),
+            (self.jwks_refresh_secs, "jwks-refresh-secs"),
             (
                 self.recovery_sessions_per_user as u64,
                 "recovery-sessions-per-user",

@@ -6,7 +6,9 @@ use crate::config::Config;
 
 /// The effective configuration as `key=value` pairs, secrets left out.
 pub fn summary(config: &Config) -> String {
-    let auth = if config.jwt_secret.is_some() {
+    let auth = if config.jwks_url.is_some() {
+        "jwks".to_string()
+    } else if config.jwt_secret.is_some() {
         "HS256".to_string()
     } else if let Some(alg) = config.jwt_algorithm {
         format!("{alg:?}")

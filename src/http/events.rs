@@ -73,7 +73,7 @@ pub async fn events(
     let Some(token) = token else {
         return refuse("missing token".into());
     };
-    let identity = match ctx.verifier.verify(&token) {
+    let identity = match ctx.verifier.verify_fresh(&token).await {
         Ok(id) => id,
         Err(e) => return refuse(e.to_string()),
     };

@@ -30,12 +30,23 @@ pub async fn readyz(State(ctx): State<Arc<Ctx>>) -> (StatusCode, Json<Value>) {
             }
         }
     };
-    if store.is_none() && redis.is_none() {
-        (StatusCode::OK, Json(json!({ "status": "ready" })))
+    // A JWKS that cannot be fetched is reported; the node stays ready while
+    // it holds keys from an earlier fetch (tokens still verify).
+    let (jwks, no_keys) = match ctx.verifier.jwks_source() {
+        None => (None, false),
+        Some(j) => (j.problem(), j.key_count() == 0),
+    };
+    if store.is_none() && redis.is_none() && !no_keys {
+        let mut body = json!({ "status": "ready" });
+        if let Some(problem) = jwks {
+            body["jwks"] = json!(problem);
+        }
+        (StatusCode::OK, Json(body))
     } else {
+        let jwks = jwks.or_else(|| no_keys.then(|| "no keys yet".to_string()));
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "store": store, "redis": redis })),
+            Json(json!({ "status": "unavailable", "store": store, "redis": redis, "jwks": jwks })),
         )
     }
 }

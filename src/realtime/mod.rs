@@ -124,7 +124,10 @@ pub(crate) async fn authenticate<A: Adapter>(
 ) -> Result<(), ConnectRefused> {
     let connecting = ctx.namespaces.connecting(s.ns());
     let auth = auth.ok();
-    let result = admit(&s, auth.clone(), &ctx, &io);
+    let result = match identify(&s, auth.as_ref(), &ctx).await {
+        Ok(identity) => admit(&s, identity, &ctx, &io),
+        Err(e) => Err(e),
+    };
     if result.is_ok() {
         recover::begin(&s, auth.as_ref()).await;
     }
@@ -135,24 +138,35 @@ pub(crate) async fn authenticate<A: Adapter>(
     result
 }
 
-/// Verifies the token and sets the socket up, or says why not.
+/// Finds and verifies the connection's token.
+async fn identify<A: Adapter>(
+    s: &SocketRef<A>,
+    auth: Option<&serde_json::Value>,
+    ctx: &Arc<Ctx>,
+) -> Result<crate::auth::Identity, ConnectRefused> {
+    let token = {
+        let parts = s.req_parts();
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok());
+        find_token(auth, header, parts.uri.query()).ok_or(AuthFailure(AuthError::Missing))?
+    };
+    let identity = ctx.verifier.verify_fresh(&token).await.map_err(|e| {
+        tracing::debug!(ns = s.ns(), reason = %e, "connection refused");
+        AuthFailure(e)
+    })?;
+    Ok(identity)
+}
+
+/// Sets the socket of a verified user up, or says why not.
 fn admit<A: Adapter>(
     s: &SocketRef<A>,
-    auth: Option<serde_json::Value>,
+    identity: crate::auth::Identity,
     ctx: &Arc<Ctx>,
     io: &SocketIo<A>,
 ) -> Result<(), ConnectRefused> {
     let parts = s.req_parts();
-    let header = parts
-        .headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok());
-    let token = find_token(auth.as_ref(), header, parts.uri.query())
-        .ok_or(AuthFailure(AuthError::Missing))?;
-    let identity = ctx.verifier.verify(&token).map_err(|e| {
-        tracing::debug!(ns = s.ns(), reason = %e, "connection refused");
-        AuthFailure(e)
-    })?;
     if !identity.may_open(s.ns()) {
         tracing::debug!(ns = s.ns(), user = identity.user_id, "wrong tenant");
         return Err(AuthFailure(AuthError::WrongTenant).into());

@@ -62,7 +62,7 @@ pub async fn refresh<A: Adapter>(
     data: Option<serde_json::Value>,
     ack: Option<Ack<A>>,
 ) {
-    match check(session, socket, data) {
+    match check(session, socket, data).await {
         Ok((exp, rooms)) => {
             session.set_rooms_claim(rooms);
             super::rooms::drop_forbidden(session, socket).await;
@@ -75,7 +75,7 @@ pub async fn refresh<A: Adapter>(
     }
 }
 
-fn check<A: Adapter>(
+async fn check<A: Adapter>(
     session: &Arc<Session<A>>,
     socket: &SocketRef<A>,
     data: Option<serde_json::Value>,
@@ -85,7 +85,8 @@ fn check<A: Adapter>(
     let new = session
         .ctx
         .verifier
-        .verify(&token)
+        .verify_fresh(&token)
+        .await
         .map_err(|e| refused(&e.to_string()))?;
     if new.user_id != session.identity.user_id {
         return Err(refused("token is for another user"));

@@ -1,5 +1,8 @@
 //! JWT verification: a token becomes an [`Identity`], or a short reason why not.
-//! Pure functions, no socket types.
+//! No socket types. Keys come from configuration, or from a JWKS URL
+//! ([`jwks`]).
+
+pub mod jwks;
 
 use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -99,12 +102,24 @@ pub enum AuthError {
     WrongTenant,
     #[error("claim {0} too large")]
     ClaimTooLarge(&'static str),
+    #[error("unknown signing key")]
+    UnknownKey,
 }
 
-/// Checks tokens against the one configured key and algorithm.
+/// Where the verification keys come from.
+#[derive(Clone)]
+enum Keys {
+    /// One configured key, of the validation's algorithm.
+    Fixed(DecodingKey),
+    /// A JWKS URL's keys, picked by the token's `kid`.
+    Jwks(std::sync::Arc<jwks::Jwks>),
+}
+
+/// Checks tokens against the configured key and algorithm, or the keys of
+/// a JWKS URL.
 #[derive(Clone)]
 pub struct Verifier {
-    key: DecodingKey,
+    keys: Keys,
     validation: Validation,
 }
 
@@ -129,10 +144,34 @@ impl Verifier {
         )
     }
 
+    /// A verifier that takes its keys from `jwks` (RS*, PS*, ES256/384,
+    /// EdDSA, as each key says).
+    pub fn jwks(jwks: std::sync::Arc<jwks::Jwks>, iss: Option<&str>, aud: Option<&str>) -> Self {
+        let mut v = Self::new(DecodingKey::from_secret(&[]), Algorithm::RS256, iss, aud);
+        v.keys = Keys::Jwks(jwks);
+        v
+    }
+
+    /// The JWKS the keys come from, if they do.
+    pub fn jwks_source(&self) -> Option<&std::sync::Arc<jwks::Jwks>> {
+        match &self.keys {
+            Keys::Jwks(j) => Some(j),
+            Keys::Fixed(_) => None,
+        }
+    }
+
     /// A verifier from the configuration; `dev_secret` is used in dev mode.
     pub fn from_config(config: &Config, dev_secret: Option<&str>) -> Result<Self, ConfigError> {
         let iss = config.jwt_issuer.as_deref();
         let aud = config.jwt_audience.as_deref();
+        if let Some(url) = &config.jwks_url {
+            let j = jwks::Jwks::new(
+                url,
+                std::time::Duration::from_secs(config.jwks_refresh_secs),
+                std::time::Duration::from_secs(config.jwks_min_refresh_secs),
+            );
+            return Ok(Self::jwks(j, iss, aud));
+        }
         if let Some(path) = &config.jwt_public_key {
             let err = |reason: String| ConfigError::PublicKey {
                 path: path.display().to_string(),
@@ -182,17 +221,66 @@ impl Verifier {
             }
             None => validation.validate_aud = false,
         }
-        Verifier { key, validation }
+        Verifier {
+            keys: Keys::Fixed(key),
+            validation,
+        }
     }
 
-    /// Verifies `token` and returns who it names.
+    /// Verifies `token` and returns who it names. With a JWKS, a `kid` the
+    /// cache does not know is `UnknownKey`: [`Verifier::verify_fresh`]
+    /// fetches the set again first.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         let token = token.trim();
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
-            |e| match e.kind() {
+        match &self.keys {
+            Keys::Fixed(key) => self.decode(token, key, &self.validation),
+            Keys::Jwks(j) => {
+                let kid = Self::kid(token)?;
+                let k = j.cached(&kid).ok_or(AuthError::UnknownKey)?;
+                self.decode_with(token, &k)
+            }
+        }
+    }
+
+    /// As [`Verifier::verify`], and with a JWKS, a `kid` it does not know
+    /// sends for the key set again (at most once per `--jwks-min-refresh-secs`).
+    pub async fn verify_fresh(&self, token: &str) -> Result<Identity, AuthError> {
+        match (self.verify(token), &self.keys) {
+            (Err(AuthError::UnknownKey), Keys::Jwks(j)) => {
+                let kid = Self::kid(token.trim())?;
+                let k = j.key(&kid).await.ok_or(AuthError::UnknownKey)?;
+                self.decode_with(token.trim(), &k)
+            }
+            (result, _) => result,
+        }
+    }
+
+    /// The token header's `kid`.
+    fn kid(token: &str) -> Result<String, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        match header.kid {
+            Some(kid) if !kid.is_empty() && kid.len() <= 256 => Ok(kid),
+            _ => Err(AuthError::UnknownKey),
+        }
+    }
+
+    fn decode_with(&self, token: &str, k: &jwks::Key) -> Result<Identity, AuthError> {
+        let mut validation = self.validation.clone();
+        validation.algorithms = vec![k.alg];
+        self.decode(token, &k.key, &validation)
+    }
+
+    fn decode(
+        &self,
+        token: &str,
+        key: &DecodingKey,
+        validation: &Validation,
+    ) -> Result<Identity, AuthError> {
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                 ErrorKind::InvalidSignature => AuthError::BadSignature,
@@ -201,8 +289,7 @@ impl Verifier {
                 ErrorKind::InvalidAlgorithm => AuthError::WrongAlgorithm,
                 ErrorKind::MissingRequiredClaim(c) => AuthError::MissingClaim(c.clone()),
                 _ => AuthError::Malformed,
-            },
-        )?;
+            })?;
         let c = data.claims;
         let sub_len = c.sub.chars().count();
         if sub_len == 0 || sub_len > 128 {
