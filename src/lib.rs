@@ -10,6 +10,7 @@ pub mod config;
 pub mod documents;
 pub mod edge;
 pub mod feeds;
+pub mod hooks;
 pub mod http;
 pub mod hub;
 pub mod metrics;
@@ -58,6 +59,8 @@ pub struct BuildOptions {
     pub dev_secret: Option<String>,
     /// The API key to use when none is configured (dev mode prints one).
     pub dev_api_key: Option<String>,
+    /// Hooks implemented in Rust, instead of the `--*-hook-url` ones.
+    pub hooks: Option<Arc<dyn hooks::Hooks>>,
 }
 
 impl Switchboard {
@@ -129,6 +132,20 @@ impl Switchboard {
             }),
             connections,
             recovery: recovery.clone(),
+            hooks: opts.hooks.clone().or_else(|| {
+                hooks::http::HttpHooks::new(hooks::http::HttpHooksConfig {
+                    join_url: config.join_hook_url.clone(),
+                    publish_url: config.publish_hook_url.clone(),
+                    rpc_url: config.rpc_hook_url.clone(),
+                    rpc_prefix: config.rpc_prefix.clone(),
+                    timeout: std::time::Duration::from_millis(config.hook_timeout_ms),
+                    join_cache: std::time::Duration::from_secs(config.join_hook_cache_secs),
+                    join_fail_open: config.join_hook_fail_open,
+                    publish_fail_open: config.publish_hook_fail_open,
+                    secret: config.webhook_secret.clone(),
+                })
+                .map(|h| Arc::new(h) as Arc<dyn hooks::Hooks>)
+            }),
             namespaces: realtime::namespaces::DynNamespaces::new(&config.namespaces),
             limits: realtime::limits::Limits::new(&config),
             expiries: realtime::expiry::Expiries::new(config.auth_expiry_warning_secs),

@@ -112,6 +112,7 @@ async fn serve(config: switchboard::Config) -> ExitCode {
         docs: None,
         dev_secret: dev_secret.clone(),
         dev_api_key: dev_api_key.clone(),
+        hooks: None,
     };
     let sb = match Switchboard::build(config.clone(), opts).await {
         Ok(sb) => sb,

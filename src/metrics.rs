@@ -127,6 +127,17 @@ fn zero_series() {
         counter!("switchboard_jwks_refreshes_total", "outcome" => outcome).increment(0);
     }
     gauge!("switchboard_jwks_keys").set(0.0);
+    // Set by the documents' eviction task at its first tick, which a scrape
+    // right after start could precede.
+    gauge!("switchboard_docs_held").set(0.0);
+    gauge!("switchboard_docs_held_bytes").set(0.0);
+    for hook in ["join", "publish", "rpc"] {
+        let _ = histogram!("switchboard_hook_seconds", "hook" => hook);
+        for outcome in ["answered", "failed", "circuit_open"] {
+            counter!("switchboard_hook_calls_total", "hook" => hook, "outcome" => outcome)
+                .increment(0);
+        }
+    }
 }
 
 /// Handles of the counters bumped for every event, made once the recorder is
@@ -336,4 +347,14 @@ pub fn jwks_refresh(outcome: &'static str) {
 /// Keys in the JWKS cache.
 pub fn jwks_keys(n: usize) {
     metrics::gauge!("switchboard_jwks_keys").set(n as f64);
+}
+
+/// A hook call: `answered`, `failed` (timeout, error, unreadable answer) or
+/// `circuit_open` (not called); with its time when it was called.
+pub fn hook_call(hook: &'static str, outcome: &'static str, took: Option<Duration>) {
+    metrics::counter!("switchboard_hook_calls_total", "hook" => hook, "outcome" => outcome)
+        .increment(1);
+    if let Some(t) = took {
+        metrics::histogram!("switchboard_hook_seconds", "hook" => hook).record(t.as_secs_f64());
+    }
 }

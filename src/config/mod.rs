@@ -116,6 +116,38 @@ pub struct Config {
     /// cache does not know, in seconds.
     #[arg(long, env = "SWITCHBOARD_JWKS_MIN_REFRESH_SECS", default_value_t = 10)]
     pub jwks_min_refresh_secs: u64,
+    /// Asked before each `room:join`: `POST { namespace, userId, roomId }`
+    /// answers `{ allow, code?, message? }` (docs/http-api.md, "Hooks").
+    #[arg(long, env = "SWITCHBOARD_JOIN_HOOK_URL")]
+    pub join_hook_url: Option<String>,
+    /// Asked before a `chat:send` or `private:send` is stored: `{ allow }`,
+    /// `{ allow: true, content }` (replaced) or a refusal with a code.
+    #[arg(long, env = "SWITCHBOARD_PUBLISH_HOOK_URL")]
+    pub publish_hook_url: Option<String>,
+    /// Answers client events named `--rpc-prefix…`: `{ result }` or `{ error }`.
+    #[arg(long, env = "SWITCHBOARD_RPC_HOOK_URL")]
+    pub rpc_hook_url: Option<String>,
+    /// Client events with this prefix go to --rpc-hook-url.
+    #[arg(long, env = "SWITCHBOARD_RPC_PREFIX", default_value = "rpc:")]
+    pub rpc_prefix: String,
+    /// How long a hook may take to answer, in milliseconds.
+    #[arg(long, env = "SWITCHBOARD_HOOK_TIMEOUT_MS", default_value_t = 2000)]
+    pub hook_timeout_ms: u64,
+    /// How long a join hook's answer is reused for that user and room, in
+    /// seconds (0: asked every time).
+    #[arg(long, env = "SWITCHBOARD_JOIN_HOOK_CACHE_SECS", default_value_t = 30)]
+    pub join_hook_cache_secs: u64,
+    /// Allow joins when the join hook gives no answer (default: refuse).
+    #[arg(long, env = "SWITCHBOARD_JOIN_HOOK_FAIL_OPEN")]
+    pub join_hook_fail_open: bool,
+    /// Store messages as they are when the publish hook gives no answer
+    /// (default: refuse).
+    #[arg(long, env = "SWITCHBOARD_PUBLISH_HOOK_FAIL_OPEN")]
+    pub publish_hook_fail_open: bool,
+    /// Signs hook calls (and webhooks): `X-Switchboard-Signature:
+    /// t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
     /// Algorithm of --jwt-public-key.
     #[arg(long, env = "SWITCHBOARD_JWT_ALGORITHM", value_enum)]
     pub jwt_algorithm: Option<PublicKeyAlgorithm>,
@@ -495,6 +527,15 @@ impl Default for Config {
             jwt_secret: None,
             jwt_public_key: None,
             jwks_url: None,
+            join_hook_url: None,
+            publish_hook_url: None,
+            rpc_hook_url: None,
+            rpc_prefix: "rpc:".into(),
+            hook_timeout_ms: 2000,
+            join_hook_cache_secs: 30,
+            join_hook_fail_open: false,
+            publish_hook_fail_open: false,
+            webhook_secret: None,
             jwks_refresh_secs: 300,
             jwks_min_refresh_secs: 10,
             jwt_algorithm: None,
@@ -582,6 +623,10 @@ pub enum ConfigError {
     DevModeNotLoopback(SocketAddr),
     #[error("--namespace '{0}' must start with '/' and not be '/'")]
     Namespace(String),
+    #[error("--{0} '{1}' is not an http:// or https:// URL")]
+    NotAUrl(&'static str, String),
+    #[error("--rpc-prefix must be 1-64 characters")]
+    RpcPrefix,
     #[error("--{0} must be greater than zero")]
     Zero(&'static str),
     #[error("--cors-origin '{0}' is not an origin such as https://app.example.com")]
@@ -658,6 +703,21 @@ impl Config {
             && secret.len() < 32
         {
             return Err(ConfigError::ShortSecret(secret.len()));
+        }
+        for (url, flag) in [
+            (&self.jwks_url, "jwks-url"),
+            (&self.join_hook_url, "join-hook-url"),
+            (&self.publish_hook_url, "publish-hook-url"),
+            (&self.rpc_hook_url, "rpc-hook-url"),
+        ] {
+            if let Some(u) = url
+                && !(u.starts_with("http://") || u.starts_with("https://"))
+            {
+                return Err(ConfigError::NotAUrl(flag, u.clone()));
+            }
+        }
+        if self.rpc_prefix.is_empty() || self.rpc_prefix.chars().count() > 64 {
+            return Err(ConfigError::RpcPrefix);
         }
         match (&self.jwt_public_key, self.jwt_algorithm) {
             (Some(_), None) => return Err(ConfigError::MissingAlgorithm),
@@ -748,6 +808,7 @@ impl Config {
             ),
             (self.max_redis_queue_bytes as u64, "max-redis-queue-bytes"),
             (self.jwks_refresh_secs, "jwks-refresh-secs"),
+            (self.hook_timeout_ms, "hook-timeout-ms"),
             (
                 self.recovery_sessions_per_user as u64,
                 "recovery-sessions-per-user",

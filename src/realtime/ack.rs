@@ -20,6 +20,8 @@ pub enum Code {
     Unavailable,
     /// A document op made on a version older than the ops the server keeps.
     StaleVersion,
+    /// Refused by the backend's hook: the ack carries the backend's code.
+    Hook,
     Internal,
 }
 
@@ -34,6 +36,7 @@ impl Code {
             Code::NotFound => "not_found",
             Code::Unavailable => "unavailable",
             Code::StaleVersion => "stale_version",
+            Code::Hook => "hook_refused",
             Code::Internal => "internal",
         }
     }
@@ -44,6 +47,8 @@ impl Code {
 pub struct Refusal {
     pub code: Code,
     pub error: String,
+    /// The code a backend's hook gave (with `Code::Hook`): the client sees it.
+    pub hook_code: Option<String>,
 }
 
 impl Refusal {
@@ -51,6 +56,16 @@ impl Refusal {
         Refusal {
             code,
             error: error.into(),
+            hook_code: None,
+        }
+    }
+
+    /// Refused by a backend's hook, with its (already checked) code.
+    pub fn by_hook(code: String, error: impl Into<String>) -> Self {
+        Refusal {
+            code: Code::Hook,
+            error: error.into(),
+            hook_code: Some(code),
         }
     }
 

@@ -43,10 +43,13 @@ pub async fn send<A: Adapter>(
     ack: Option<Ack<A>>,
     dialect: Dialect,
 ) {
-    let (room_id, msg) = match prepare(session, socket, data, dialect) {
+    let (room_id, mut msg) = match prepare(session, socket, data, dialect) {
         Ok(v) => v,
         Err(r) => return refuse(session, socket, ack, &r),
     };
+    if let Err(r) = super::hooks::publish(session, socket, &mut msg).await {
+        return reply::refuse(ack, &r);
+    }
     store_then(
         session,
         socket,

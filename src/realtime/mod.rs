@@ -9,6 +9,7 @@ pub mod chat;
 pub mod closing;
 pub mod docs;
 pub mod expiry;
+pub mod hooks;
 pub mod incoming;
 pub mod limits;
 pub mod messages;
@@ -72,6 +73,8 @@ pub struct Ctx {
     pub user_conns: Arc<user_conns::UserConns>,
     /// Connection state recovery, unless `--recovery-window 0`.
     pub recovery: Option<Arc<crate::recovery::Recovery>>,
+    /// The backend's hooks (join, publish, rpc), when any is configured.
+    pub hooks: Option<Arc<dyn crate::hooks::Hooks>>,
 }
 
 /// A refused connection; the client reads the display text as `err.message`.
@@ -312,6 +315,7 @@ async fn dispatch<A: Adapter>(
         "doc:operation" => docs::operation(session, socket, data, ack).await,
         "doc:cursor" => docs::cursor(session, socket, data, ack).await,
         "doc:leave" => docs::leave(session, socket, data, ack),
+        _ if hooks::is_rpc(session, &event) => hooks::rpc(session, socket, &event, data, ack).await,
         _ if crate::edge::escaped_names::is_marked(&event) => {
             tracing::debug!("event name with escapes refused");
             reply::error(

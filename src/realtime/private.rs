@@ -35,11 +35,14 @@ pub async fn send<A: Adapter>(
     data: Option<serde_json::Value>,
     ack: Option<Ack<A>>,
 ) {
-    let msg = match prepare(session, socket, data) {
+    let mut msg = match prepare(session, socket, data) {
         Ok(m) => m,
         Err(r) => return refuse(session, socket, ack, &r),
     };
     if let Err(r) = recipient_known(session, socket, &msg).await {
+        return reply::refuse(ack, &r);
+    }
+    if let Err(r) = super::hooks::publish(session, socket, &mut msg).await {
         return reply::refuse(ack, &r);
     }
     let to = user_room(msg.to_user_id.as_deref().unwrap_or_default());

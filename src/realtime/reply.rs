@@ -13,7 +13,7 @@ pub use super::ack::{Ack, Code, Refusal};
 struct ErrorAck<'a> {
     success: bool,
     error: &'a str,
-    code: Code,
+    code: &'a str,
 }
 
 /// Emits `event` to this socket alone, from an event handler.
@@ -101,20 +101,27 @@ fn counted_on_the_wire<A: Adapter>(
 
 /// Sends an error ack, if the client asked for one, and logs the refusal.
 pub fn error<A: Adapter>(ack: Option<Ack<A>>, code: Code, error: &str) {
-    tracing::debug!(?code, error, "event refused");
+    error_as(ack, code, code.as_str(), error);
+}
+
+/// An error ack whose `code` the client sees is `shown` (a backend's hook
+/// code); the metric counts it under `code`.
+fn error_as<A: Adapter>(ack: Option<Ack<A>>, code: Code, shown: &str, error: &str) {
+    tracing::debug!(?code, shown, error, "event refused");
     send(
         ack,
         &ErrorAck {
             success: false,
             error,
-            code,
+            code: shown,
         },
         code.as_str(),
     );
 }
 
 pub fn refuse<A: Adapter>(ack: Option<Ack<A>>, r: &Refusal) {
-    error(ack, r.code, &r.error);
+    let shown = r.hook_code.as_deref().unwrap_or(r.code.as_str());
+    error_as(ack, r.code, shown, &r.error);
 }
 
 /// Parses the event payload into `T`, or explains what is wrong with it.

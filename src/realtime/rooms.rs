@@ -110,6 +110,9 @@ pub async fn join<A: Adapter>(
     if let Err(r) = room_capacity(session, socket, &client_room(&room_id)) {
         return reply::refuse(ack, &r);
     }
+    if let Err(r) = super::hooks::join(session, socket, &room_id).await {
+        return reply::refuse(ack, &r);
+    }
     super::positions::joining(session, socket, &room_id).await;
     enter(session, socket, &room_id, dialect).await;
     ack_members(session, socket, &room_id, ack).await;
