@@ -111,11 +111,73 @@ pub fn document() -> utoipa::openapi::OpenApi {
 /// [`document`] as pretty JSON with a final newline: the text of
 /// `docs/openapi.json` and of the `GET /api/openapi.json` body.
 pub fn pretty_json() -> String {
-    let mut text = document()
+    let text = document()
         .to_pretty_json()
         .expect("the description serializes");
-    text.push('\n');
-    text
+    // utoipa 5 has no `webhooks`: they go in as the document's last key,
+    // indented as the rest (the other keys keep their order).
+    let hooks = serde_json::to_string_pretty(&hooks()).expect("hooks serialize");
+    let hooks = hooks.replace('\n', "\n  ");
+    let body = text.trim_end().strip_suffix('}').expect("a JSON object");
+    format!("{},\n  \"webhooks\": {hooks}\n}}\n", body.trim_end())
+}
+
+/// The calls switchboard makes to the backend (OpenAPI 3.1 `webhooks`):
+/// the hooks of docs/http-api.md, "Hooks".
+fn hooks() -> serde_json::Value {
+    use serde_json::json;
+    let verdict = |replace: bool| {
+        let mut props = json!({
+            "allow": { "type": "boolean" },
+            "code": { "type": "string", "description": "with allow: false; the client's ack carries it (1-64 of [a-z0-9_.-], else forbidden)" },
+            "message": { "type": "string", "description": "with allow: false; the ack's error (at most 256 characters)" }
+        });
+        if replace {
+            props["content"] = json!({ "type": "string", "description": "with allow: true: stored and sent instead of the client's content" });
+        }
+        json!({ "type": "object", "required": ["allow"], "properties": props })
+    };
+    let signed = json!([{
+        "name": "X-Switchboard-Signature", "in": "header", "required": false,
+        "description": "With --webhook-secret: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, \"<t>.<body>\")>",
+        "schema": { "type": "string" }
+    }]);
+    let post = |summary: &str, request: serde_json::Value, answer: serde_json::Value| {
+        json!({ "post": {
+            "summary": summary,
+            "parameters": signed,
+            "requestBody": { "required": true, "content": { "application/json": { "schema": request } } },
+            "responses": { "200": {
+                "description": "Any 2xx with this body; anything else, a timeout (--hook-timeout-ms) or more than 64 KiB counts as no answer",
+                "content": { "application/json": { "schema": answer } }
+            } }
+        } })
+    };
+    let s = |t: &str| json!({ "type": t });
+    json!({
+        "joinHook": post(
+            "--join-hook-url: may this user join this room?",
+            json!({ "type": "object", "required": ["namespace", "userId", "roomId"],
+                    "properties": { "namespace": s("string"), "userId": s("string"), "roomId": s("string") } }),
+            verdict(false)
+        ),
+        "publishHook": post(
+            "--publish-hook-url: may this message be stored, as it is or changed?",
+            json!({ "type": "object", "required": ["namespace", "userId", "content"],
+                    "properties": { "namespace": s("string"), "userId": s("string"), "roomId": s("string"),
+                                    "toUser": s("string"), "content": s("string") } }),
+            verdict(true)
+        ),
+        "rpcHook": post(
+            "--rpc-hook-url: answer a client event under --rpc-prefix",
+            json!({ "type": "object", "required": ["namespace", "userId", "event", "data"],
+                    "properties": { "namespace": s("string"), "userId": s("string"), "event": s("string"), "data": {} } }),
+            json!({ "type": "object", "properties": {
+                "result": { "description": "the ack's result" },
+                "error": { "type": "object", "properties": { "code": s("string"), "message": s("string") } }
+            } })
+        )
+    })
 }
 
 static PRETTY_JSON: LazyLock<String> = LazyLock::new(pretty_json);
