@@ -234,3 +234,52 @@ pub async fn run_chat(opts: &Opts, results: &mut Results) {
         "target": "sqlite within 2x of memory (ratio >= 0.5)",
     }));
 }
+
+/// `hooks`: the same ladder on switchboard (memory store) without hooks and
+/// with `--publish-hook-url` pointing at a local receiver (a Node.js HTTP
+/// server that allows every message, pinned beside the generator), so the
+/// difference is what asking the backend costs per message.
+pub async fn run_hooks(opts: &Opts, results: &mut Results) {
+    let port = crate::servers::free_port();
+    let script = format!(
+        "require('http').createServer((q,s)=>{{q.resume();q.on('end',()=>{{\
+         s.setHeader('content-type','application/json');s.end('{{\"allow\":true}}')}})}})\
+         .listen({port},'127.0.0.1',()=>console.log('receiver listening'))"
+    );
+    let mut receiver = crate::servers::pinned(Some("1"), "node")
+        .args(["-e", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node for the hook receiver");
+    {
+        use std::io::BufRead;
+        let out = receiver.stdout.take().unwrap();
+        let mut lines = std::io::BufReader::new(out).lines();
+        let _ = lines.next();
+    }
+    let hook = format!("http://127.0.0.1:{port}/publish");
+    let mut best = Vec::new();
+    for (label, args) in [
+        ("switchboard", vec!["--database-url", "memory"]),
+        (
+            "switchboard-publish-hook",
+            vec![
+                "--database-url",
+                "memory",
+                "--publish-hook-url",
+                hook.as_str(),
+            ],
+        ),
+    ] {
+        let server = Server::start(Kind::Switchboard, &args);
+        best.push((label, ladder(&server, label, opts, results, "hooks").await));
+    }
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    let (off, on) = (best[0].1, best[1].1);
+    results.summary(json!({
+        "figure": "highest_ack_rate", "p99_limit_ms": opts.p99_limit_ms,
+        "switchboard": off, "switchboard-publish-hook": on,
+        "ratio": round2(on / off), "ratio_of": "with the publish hook / without",
+    }));
+}

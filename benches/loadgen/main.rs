@@ -5,7 +5,7 @@
 //!   cargo bench --bench loadgen -- <scenario> [--servers switchboard,node,floor] [--quick]
 //!
 //! Scenarios: idle, fanout, ack, connect, chat, scale, scaleup, instructions,
-//! recovery, all. Each prints one JSON line per measurement and a ratio line, and writes
+//! recovery, hooks, all. Each prints one JSON line per measurement and a ratio line, and writes
 //! benches/results/<scenario>.json when it ran in full (all its servers,
 //! default sizes, release build). The generator is a current-thread runtime
 //! pinned to CPU 1; servers are pinned to CPU 0. `fanout` and `scaleup`
@@ -35,7 +35,7 @@ use std::time::Duration;
 use report::Results;
 use servers::Kind;
 
-const USAGE: &str = "usage: loadgen <idle|fanout|ack|connect|chat|scale|scaleup|instructions|recovery|all> [--servers a,b] [--sizes n,n] [--generators n] [--quick]";
+const USAGE: &str = "usage: loadgen <idle|fanout|ack|connect|chat|scale|scaleup|instructions|recovery|hooks|all> [--servers a,b] [--sizes n,n] [--generators n] [--quick]";
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -96,6 +96,7 @@ fn main() {
             "scaleup",
             "instructions",
             "recovery",
+            "hooks",
         ]
     } else {
         vec![scenario.as_str()]
@@ -268,6 +269,19 @@ async fn run(
                 acks: if quick { 5_000 } else { 20_000 },
             };
             instructions::run(kinds, &opts, &mut r).await;
+            r.save();
+        }
+        "hooks" => {
+            let mut r = Results::new("hooks", complete);
+            let opts = ack::Opts {
+                connections: 1000,
+                rates: [1.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0, 20.0]
+                    .map(|k| k * 1000.0)
+                    .to_vec(),
+                step,
+                p99_limit_ms: 10.0,
+            };
+            ack::run_hooks(&opts, &mut r).await;
             r.save();
         }
         "recovery" => {
