@@ -19,6 +19,7 @@ pub mod presence;
 pub mod realtime;
 pub mod recovery;
 pub mod store;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -115,6 +116,7 @@ impl Switchboard {
         if recovery.is_some() {
             let _ = connections.frames.set(frames.clone());
         }
+        let webhooks = webhooks::Webhooks::start(&config, store.clone());
         let ctx = Arc::new(Ctx {
             verifier,
             store,
@@ -132,6 +134,7 @@ impl Switchboard {
             }),
             connections,
             recovery: recovery.clone(),
+            webhooks,
             hooks: opts.hooks.clone().or_else(|| {
                 hooks::http::HttpHooks::new(hooks::http::HttpHooksConfig {
                     join_url: config.join_hook_url.clone(),

@@ -127,6 +127,10 @@ fn zero_series() {
         counter!("switchboard_jwks_refreshes_total", "outcome" => outcome).increment(0);
     }
     gauge!("switchboard_jwks_keys").set(0.0);
+    for outcome in ["delivered", "retried", "dropped", "lost"] {
+        counter!("switchboard_webhook_events_total", "outcome" => outcome).increment(0);
+    }
+    gauge!("switchboard_webhook_outbox").set(0.0);
     // Set by the documents' eviction task at its first tick, which a scrape
     // right after start could precede.
     gauge!("switchboard_docs_held").set(0.0);
@@ -357,4 +361,15 @@ pub fn hook_call(hook: &'static str, outcome: &'static str, took: Option<Duratio
     if let Some(t) = took {
         metrics::histogram!("switchboard_hook_seconds", "hook" => hook).record(t.as_secs_f64());
     }
+}
+
+/// Webhook events: `delivered`, `retried` (a batch that failed and waits),
+/// `dropped` (too old or too many) or `lost` (could not be written).
+pub fn webhook_events(outcome: &'static str, n: u64) {
+    metrics::counter!("switchboard_webhook_events_total", "outcome" => outcome).increment(n);
+}
+
+/// Webhook events waiting in the outbox (as of the last trim).
+pub fn webhook_outbox(n: u64) {
+    metrics::gauge!("switchboard_webhook_outbox").set(n as f64);
 }

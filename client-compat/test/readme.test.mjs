@@ -119,6 +119,34 @@ describe("README, followed literally", () => {
     }
   });
 
+  it("the webhook receiver prints the events of a server started as the README says", async () => {
+    const port = await freePort();
+    const code = block("## Your backend in the loop", "js").replace("listen(4000)", `listen(${port}, () => console.log("up"))`);
+    const file = path.join(here, "..", `.readme-receiver-${process.pid}.mjs`);
+    writeFileSync(file, code);
+    const receiver = spawn(process.execPath, [file], { stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    receiver.stdout.on("data", (d) => (out += d));
+    try {
+      for (let i = 0; i < 100 && !out.includes("up"); i++) await new Promise((r) => setTimeout(r, 50));
+      const text = readFileSync(path.join(here, "..", "..", "README.md"), "utf8");
+      assert.match(text, /--webhook-url\s+http:\/\/127\.0\.0\.1:4000\/ --webhook-secret s3cret/);
+      const server = await devServer(["--webhook-url", `http://127.0.0.1:${port}/`, "--webhook-secret", "s3cret"]);
+      servers.push(server);
+      const r = await fetch(`${server.url}/api/rooms/lobby/messages`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${server.apiKey}`, "content-type": "application/json" },
+        body: JSON.stringify({ content: "hello receiver" }),
+      });
+      assert.equal(r.status, 201);
+      for (let i = 0; i < 100 && !out.includes("hello receiver"); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.match(out, /message\.created .*hello receiver/s);
+    } finally {
+      receiver.kill();
+      rmSync(file, { force: true });
+    }
+  });
+
   it("the msgpack example connects to a server started with --parser msgpack", async () => {
     const [start] = block("## msgpack", "sh").split("\n");
     assert.equal(start, "switchboard --parser msgpack");

@@ -144,6 +144,33 @@ pub struct Config {
     /// (default: refuse).
     #[arg(long, env = "SWITCHBOARD_PUBLISH_HOOK_FAIL_OPEN")]
     pub publish_hook_fail_open: bool,
+    /// Where webhook events go: signed POSTs of `{ events: [...] }` from a
+    /// durable outbox (docs/http-api.md, "Webhooks").
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// Which event types to send, comma-separated (default: all).
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_EVENTS")]
+    pub webhook_events: Option<String>,
+    /// How long the backend may take to answer a webhook POST, in ms.
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_TIMEOUT_MS", default_value_t = 5000)]
+    pub webhook_timeout_ms: u64,
+    /// Most events in one webhook POST.
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_BATCH", default_value_t = 100)]
+    pub webhook_batch: usize,
+    /// Most events kept waiting; beyond it the oldest are dropped (counted).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_WEBHOOK_MAX_OUTBOX",
+        default_value_t = 100_000
+    )]
+    pub webhook_max_outbox: u64,
+    /// Events older than this (seconds) are dropped (counted).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_WEBHOOK_MAX_AGE_SECS",
+        default_value_t = 86_400
+    )]
+    pub webhook_max_age_secs: u64,
     /// Signs hook calls (and webhooks): `X-Switchboard-Signature:
     /// t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
     #[arg(long, env = "SWITCHBOARD_WEBHOOK_SECRET", hide_env_values = true)]
@@ -536,6 +563,12 @@ impl Default for Config {
             join_hook_fail_open: false,
             publish_hook_fail_open: false,
             webhook_secret: None,
+            webhook_url: None,
+            webhook_events: None,
+            webhook_timeout_ms: 5000,
+            webhook_batch: 100,
+            webhook_max_outbox: 100_000,
+            webhook_max_age_secs: 86_400,
             jwks_refresh_secs: 300,
             jwks_min_refresh_secs: 10,
             jwt_algorithm: None,
@@ -602,6 +635,9 @@ impl Default for Config {
     }
 }
 
+/// The webhook event types (`--webhook-events`; see `webhooks`).
+pub const WEBHOOK_TYPES: &[&str] = &["message.created", "member.joined", "member.left"];
+
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./switchboard.db";
 
 /// A configuration problem; the binary prints it on one line and exits with code 2.
@@ -625,6 +661,10 @@ pub enum ConfigError {
     Namespace(String),
     #[error("--{0} '{1}' is not an http:// or https:// URL")]
     NotAUrl(&'static str, String),
+    #[error(
+        "--webhook-events: '{0}' is not an event type (message.created, member.joined, member.left)"
+    )]
+    WebhookEvent(String),
     #[error("--rpc-prefix must be 1-64 characters")]
     RpcPrefix,
     #[error("--{0} must be greater than zero")]
@@ -709,11 +749,19 @@ impl Config {
             (&self.join_hook_url, "join-hook-url"),
             (&self.publish_hook_url, "publish-hook-url"),
             (&self.rpc_hook_url, "rpc-hook-url"),
+            (&self.webhook_url, "webhook-url"),
         ] {
             if let Some(u) = url
                 && !(u.starts_with("http://") || u.starts_with("https://"))
             {
                 return Err(ConfigError::NotAUrl(flag, u.clone()));
+            }
+        }
+        if let Some(list) = &self.webhook_events {
+            for t in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                if !WEBHOOK_TYPES.contains(&t) {
+                    return Err(ConfigError::WebhookEvent(t.to_string()));
+                }
             }
         }
         if self.rpc_prefix.is_empty() || self.rpc_prefix.chars().count() > 64 {
@@ -809,6 +857,10 @@ impl Config {
             (self.max_redis_queue_bytes as u64, "max-redis-queue-bytes"),
             (self.jwks_refresh_secs, "jwks-refresh-secs"),
             (self.hook_timeout_ms, "hook-timeout-ms"),
+            (self.webhook_timeout_ms, "webhook-timeout-ms"),
+            (self.webhook_batch as u64, "webhook-batch"),
+            (self.webhook_max_outbox, "webhook-max-outbox"),
+            (self.webhook_max_age_secs, "webhook-max-age-secs"),
             (
                 self.recovery_sessions_per_user as u64,
                 "recovery-sessions-per-user",

@@ -73,6 +73,8 @@ pub struct Ctx {
     pub user_conns: Arc<user_conns::UserConns>,
     /// Connection state recovery, unless `--recovery-window 0`.
     pub recovery: Option<Arc<crate::recovery::Recovery>>,
+    /// Webhooks, with `--webhook-url`.
+    pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
     /// The backend's hooks (join, publish, rpc), when any is configured.
     pub hooks: Option<Arc<dyn crate::hooks::Hooks>>,
 }

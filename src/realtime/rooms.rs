@@ -134,6 +134,13 @@ pub async fn enter<A: Adapter>(
     let sid = socket.id.to_string();
     session.joined(&room_id);
     let first = record_join(ctx, socket.ns(), &room_id, &id.user_id, &id.name, &sid).await;
+    if first && let Some(w) = &ctx.webhooks {
+        w.emit(
+            "member.joined",
+            json!({ "namespace": socket.ns(), "roomId": room_id, "userId": id.user_id }),
+        )
+        .await;
+    }
     if first {
         let others = others(session, socket, &room_id);
         let (event, payload) = match dialect {
@@ -209,6 +216,13 @@ async fn leave_presence<A: Adapter>(session: &Session<A>, socket: &SocketRef<A>,
     super::positions::left(session, socket, room_id);
     if !record_leave(ctx, socket.ns(), room_id, user, &sid).await {
         return;
+    }
+    if let Some(w) = &ctx.webhooks {
+        w.emit(
+            "member.left",
+            json!({ "namespace": socket.ns(), "roomId": room_id, "userId": user }),
+        )
+        .await;
     }
     let others = others(session, socket, room_id);
     super::typing::stop_user(session, socket, room_id).await;

@@ -21,6 +21,9 @@ struct Inner {
     /// (namespace, sender, clientMsgId) -> (conversation, index in it)
     dedup: HashMap<(String, String, String), (Conversation, usize)>,
     sessions: HashMap<String, super::SavedSession>,
+    /// Webhook events by id (a ULID: their order), when webhooks are on.
+    outbox: Option<std::collections::BTreeMap<String, super::OutboxEvent>>,
+    lease: Option<(String, u64)>,
 }
 
 impl MemoryStore {
@@ -67,6 +70,11 @@ impl MemoryStore {
         };
         list.push(stored.clone());
         let idx = list.len() - 1;
+        if let Some(outbox) = &mut inner.outbox {
+            let id = super::event_id();
+            let e = super::message_event(id.clone(), &msg.conversation.namespace, &stored);
+            outbox.insert(id, e);
+        }
         if let Some(key) = dedup_key {
             inner.dedup.insert(key, (msg.conversation, idx));
         }
@@ -136,6 +144,81 @@ impl MessageStore for MemoryStore {
         out.sort_by_key(|m| (m.timestamp, m.seq));
         out.truncate(limit);
         Ok(out)
+    }
+
+    fn enable_outbox(&self) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.outbox.get_or_insert_with(Default::default);
+        }
+    }
+
+    async fn outbox_push(&self, events: &[super::OutboxEvent]) -> Result<(), StoreError> {
+        let mut inner = self
+            .inner
+            .lock()
+            .map_err(|_| StoreError::Internal("poisoned lock".into()))?;
+        let outbox = inner.outbox.get_or_insert_with(Default::default);
+        for e in events {
+            outbox.insert(e.id.clone(), e.clone());
+        }
+        Ok(())
+    }
+
+    async fn outbox_next(&self, limit: usize) -> Result<Vec<super::OutboxEvent>, StoreError> {
+        let inner = self
+            .inner
+            .lock()
+            .map_err(|_| StoreError::Internal("poisoned lock".into()))?;
+        Ok(inner
+            .outbox
+            .iter()
+            .flat_map(|o| o.values())
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn outbox_done(&self, ids: &[String]) -> Result<(), StoreError> {
+        let mut inner = self
+            .inner
+            .lock()
+            .map_err(|_| StoreError::Internal("poisoned lock".into()))?;
+        if let Some(o) = &mut inner.outbox {
+            for id in ids {
+                o.remove(id);
+            }
+        }
+        Ok(())
+    }
+
+    async fn outbox_trim(&self, before_ms: u64, max_rows: u64) -> Result<(u64, u64), StoreError> {
+        let mut inner = self
+            .inner
+            .lock()
+            .map_err(|_| StoreError::Internal("poisoned lock".into()))?;
+        let Some(o) = &mut inner.outbox else {
+            return Ok((0, 0));
+        };
+        let before = o.len();
+        o.retain(|_, e| e.created_ms >= before_ms);
+        while o.len() as u64 > max_rows {
+            o.pop_first();
+        }
+        Ok(((before - o.len()) as u64, o.len() as u64))
+    }
+
+    async fn lease(&self, holder: &str, now_ms: u64, until_ms: u64) -> Result<bool, StoreError> {
+        let mut inner = self
+            .inner
+            .lock()
+            .map_err(|_| StoreError::Internal("poisoned lock".into()))?;
+        match &inner.lease {
+            Some((h, until)) if h != holder && *until >= now_ms => Ok(false),
+            _ => {
+                inner.lease = Some((holder.to_string(), until_ms));
+                Ok(true)
+            }
+        }
     }
 
     async fn save_sessions(

@@ -161,6 +161,37 @@ pub trait MessageStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Message>, StoreError>;
 
+    /// Turns on the webhook outbox: from now on each new message's
+    /// `message.created` event is written with it, in its transaction.
+    fn enable_outbox(&self) {}
+
+    /// Adds events to the webhook outbox (those not written with a message).
+    async fn outbox_push(&self, _events: &[OutboxEvent]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The oldest `limit` events waiting, in order.
+    async fn outbox_next(&self, _limit: usize) -> Result<Vec<OutboxEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// The backend took these events: forget them.
+    async fn outbox_done(&self, _ids: &[String]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Drops events older than `before_ms`, then the oldest beyond
+    /// `max_rows`; returns how many were dropped and how many are left.
+    async fn outbox_trim(&self, _before_ms: u64, _max_rows: u64) -> Result<(u64, u64), StoreError> {
+        Ok((0, 0))
+    }
+
+    /// Takes or keeps the delivery lease for `holder` until `until_ms`;
+    /// true when `holder` has it.
+    async fn lease(&self, _holder: &str, _now_ms: u64, _until_ms: u64) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
     /// Keeps recoverable sessions (see `recovery`), dropping the oldest of
     /// a user beyond `per_user`, and removes those in `forget` (used).
     async fn save_sessions(
@@ -179,6 +210,43 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// Removes expired sessions; returns how many sessions are left.
     async fn sweep_sessions(&self, now_ms: u64) -> Result<u64, StoreError>;
+}
+
+/// A webhook event in the outbox: its id (a ULID, the delivery order) and
+/// its JSON as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    pub id: String,
+    pub body: String,
+    pub created_ms: u64,
+}
+
+/// A new webhook event id: a ULID, monotonic within this process whatever
+/// writes the event (the store's writer or the webhooks), so that events
+/// go out in the order they happened here.
+pub fn event_id() -> String {
+    static IDS: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
+    let mut ids = IDS.lock().unwrap_or_else(|p| p.into_inner());
+    match ids.get_or_insert_with(ulid::Generator::new).generate() {
+        Ok(id) => id,
+        // The millisecond's random part ran out: a fresh one.
+        Err(_) => ulid::Ulid::new(),
+    }
+    .to_string()
+}
+
+/// The `message.created` event of a stored message.
+pub fn message_event(id: String, namespace: &str, m: &Message) -> OutboxEvent {
+    let mut data = serde_json::to_value(m).unwrap_or_default();
+    data["namespace"] = serde_json::Value::from(namespace);
+    let now = now_ms();
+    let body =
+        serde_json::json!({ "id": id, "type": "message.created", "time": now, "data": data });
+    OutboxEvent {
+        id,
+        body: body.to_string(),
+        created_ms: now,
+    }
 }
 
 /// A recoverable session as stored: the recovery module reads `body`.

@@ -78,6 +78,8 @@ pub struct SqlStore {
     /// after a wait) when another connection committed in between, so this
     /// process never lets two of them overlap. PostgreSQL does not need it.
     pub(crate) sqlite_writes: Arc<tokio::sync::Mutex<()>>,
+    /// Webhooks are on: the writer adds each message's event to the outbox.
+    outbox: Arc<AtomicBool>,
 }
 
 /// Logs a failure once per episode, and the recovery.
@@ -207,12 +209,14 @@ impl SqlStore {
         let (writes, rx) = mpsc::channel(WRITE_QUEUE);
         let health = Arc::new(Health::default());
         let sqlite_writes = Arc::new(tokio::sync::Mutex::new(()));
+        let outbox = Arc::new(AtomicBool::new(false));
         tokio::spawn(writer(
             pool.clone(),
             backend,
             rx,
             health.clone(),
             sqlite_writes.clone(),
+            outbox.clone(),
         ));
         Ok(SqlStore {
             pool,
@@ -220,6 +224,7 @@ impl SqlStore {
             writes,
             health,
             sqlite_writes,
+            outbox,
         })
     }
 }
@@ -249,6 +254,7 @@ async fn writer(
     mut rx: mpsc::Receiver<WriteReq>,
     health: Arc<Health>,
     sqlite_writes: Arc<tokio::sync::Mutex<()>>,
+    outbox: Arc<AtomicBool>,
 ) {
     let mut queue: Vec<WriteReq> = Vec::with_capacity(MAX_BATCH);
     let mut ids = ulid::Generator::new();
@@ -273,13 +279,14 @@ async fn writer(
             Backend::Sqlite => Some(sqlite_writes.lock().await),
             Backend::Postgres => None,
         };
-        let mut result = commit(&pool, backend, &msgs, &mut ids).await;
+        let with_events = outbox.load(Ordering::Relaxed);
+        let mut result = commit(&pool, backend, &msgs, &mut ids, with_events).await;
         // A unique violation here is a same-user retry racing on another node:
         // run the batch again and the lookup finds the winner.
         for _ in 0..3 {
             match &result {
                 Err(e) if is_unique_violation(e) => {
-                    result = commit(&pool, backend, &msgs, &mut ids).await;
+                    result = commit(&pool, backend, &msgs, &mut ids, with_events).await;
                 }
                 _ => break,
             }
@@ -387,6 +394,7 @@ async fn commit(
     backend: Backend,
     msgs: &[&NewMessage],
     ids: &mut ulid::Generator,
+    with_events: bool,
 ) -> Result<Vec<Appended>, sqlx::Error> {
     /// What became of each message of the batch.
     #[derive(Clone)]
@@ -516,6 +524,17 @@ async fn commit(
         }
         q.execute(&mut *tx).await?;
     }
+    // 4. Their webhook events, in the same transaction: a message is never
+    //    stored without its event, nor the reverse.
+    if with_events {
+        let events: Vec<super::OutboxEvent> = stored
+            .iter()
+            .map(|(i, m)| {
+                super::message_event(super::event_id(), &msgs[*i].conversation.namespace, m)
+            })
+            .collect();
+        insert_events(&mut tx, backend, &events).await?;
+    }
     tx.commit().await?;
 
     for (i, m) in stored {
@@ -536,6 +555,39 @@ async fn commit(
             Slot::Pending => Err(sqlx::Error::Protocol("message left without outcome".into())),
         })
         .collect()
+}
+
+/// Inserts webhook events, many rows per statement.
+async fn insert_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    events: &[super::OutboxEvent],
+) -> Result<(), sqlx::Error> {
+    for chunk in statement_chunks(events) {
+        let mut sql = String::from(
+            "INSERT INTO webhook_outbox (event_id, body, created_ms, attempts) VALUES ",
+        );
+        for r in 0..chunk.len() {
+            if r > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!(
+                "({},{},{},0)",
+                backend.placeholder(r * 3 + 1),
+                backend.placeholder(r * 3 + 2),
+                backend.placeholder(r * 3 + 3)
+            ));
+        }
+        let mut q = sqlx::query(&sql);
+        for e in chunk {
+            q = q
+                .bind(e.id.clone())
+                .bind(e.body.clone())
+                .bind(e.created_ms.min(i64::MAX as u64) as i64);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -643,6 +695,143 @@ impl MessageStore for SqlStore {
             .map(row_to_message)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StoreError::Internal(e.to_string()))
+    }
+
+    fn enable_outbox(&self) {
+        self.outbox.store(true, Ordering::Relaxed);
+    }
+
+    async fn outbox_push(&self, events: &[super::OutboxEvent]) -> Result<(), StoreError> {
+        let _serial = match self.backend {
+            Backend::Sqlite => Some(self.sqlite_writes.lock().await),
+            Backend::Postgres => None,
+        };
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        insert_events(&mut tx, self.backend, events)
+            .await
+            .map_err(classify)?;
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn outbox_next(&self, limit: usize) -> Result<Vec<super::OutboxEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT event_id, body, created_ms FROM webhook_outbox ORDER BY event_id LIMIT {}",
+            self.backend.placeholder(1)
+        ))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                Ok(super::OutboxEvent {
+                    id: r.try_get("event_id")?,
+                    body: r.try_get("body")?,
+                    created_ms: r.try_get::<i64, _>("created_ms")?.max(0) as u64,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| StoreError::Internal(e.to_string()))
+    }
+
+    async fn outbox_done(&self, ids: &[String]) -> Result<(), StoreError> {
+        let _serial = match self.backend {
+            Backend::Sqlite => Some(self.sqlite_writes.lock().await),
+            Backend::Postgres => None,
+        };
+        for chunk in ids.chunks(ROWS_PER_INSERT) {
+            let marks: Vec<String> = (1..=chunk.len())
+                .map(|n| self.backend.placeholder(n))
+                .collect();
+            let sql = format!(
+                "DELETE FROM webhook_outbox WHERE event_id IN ({})",
+                marks.join(",")
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            q.execute(&self.pool).await.map_err(classify)?;
+        }
+        Ok(())
+    }
+
+    async fn outbox_trim(&self, before_ms: u64, max_rows: u64) -> Result<(u64, u64), StoreError> {
+        let _serial = match self.backend {
+            Backend::Sqlite => Some(self.sqlite_writes.lock().await),
+            Backend::Postgres => None,
+        };
+        let p = |n| self.backend.placeholder(n);
+        let old = sqlx::query(&format!(
+            "DELETE FROM webhook_outbox WHERE created_ms < {}",
+            p(1)
+        ))
+        .bind(before_ms.min(i64::MAX as u64) as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?
+        .rows_affected();
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webhook_outbox")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        let left = left.max(0) as u64;
+        let excess = left.saturating_sub(max_rows);
+        if excess == 0 {
+            return Ok((old, left));
+        }
+        let over = sqlx::query(&format!(
+            "DELETE FROM webhook_outbox WHERE event_id IN \
+             (SELECT event_id FROM webhook_outbox ORDER BY event_id LIMIT {})",
+            p(1)
+        ))
+        .bind(excess as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?
+        .rows_affected();
+        Ok((old + over, left - over))
+    }
+
+    async fn lease(&self, holder: &str, now_ms: u64, until_ms: u64) -> Result<bool, StoreError> {
+        let _serial = match self.backend {
+            Backend::Sqlite => Some(self.sqlite_writes.lock().await),
+            Backend::Postgres => None,
+        };
+        let p = |n| self.backend.placeholder(n);
+        let (now, until) = (now_ms as i64, until_ms as i64);
+        let taken = sqlx::query(&format!(
+            "UPDATE webhook_lease SET holder = {}, until_ms = {} \
+             WHERE name = 'deliver' AND (holder = {} OR until_ms < {})",
+            p(1),
+            p(2),
+            p(3),
+            p(4)
+        ))
+        .bind(holder)
+        .bind(until)
+        .bind(holder)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?
+        .rows_affected();
+        if taken == 1 {
+            return Ok(true);
+        }
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO webhook_lease (name, holder, until_ms) VALUES ('deliver', {}, {}) \
+             ON CONFLICT (name) DO NOTHING",
+            p(1),
+            p(2)
+        ))
+        .bind(holder)
+        .bind(until)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?
+        .rows_affected();
+        Ok(inserted == 1)
     }
 
     async fn save_sessions(
