@@ -283,3 +283,54 @@ pub async fn run_hooks(opts: &Opts, results: &mut Results) {
         "ratio": round2(on / off), "ratio_of": "with the publish hook / without",
     }));
 }
+
+/// `webhooks`: the ack ladder (1k connections) on SQLite (and PostgreSQL
+/// when `SWITCHBOARD_TEST_POSTGRES_URL` is set) without webhooks and with
+/// `--webhook-url` at a local receiver (a Node.js server answering 204,
+/// pinned beside the generator): each message then also writes its event
+/// to the outbox in its transaction, and the outbox is drained meanwhile.
+pub async fn run_webhooks(opts: &Opts, results: &mut Results) {
+    let port = crate::servers::free_port();
+    let script = format!(
+        "require('http').createServer((q,s)=>{{q.resume();q.on('end',()=>{{s.writeHead(204);s.end()}})}})\
+         .listen({port},'127.0.0.1',()=>console.log('receiver listening'))"
+    );
+    let mut receiver = crate::servers::pinned(Some("1"), "node")
+        .args(["-e", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node for the webhook receiver");
+    {
+        use std::io::BufRead;
+        let out = receiver.stdout.take().unwrap();
+        let _ = std::io::BufReader::new(out).lines().next();
+    }
+    let url = format!("http://127.0.0.1:{port}/events");
+    let dir = tempfile::tempdir().unwrap();
+    let mut stores = vec![(
+        "sqlite",
+        format!("sqlite://{}/chat.db", dir.path().display()),
+    )];
+    if let Ok(pg) = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL") {
+        stores.push(("postgres", pg));
+    }
+    for (store, db) in &stores {
+        let mut best = Vec::new();
+        for on in [false, true] {
+            let label = format!("switchboard-{store}{}", if on { "-webhooks" } else { "" });
+            let mut args = vec!["--database-url", db.as_str()];
+            if on {
+                args.extend(["--webhook-url", url.as_str()]);
+            }
+            let server = Server::start(Kind::Switchboard, &args);
+            best.push(ladder(&server, &label, opts, results, "webhooks").await);
+        }
+        results.summary(json!({
+            "figure": "highest_ack_rate", "store": store, "p99_limit_ms": opts.p99_limit_ms,
+            "without": best[0], "with_webhooks": best[1],
+            "ratio": round2(best[1] / best[0]), "ratio_of": "with webhooks / without",
+        }));
+    }
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+}

@@ -5,7 +5,7 @@
 //!   cargo bench --bench loadgen -- <scenario> [--servers switchboard,node,floor] [--quick]
 //!
 //! Scenarios: idle, fanout, ack, connect, chat, scale, scaleup, instructions,
-//! recovery, hooks, all. Each prints one JSON line per measurement and a ratio line, and writes
+//! recovery, hooks, webhooks, all. Each prints one JSON line per measurement and a ratio line, and writes
 //! benches/results/<scenario>.json when it ran in full (all its servers,
 //! default sizes, release build). The generator is a current-thread runtime
 //! pinned to CPU 1; servers are pinned to CPU 0. `fanout` and `scaleup`
@@ -35,7 +35,7 @@ use std::time::Duration;
 use report::Results;
 use servers::Kind;
 
-const USAGE: &str = "usage: loadgen <idle|fanout|ack|connect|chat|scale|scaleup|instructions|recovery|hooks|all> [--servers a,b] [--sizes n,n] [--generators n] [--quick]";
+const USAGE: &str = "usage: loadgen <idle|fanout|ack|connect|chat|scale|scaleup|instructions|recovery|hooks|webhooks|all> [--servers a,b] [--sizes n,n] [--generators n] [--quick]";
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -97,6 +97,7 @@ fn main() {
             "instructions",
             "recovery",
             "hooks",
+            "webhooks",
         ]
     } else {
         vec![scenario.as_str()]
@@ -282,6 +283,19 @@ async fn run(
                 p99_limit_ms: 10.0,
             };
             ack::run_hooks(&opts, &mut r).await;
+            r.save();
+        }
+        "webhooks" => {
+            let mut r = Results::new("webhooks", complete);
+            let opts = ack::Opts {
+                connections: 1000,
+                rates: [0.5, 1.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0, 20.0]
+                    .map(|k| k * 1000.0)
+                    .to_vec(),
+                step,
+                p99_limit_ms: 10.0,
+            };
+            ack::run_webhooks(&opts, &mut r).await;
             r.save();
         }
         "recovery" => {
