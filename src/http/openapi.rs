@@ -123,7 +123,7 @@ pub fn pretty_json() -> String {
 }
 
 /// The calls switchboard makes to the backend (OpenAPI 3.1 `webhooks`):
-/// the hooks of docs/http-api.md, "Hooks".
+/// webhook events and the hooks of docs/http-api.md.
 fn hooks() -> serde_json::Value {
     use serde_json::json;
     let verdict = |replace: bool| {
@@ -154,7 +154,30 @@ fn hooks() -> serde_json::Value {
         } })
     };
     let s = |t: &str| json!({ "type": t });
+    let event = json!({
+        "type": "object", "required": ["id", "type", "time", "data"],
+        "properties": {
+            "id": { "type": "string", "description": "a ULID, stable across retries: deduplicate on it" },
+            "type": { "type": "string", "enum": ["message.created", "member.joined", "member.left"] },
+            "time": { "type": "integer", "description": "epoch milliseconds" },
+            "data": { "type": "object", "description": "message.created: the stored message with namespace; member.*: { namespace, roomId, userId }" }
+        }
+    });
     json!({
+        "events": {
+            "post": {
+                "summary": "--webhook-url: what happened, in order, at least once",
+                "parameters": signed,
+                "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                    "type": "object", "required": ["events"],
+                    "properties": { "events": { "type": "array", "items": event } }
+                } } } },
+                "responses": {
+                    "2XX": { "description": "Taken: the events are removed from the outbox" },
+                    "default": { "description": "Anything else, or no answer within --webhook-timeout-ms: sent again after a backoff" }
+                }
+            }
+        },
         "joinHook": post(
             "--join-hook-url: may this user join this room?",
             json!({ "type": "object", "required": ["namespace", "userId", "roomId"],
