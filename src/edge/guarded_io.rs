@@ -319,6 +319,14 @@ impl GuardedIo {
     /// frames. Ready once it is out (or cannot be written).
     fn poll_send_close(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
+            if let Some(res) = self.poll_replacement(cx) {
+                if res.is_pending() && !self.grace_over(cx) {
+                    return Poll::Pending;
+                }
+                // Could not finish it: the connection ends without it.
+                self.replacement = Vec::new();
+                self.replacement_pos = 0;
+            }
             let Closing::Queued(frame, written) = &mut self.closing else {
                 return Poll::Ready(());
             };
@@ -572,6 +580,13 @@ impl AsyncWrite for GuardedIo {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         this.take_close_request();
+        // A replacement frame already counted as written goes out whole
+        // before anything else, a close frame included.
+        if !matches!(this.closing, Closing::Done)
+            && let Some(res) = this.poll_replacement(cx)
+        {
+            return res;
+        }
         match this.closing {
             Closing::Open => {}
             Closing::Queued(..) if this.write_frames.at_boundary() => {
@@ -594,9 +609,6 @@ impl AsyncWrite for GuardedIo {
         if let (Phase::Websocket, Closing::Open) = (&this.phase, &this.closing)
             && this.outgoing.is_some()
         {
-            if let Some(res) = this.poll_replacement(cx) {
-                return res;
-            }
             let at_boundary = this.write_frames.at_boundary();
             let to_boundary = this.write_frames.bytes_to_boundary();
             let upgraded = this.shared.sid.get().map(String::as_str);
@@ -653,6 +665,11 @@ impl AsyncWrite for GuardedIo {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        match this.poll_replacement(cx) {
+            Some(Poll::Pending) => return Poll::Pending,
+            Some(Poll::Ready(Err(e))) => return Poll::Ready(Err(e)),
+            _ => {}
+        }
         if let Closing::Queued(..) = this.closing
             && this.poll_send_close(cx).is_pending()
         {

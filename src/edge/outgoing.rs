@@ -115,7 +115,15 @@ impl Outgoing {
             return Plan::Write(self.ahead.min(buf.len()));
         }
         if let Some(plan) = self.stashed.take() {
-            return plan;
+            let consumed = match &plan {
+                Plan::Skip(n) | Plan::Replace { consumed: n, .. } => *n,
+                Plan::Write(n) => *n,
+            };
+            // The writer offers the same bytes again (tungstenite does); if
+            // it ever offered fewer, the decision is dropped, not misapplied.
+            if at_boundary && consumed <= buf.len() {
+                return plan;
+            }
         }
         if !at_boundary {
             // Finish the frame in flight; the next one is decided then.

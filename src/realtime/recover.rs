@@ -73,6 +73,9 @@ pub async fn begin<A: Adapter>(s: &SocketRef<A>, auth: Option<&serde_json::Value
     let _ = session.pid.set(pid);
     let _ = session.recovery_since.set(since_ms);
     if let Some(r) = restored {
+        for (room, _) in &r.rooms {
+            session.restoring(room, true);
+        }
         session.hold();
         let _ = session.push(s.clone(), Job::Recover(Box::new(r)));
     }
@@ -100,13 +103,19 @@ pub async fn restore<A: Adapter>(session: &Arc<Session<A>>, socket: &SocketRef<A
         // A token that no longer allows the room (auth:refresh narrowed
         // it, or a new token does) does not get it back.
         if !session.may_join(&room_id) {
+            session.restoring(&room_id, false);
             continue;
+        }
+        // Gone meanwhile: the rooms not entered yet stay in what is kept.
+        if !socket.connected() {
+            return;
         }
         let conv = Conversation::room(ns, &room_id);
         let mut pos = held.upto;
         for joined in [false, true] {
             if joined {
                 super::rooms::enter(session, socket, &room_id, super::rooms::Dialect::Room).await;
+                session.restoring(&room_id, false);
             }
             loop {
                 let batch = match ctx
@@ -141,7 +150,31 @@ pub async fn restore<A: Adapter>(session: &Arc<Session<A>>, socket: &SocketRef<A
             }
         }
     }
-    for m in &r.private {
+    // The private messages read when the claim was checked, then those
+    // stored until now: one stored after that read may have been broadcast
+    // before this socket could receive it. What the socket was sent already
+    // is left out at the edge.
+    let again = ctx
+        .store
+        .direct_since(
+            ns,
+            &session.identity.user_id,
+            r.since_ms,
+            recovery.max_replay + 1,
+        )
+        .await
+        .unwrap_or_default();
+    let mut private = r.private;
+    let read: std::collections::HashSet<String> = private.iter().map(|m| m.id.clone()).collect();
+    private.extend(again.into_iter().filter(|m| {
+        let tag = crate::recovery::direct_tag(
+            ns,
+            &m.sender_id,
+            m.to_user_id.as_deref().unwrap_or_default(),
+        );
+        !read.contains(&m.id) && !r.written.base.get(&tag).is_some_and(|h| h.has(m.seq))
+    }));
+    for m in &private {
         let Some(offset) = super::positions::offset_of(ctx, ns, m) else {
             continue;
         };
@@ -233,7 +266,7 @@ fn save<A: Adapter>(
     let body = SessionBody {
         user: session.identity.user_id.clone(),
         ns: socket.ns().to_string(),
-        rooms: session.joined_rooms(),
+        rooms: session.rooms_to_keep(),
         written,
         since_ms: session.recovery_since.get().copied().unwrap_or(0),
     };

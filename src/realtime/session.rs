@@ -92,6 +92,9 @@ pub struct Session<A: Adapter> {
     pub pid: std::sync::OnceLock<String>,
     /// When the session (the first socket with this pid) began.
     pub recovery_since: std::sync::OnceLock<u64>,
+    /// Rooms of a recovered session not entered yet (see `recover`): kept
+    /// with the session if the socket drops again before they are.
+    restoring: Mutex<BTreeSet<String>>,
     /// Why the server is ending this socket, once it is (see `closing`).
     closing: std::sync::OnceLock<&'static str>,
     /// When the closing socket last sent an event.
@@ -122,6 +125,7 @@ impl<A: Adapter> Session<A> {
             joined: Default::default(),
             rooms_claim: std::sync::RwLock::new(identity.rooms.clone()),
             closing: Default::default(),
+            restoring: Default::default(),
             pid: Default::default(),
             recovery_since: Default::default(),
             last_event: Default::default(),
@@ -213,6 +217,27 @@ impl<A: Adapter> Session<A> {
             .lock()
             .map(|mut rooms| rooms.remove(room_id))
             .unwrap_or(false)
+    }
+
+    /// Notes a recovered room as still to enter (`true`) or done with.
+    pub fn restoring(&self, room_id: &str, pending: bool) {
+        if let Ok(mut rooms) = self.restoring.lock() {
+            if pending {
+                rooms.insert(room_id.to_string());
+            } else {
+                rooms.remove(room_id);
+            }
+        }
+    }
+
+    /// The rooms a kept session holds: those joined and those of a
+    /// recovery not entered yet.
+    pub fn rooms_to_keep(&self) -> Vec<String> {
+        let mut rooms: BTreeSet<String> = self.joined.lock().map(|r| r.clone()).unwrap_or_default();
+        if let Ok(pending) = self.restoring.lock() {
+            rooms.extend(pending.iter().cloned());
+        }
+        rooms.into_iter().collect()
     }
 
     /// Forgets every client room, returning them (the socket is gone).

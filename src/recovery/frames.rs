@@ -52,8 +52,10 @@ impl Frames {
     /// A socket is about to be connected: its CONNECT reply gets `pid`, and
     /// it starts from `written`.
     pub fn register(&self, sid: &str, nsp: &str, pid: String, written: Written) {
-        let sockets = self.by_sid.entry(sid.to_string()).or_default().clone();
-        let mut sockets = sockets.lock().unwrap_or_else(|p| p.into_inner());
+        // Inserted while the entry is held: a `take` of another namespace
+        // of this session cannot remove the map in between.
+        let entry = self.by_sid.entry(sid.to_string()).or_default();
+        let mut sockets = entry.lock().unwrap_or_else(|p| p.into_inner());
         sockets.insert(
             nsp.to_string(),
             SocketFrames {
@@ -217,13 +219,13 @@ mod tests {
         let f = Frames::default();
         f.register("S", "/", "P".into(), Written::default());
         let o = Offset::new("/", "r", 5).encode();
-        let body = format!("40{{\"sid\":\"S\"}}\x1e42[\"chat:message\",1,\"{o}\"]\x1e2");
+        let body = format!("40{{\"sid\":\"S\"}}\x1e42[\"chat:message\",{{}},\"{o}\"]\x1e2");
         let out = polling_body(&f, "S", body.as_bytes()).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            format!("40{{\"sid\":\"S\",\"pid\":\"P\"}}\x1e42[\"chat:message\",1,\"{o}\"]\x1e2")
+            format!("40{{\"sid\":\"S\",\"pid\":\"P\"}}\x1e42[\"chat:message\",{{}},\"{o}\"]\x1e2")
         );
-        let only = format!("42[\"chat:message\",1,\"{o}\"]");
+        let only = format!("42[\"chat:message\",{{}},\"{o}\"]");
         assert_eq!(polling_body(&f, "S", only.as_bytes()).unwrap(), b"6");
         assert_eq!(polling_body(&f, "S", b"2"), None);
     }

@@ -274,6 +274,15 @@ impl Recovery {
         };
         private.retain(|m| !positions.get(&tag(m)).is_some_and(|h| h.has(m.seq)));
         private.sort_by_key(|m| (tag(m), m.seq));
+        // A conversation first met in this replay starts below its first
+        // replayed message: a live one that overtakes the replay must not
+        // make the replayed ones count as held.
+        let mut positions = positions;
+        for m in &private {
+            positions
+                .entry(tag(m))
+                .or_insert_with(|| Held::at(m.seq.saturating_sub(1)));
+        }
         Ok(Restored {
             rooms,
             private,

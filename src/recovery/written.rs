@@ -46,9 +46,13 @@ impl Held {
 
     /// Adds seqs `first..=last`; false when too many are held past a gap.
     fn add(&mut self, first: u64, last: u64) -> bool {
-        if first <= self.upto + 1 {
+        if first <= self.upto.saturating_add(1) {
             self.upto = self.upto.max(last);
         } else {
+            // A run far past the gap cannot be held seq by seq.
+            if last - first > MAX_ABOVE as u64 {
+                return false;
+            }
             for seq in first..=last {
                 if self.above.len() > MAX_ABOVE {
                     return false;
@@ -59,7 +63,11 @@ impl Held {
             }
         }
         self.above.retain(|&s| s > self.upto);
-        while let Some(i) = self.above.iter().position(|&s| s == self.upto + 1) {
+        while let Some(i) = self
+            .above
+            .iter()
+            .position(|&s| Some(s) == self.upto.checked_add(1))
+        {
             self.upto += 1;
             self.above.swap_remove(i);
         }
@@ -288,6 +296,22 @@ mod tests {
         w.record(o(1, 13));
         assert!(w.seen(&o(1, 10)) && w.seen(&o(1, 13)));
         assert!(!w.seen(&o(1, 11)) && !w.seen(&o(2, 101)) && !w.seen(&o(9, 1)));
+    }
+
+    #[test]
+    fn forged_huge_seqs_do_not_overflow() {
+        let mut w = socket();
+        w.record(o(1, u64::MAX - 1));
+        w.record(o(1, u64::MAX));
+        w.record(o(2, 101));
+        // Held past a gap, or refused: never a panic, never "everything held".
+        if let Some(h) = w.holds(Some(o(2, 101))) {
+            assert!(!h[&1].has(11));
+        }
+        let mut r = Written::resumed(Positions::new(), None);
+        r.base.insert(1, Held::at(u64::MAX));
+        r.record(o(1, u64::MAX));
+        assert_eq!(r.holds(Some(o(1, u64::MAX))).unwrap()[&1].upto, u64::MAX);
     }
 
     #[test]
