@@ -8,21 +8,13 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
-import { createHmac, timingSafeEqual } from "node:crypto";
 import { io } from "socket.io-client";
-import { startServer, token, next } from "./server.mjs";
+import { startServer, token, next, metric, signatureValid } from "./server.mjs";
 
 const SECRET = "hooks-test-secret";
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const verified = (header, body, secret = SECRET) => signatureValid(header, body, secret);
 
-/** Verifies `t=…,v1=…` over the raw body, as a backend would (within 5 min). */
-function verified(header, body, secret = SECRET) {
-  const m = /^t=(\d+),v1=([0-9a-f]{64})$/.exec(header ?? "");
-  if (!m) return false;
-  if (Math.abs(Date.now() / 1000 - Number(m[1])) > 300) return false;
-  const want = createHmac("sha256", secret).update(`${m[1]}.${body}`).digest();
-  return timingSafeEqual(want, Buffer.from(m[2], "hex"));
-}
 
 /** The backend: `behave(path, json)` returns [status, answer] or a raw string. */
 async function backend(behave) {
@@ -45,11 +37,6 @@ async function backend(behave) {
   return { url, calls, close: () => new Promise((r) => { srv.closeAllConnections(); srv.close(r); }) };
 }
 
-async function metric(url, sample) {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  for (const line of text.split("\n")) if (line.startsWith(`${sample} `)) return Number(line.slice(sample.length + 1));
-  return 0;
-}
 
 const sockets = [];
 async function connected(url, sub, opts = {}) {

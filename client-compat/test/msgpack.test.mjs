@@ -5,22 +5,13 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { io } from "socket.io-client";
 import parser from "socket.io-msgpack-parser";
-import { startServer, token, next, none, firstOf } from "./server.mjs";
+import { startServer, token, next, none, firstOf, metric } from "./server.mjs";
 
 const MODES = {
   "websocket only": { transports: ["websocket"] },
   "polling only": { transports: ["polling"] },
   "default transports (polling + upgrade)": {},
 };
-
-/** The value of one Prometheus sample on the server's /metrics (0 when absent). */
-async function metric(url, sample) {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  for (const line of text.split("\n")) {
-    if (line.startsWith(`${sample} `)) return Number(line.slice(sample.length + 1));
-  }
-  return 0;
-}
 
 const SUCCESS_ACKS = 'switchboard_acks_total{outcome="success"}';
 

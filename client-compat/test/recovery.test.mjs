@@ -8,11 +8,9 @@
 // another user's pid or garbage.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { readdirSync } from "node:fs";
 import { io } from "socket.io-client";
 import parser from "socket.io-msgpack-parser";
-import { startServer, token, next, tempDb, freePort } from "./server.mjs";
+import { startServer, token, next, tempDb, freePort, metric, freshPgDatabase } from "./server.mjs";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const RUN = `${process.pid}-${Date.now()}`;
@@ -22,13 +20,6 @@ const PG = process.env.SWITCHBOARD_TEST_POSTGRES_URL;
 const CI = process.env.CI === "true";
 const SLOW_SENDS = 3000;
 
-async function metric(url, sample) {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  for (const line of text.split("\n")) {
-    if (line.startsWith(`${sample} `)) return Number(line.slice(sample.length + 1));
-  }
-  return 0;
-}
 
 const sockets = [];
 function closeAll() {
@@ -405,32 +396,18 @@ describe("recovery on another node (PostgreSQL + Redis)", { skip: clusterSkip },
   }
 });
 
-/** psql on PATH, or the one beside the PostgreSQL that scripts/services.sh runs. */
-function psql() {
-  try {
-    execFileSync("psql", ["--version"]);
-    return "psql";
-  } catch {
-    const versions = readdirSync("/usr/lib/postgresql").sort((a, b) => Number(a) - Number(b));
-    return `/usr/lib/postgresql/${versions.at(-1)}/bin/psql`;
-  }
-}
 
 describe("recovery when the store is gone (PostgreSQL)", { skip: PG ? false : CI ? false : "set SWITCHBOARD_TEST_POSTGRES_URL (scripts/services.sh does)" }, () => {
   it("a client whose session cannot be read gets a fresh, working session", async () => {
     assert.ok(PG, "CI=true, but SWITCHBOARD_TEST_POSTGRES_URL is not set");
-    const name = `recovery_gone_${process.pid}_${Date.now()}`;
-    const sql = (q) => execFileSync(psql(), [PG, "-v", "ON_ERROR_STOP=1", "-qc", q]);
-    sql(`CREATE DATABASE ${name}`);
-    const url = new URL(PG);
-    url.pathname = `/${name}`;
-    const srv = await startServer(undefined, url.toString(), NO_LIMITS);
+    const db = freshPgDatabase(PG, "recovery_gone");
+    const srv = await startServer(undefined, db.url, NO_LIMITS);
     try {
       const alice = await joined(client(srv.url, "alice"), "gone");
       alice.io._reconnection = false;
       await drop(alice);
       await sleep(300); // her session is written
-      sql(`DROP DATABASE ${name} WITH (FORCE)`);
+      db.drop();
       alice.io._reconnection = true;
       alice.connect();
       await next(alice, "connect");
@@ -444,7 +421,7 @@ describe("recovery when the store is gone (PostgreSQL)", { skip: PG ? false : CI
       closeAll();
       await srv.stop();
       try {
-        sql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+        db.drop();
       } catch {}
     }
   });

@@ -2,8 +2,8 @@
 // `token` subcommand (so that path is exercised too).
 import { spawn, execFileSync } from "node:child_process";
 import { createServer } from "node:net";
-import { createHmac } from "node:crypto";
-import { mkdtempSync } from "node:fs";
+import { createHmac, timingSafeEqual } from "node:crypto";
+import { mkdtempSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
@@ -129,4 +129,48 @@ export function signHs256(claims, secret = SECRET) {
   const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64(claims)}`;
   const sig = createHmac("sha256", secret).update(body).digest("base64url");
   return `${body}.${sig}`;
+}
+
+/** The value of one Prometheus sample on the server's /metrics (0 when absent). */
+export async function metric(url, sample) {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  for (const line of text.split("\n")) {
+    if (line.startsWith(`${sample} `)) return Number(line.slice(sample.length + 1));
+  }
+  return 0;
+}
+
+/**
+ * Checks `X-Switchboard-Signature: t=…,v1=…` over the raw body as a backend
+ * would (HMAC-SHA256 of "<t>.<body>", `t` within 5 minutes).
+ */
+export function signatureValid(header, body, secret) {
+  const m = /^t=(\d+),v1=([0-9a-f]{64})$/.exec(header ?? "");
+  if (!m || Math.abs(Date.now() / 1000 - Number(m[1])) > 300) return false;
+  const want = createHmac("sha256", secret).update(`${m[1]}.${body}`).digest();
+  return timingSafeEqual(want, Buffer.from(m[2], "hex"));
+}
+
+/** psql on PATH, or the one beside the PostgreSQL that scripts/services.sh runs. */
+function psql() {
+  try {
+    execFileSync("psql", ["--version"]);
+    return "psql";
+  } catch {
+    const versions = readdirSync("/usr/lib/postgresql").sort((a, b) => Number(a) - Number(b));
+    return `/usr/lib/postgresql/${versions.at(-1)}/bin/psql`;
+  }
+}
+
+/**
+ * A fresh database on the PostgreSQL of `adminUrl` (a test that must not see
+ * other tests' rows): its URL, and `drop()` (forcing out connections).
+ */
+export function freshPgDatabase(adminUrl, prefix) {
+  const name = `${prefix}_${process.pid}_${Date.now()}`;
+  const sql = (q) => execFileSync(psql(), [adminUrl, "-v", "ON_ERROR_STOP=1", "-qc", q]);
+  sql(`CREATE DATABASE ${name}`);
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return { url: url.toString(), drop: () => sql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
 }

@@ -7,23 +7,15 @@
 import { describe, it, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
-import { createHmac, timingSafeEqual } from "node:crypto";
-import { execFileSync } from "node:child_process";
-import { readdirSync } from "node:fs";
 import { io } from "socket.io-client";
-import { startServer, token, next, tempDb, freePort } from "./server.mjs";
+import { startServer, token, next, tempDb, freePort, freshPgDatabase, signatureValid } from "./server.mjs";
 
 const SECRET = "webhook-test-secret";
 const PG = process.env.SWITCHBOARD_TEST_POSTGRES_URL;
 const CI = process.env.CI === "true";
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const verified = (header, body, secret = SECRET) => signatureValid(header, body, secret);
 
-function verified(header, body, secret = SECRET) {
-  const m = /^t=(\d+),v1=([0-9a-f]{64})$/.exec(header ?? "");
-  if (!m || Math.abs(Date.now() / 1000 - Number(m[1])) > 300) return false;
-  const want = createHmac("sha256", secret).update(`${m[1]}.${body}`).digest();
-  return timingSafeEqual(want, Buffer.from(m[2], "hex"));
-}
 
 /** A receiver on `port` (or a free one); `fail` answers 500 while it returns true. */
 async function receiver(port = 0, fail = () => false) {
@@ -145,26 +137,13 @@ describe("webhooks", () => {
   });
 });
 
-function psql() {
-  try {
-    execFileSync("psql", ["--version"]);
-    return "psql";
-  } catch {
-    const versions = readdirSync("/usr/lib/postgresql").sort((a, b) => Number(a) - Number(b));
-    return `/usr/lib/postgresql/${versions.at(-1)}/bin/psql`;
-  }
-}
 
 describe("webhooks from two nodes (PostgreSQL)", { skip: PG ? false : CI ? false : "set SWITCHBOARD_TEST_POSTGRES_URL (scripts/services.sh does)" }, () => {
   it("each event is delivered once", async () => {
     assert.ok(PG, "CI=true, but SWITCHBOARD_TEST_POSTGRES_URL is not set");
-    const name = `webhooks_${process.pid}_${Date.now()}`;
-    const sql = (q) => execFileSync(psql(), [PG, "-v", "ON_ERROR_STOP=1", "-qc", q]);
-    sql(`CREATE DATABASE ${name}`);
-    const url = new URL(PG);
-    url.pathname = `/${name}`;
+    const db = freshPgDatabase(PG, "webhooks");
     const rx = await receiver();
-    const nodes = [await startServer(undefined, url.toString(), flags(rx.url)), await startServer(undefined, url.toString(), flags(rx.url))];
+    const nodes = [await startServer(undefined, db.url, flags(rx.url)), await startServer(undefined, db.url, flags(rx.url))];
     try {
       const a = await connected(nodes[0].url, "alice");
       const b = await connected(nodes[1].url, "bob");
@@ -184,7 +163,7 @@ describe("webhooks from two nodes (PostgreSQL)", { skip: PG ? false : CI ? false
       await Promise.all(nodes.map((n) => n.stop()));
       await rx.close();
       try {
-        sql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+        db.drop();
       } catch {}
     }
   });

@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use crate::edge::ws_frames::{header_size, payload_len};
 use crate::recovery::frames::{Action, Encoding, Frames};
 
 /// What to do with the start of the buffer the writer offers.
@@ -35,40 +36,30 @@ pub struct Outgoing {
     stashed: Option<Plan>,
 }
 
-/// A complete, final, unmasked text or binary frame at the start of `buf`:
-/// (header length, payload length, opcode).
-pub fn complete_frame(buf: &[u8]) -> Option<(usize, usize, u8)> {
-    let b0 = *buf.first()?;
+/// The frame header complete at the start of `buf`: (header length,
+/// payload length, opcode, masked).
+fn header(buf: &[u8]) -> Option<(usize, usize, u8, bool)> {
     let b1 = *buf.get(1)?;
-    let opcode = b0 & 0x0f;
-    if b1 & 0x80 != 0 {
+    let h = buf.get(..header_size(b1))?;
+    let plen = usize::try_from(payload_len(h)).ok()?;
+    Some((h.len(), plen, h[0] & 0x0f, b1 & 0x80 != 0))
+}
+
+/// A complete unmasked frame at the start of `buf`: (header length,
+/// payload length, opcode).
+pub fn complete_frame(buf: &[u8]) -> Option<(usize, usize, u8)> {
+    let (hlen, plen, opcode, masked) = header(buf)?;
+    if masked {
         return None;
     }
-    let (hlen, plen): (usize, usize) = match b1 & 0x7f {
-        126 => (4, u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize),
-        127 => {
-            let b: [u8; 8] = buf.get(2..10)?.try_into().ok()?;
-            (10, usize::try_from(u64::from_be_bytes(b)).ok()?)
-        }
-        n => (2, n as usize),
-    };
     buf.get(hlen..hlen.checked_add(plen)?)?;
     Some((hlen, plen, opcode))
 }
 
 /// Any frame's total length, when its header is complete in `buf`.
 fn frame_len(buf: &[u8]) -> Option<usize> {
-    let b1 = *buf.get(1)?;
-    let mask = if b1 & 0x80 != 0 { 4 } else { 0 };
-    let (hlen, plen): (usize, usize) = match b1 & 0x7f {
-        126 => (4, u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize),
-        127 => {
-            let b: [u8; 8] = buf.get(2..10)?.try_into().ok()?;
-            (10, usize::try_from(u64::from_be_bytes(b)).ok()?)
-        }
-        n => (2, n as usize),
-    };
-    (hlen + mask).checked_add(plen)
+    let (hlen, plen, _, _) = header(buf)?;
+    hlen.checked_add(plen)
 }
 
 /// A final unmasked frame carrying `payload`.

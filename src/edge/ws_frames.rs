@@ -108,6 +108,15 @@ pub(crate) fn header_size(b1: u8) -> usize {
     2 + ext + masked
 }
 
+/// The payload length a complete frame header announces.
+pub(crate) fn payload_len(h: &[u8]) -> u64 {
+    match h[1] & 0x7f {
+        126 => u64::from(u16::from_be_bytes([h[2], h[3]])),
+        127 => u64::from_be_bytes([h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9]]),
+        n => u64::from(n),
+    }
+}
+
 /// The possible keys of a msgpack ack packet (`socket.io-msgpack-parser`'s
 /// encoding, as socketioxide writes it: `{type: 3, nsp, data, id}`), from
 /// the first bytes of the payload (`prefix`), its last bytes (`tail`, up to
@@ -376,11 +385,7 @@ impl FrameTracker {
     fn take_header(&mut self) -> (u8, u64) {
         let h = &self.header;
         let opcode = h[0] & 0x0f;
-        let len = match h[1] & 0x7f {
-            126 => u64::from(u16::from_be_bytes([h[2], h[3]])),
-            127 => u64::from_be_bytes([h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9]]),
-            n => u64::from(n),
-        };
+        let len = payload_len(h);
         self.header_len = 0;
         (opcode, len)
     }

@@ -19,6 +19,16 @@ pub enum Packet<'a> {
     Other,
 }
 
+/// The events that end with an offset.
+pub const RECOVERABLE: [&str; 2] = ["chat:message", "private:message"];
+
+/// How their arguments start in a text packet (checked for every frame
+/// written: no allocation).
+const TEXT_STARTS: [&[u8]; 2] = [b"[\"chat:message\",{", b"[\"private:message\",{"];
+
+/// Their names as msgpack fixstr.
+const MSGPACK_NAMES: [&[u8]; 2] = [b"\xacchat:message", b"\xafprivate:message"];
+
 /// `/nsp,` after the packet type, or `/`; and where the rest starts.
 fn text_nsp(p: &[u8]) -> Option<(&str, usize)> {
     if p.get(2) != Some(&b'/') {
@@ -47,9 +57,15 @@ pub fn classify_text(p: &[u8]) -> Packet<'_> {
             _ => Packet::Other,
         },
         [b'4', b'2', ..] if p.ends_with(b"\"]") => {
-            let Some((nsp, _)) = text_nsp(p) else {
+            let Some((nsp, rest)) = text_nsp(p) else {
                 return Packet::Other;
             };
+            // Only the events that carry offsets, without an ack id: their
+            // last argument is the offset, after the message object (a
+            // string inside it cannot end the packet).
+            if !TEXT_STARTS.iter().any(|e| p[rest..].starts_with(e)) {
+                return Packet::Other;
+            }
             // `,"<offset>"]` at the very end.
             let end = p.len() - 2;
             let from = end.saturating_sub(offset::MAX_LEN + 1);
@@ -81,7 +97,7 @@ pub fn connect_with_pid_text(p: &[u8], pid: &str) -> Vec<u8> {
 
 /// socketioxide's msgpack packets start `{type: n, nsp: "…"`, then `data`
 /// (and `id` for acks). Returns the type, the namespace, the map's length.
-fn msgpack_head(p: &[u8]) -> Option<(u8, &str, u8)> {
+fn msgpack_head(p: &[u8]) -> Option<(u8, &str, u8, usize)> {
     let len = match p.first()? {
         m @ 0x82..=0x84 => m - 0x80,
         _ => return None,
@@ -98,14 +114,26 @@ fn msgpack_head(p: &[u8]) -> Option<(u8, &str, u8)> {
         _ => return None,
     };
     let nsp = std::str::from_utf8(rest.get(..n)?).ok()?;
-    Some((kind, nsp, len))
+    let end = p.len() - rest.len() + n;
+    Some((kind, nsp, len, end))
+}
+
+/// Whether the msgpack `data` starting at `p[at..]` is `[<recoverable
+/// event>, <map>, <str>]`: three arguments, a message object in the middle.
+fn msgpack_recoverable(p: &[u8], at: usize) -> bool {
+    let Some(rest) = p.get(at..).and_then(|r| r.strip_prefix(b"\xa4data\x93")) else {
+        return false;
+    };
+    MSGPACK_NAMES.iter().any(|name| {
+        rest.starts_with(name) && matches!(rest.get(name.len()), Some(0x80..=0x8f | 0xde | 0xdf))
+    })
 }
 
 pub fn classify_msgpack(p: &[u8]) -> Packet<'_> {
     match msgpack_head(p) {
-        Some((0, nsp, 3)) => Packet::Connect(nsp),
+        Some((0, nsp, 3, _)) => Packet::Connect(nsp),
         // No ack id: `data` is last, and so is its last argument.
-        Some((2, nsp, 3)) => {
+        Some((2, nsp, 3, at)) if msgpack_recoverable(p, at) => {
             for n in offset::MIN_LEN..=offset::MAX_LEN {
                 let Some(start) = p.len().checked_sub(n) else {
                     break;
@@ -148,7 +176,7 @@ mod tests {
         let o = off().encode();
         let ev = format!(r#"42["chat:message",{{"content":"a\"]"}},"{o}"]"#);
         assert_eq!(classify_text(ev.as_bytes()), Packet::Event("/", off()));
-        let ev = format!(r#"42/t-1,["chat:message",{{}},"{o}"]"#);
+        let ev = format!(r#"42/t-1,["private:message",{{}},"{o}"]"#);
         assert_eq!(classify_text(ev.as_bytes()), Packet::Event("/t-1", off()));
         // Not an offset: an event whose last argument is another string,
         // an ack, a string that is the whole first argument.
@@ -157,6 +185,11 @@ mod tests {
             format!(r#"43["{o}"]"#),
             format!(r#"42["{o}"]"#),
             format!(r#"42["x","z{o}"]"#),
+            // Other events never carry offsets, whatever their last string.
+            format!(r#"42["typing:user",{{"username":"x"}},"{o}"]"#),
+            format!(r#"42["room:user-joined","{o}"]"#),
+            // An ack id before the arguments.
+            format!(r#"425["chat:message",{{}},"{o}"]"#),
         ] {
             assert_eq!(classify_text(p.as_bytes()), Packet::Other, "{p}");
         }
@@ -171,6 +204,16 @@ mod tests {
             Packet::Other,
             "connect_error"
         );
+    }
+
+    #[test]
+    fn the_byte_forms_name_the_recoverable_events() {
+        for (i, e) in RECOVERABLE.iter().enumerate() {
+            assert_eq!(TEXT_STARTS[i], format!("[\"{e}\",{{").as_bytes());
+            let mut name = vec![0xa0 | e.len() as u8];
+            name.extend_from_slice(e.as_bytes());
+            assert_eq!(MSGPACK_NAMES[i], &name[..]);
+        }
     }
 
     #[test]
@@ -214,12 +257,37 @@ mod tests {
             seq: u64::MAX,
         };
         let ns = "/a-namespace-name-longer-than-31-bytes";
-        let ev = msgpack(2, ns, serde_json::json!(["m", long.encode()]), None);
+        let ev = msgpack(
+            2,
+            ns,
+            serde_json::json!(["private:message", {}, long.encode()]),
+            None,
+        );
         assert_eq!(classify_msgpack(&ev), Packet::Event(ns, long));
-        let ack = msgpack(2, "/", serde_json::json!(["m", o.encode()]), Some(3));
+        let ack = msgpack(
+            2,
+            "/",
+            serde_json::json!(["chat:message", {}, o.encode()]),
+            Some(3),
+        );
         assert_eq!(classify_msgpack(&ack), Packet::Other);
-        let other = msgpack(2, "/", serde_json::json!(["m", "x"]), None);
+        let other = msgpack(2, "/", serde_json::json!(["chat:message", {}, "x"]), None);
         assert_eq!(classify_msgpack(&other), Packet::Other);
+        // A user's name that looks like an offset, at the end of another event.
+        let typing = msgpack(
+            2,
+            "/",
+            serde_json::json!(["typing:user", {"username": o.encode()}]),
+            None,
+        );
+        assert_eq!(classify_msgpack(&typing), Packet::Other);
+        let two = msgpack(
+            2,
+            "/",
+            serde_json::json!(["chat:message", o.encode()]),
+            None,
+        );
+        assert_eq!(classify_msgpack(&two), Packet::Other);
         let c = msgpack(0, "/", serde_json::json!({"sid": "S"}), None);
         assert_eq!(classify_msgpack(&c), Packet::Connect("/"));
         let with = connect_with_pid_msgpack(&c, "P").unwrap();

@@ -31,11 +31,14 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn append_now(&self, msg: NewMessage) -> Result<Appended, StoreError> {
-        let mut inner = self
-            .inner
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, StoreError> {
+        self.inner
             .lock()
-            .map_err(|_| StoreError::Internal("poisoned lock".into()))?;
+            .map_err(|_| StoreError::Internal("poisoned lock".into()))
+    }
+
+    fn append_now(&self, msg: NewMessage) -> Result<Appended, StoreError> {
+        let mut inner = self.lock()?;
         let dedup_key = msg.client_msg_id.as_ref().map(|c| {
             (
                 msg.conversation.namespace.clone(),
@@ -94,10 +97,7 @@ impl MessageStore for MemoryStore {
         page: Page,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
-        let inner = self
-            .inner
-            .lock()
-            .map_err(|_| StoreError::Internal("poisoned lock".into()))?;
+        let inner = self.lock()?;
         let Some(list) = inner.conversations.get(conversation) else {
             return Ok(Vec::new());
         };
@@ -128,10 +128,7 @@ impl MessageStore for MemoryStore {
         since_ms: u64,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
-        let inner = self
-            .inner
-            .lock()
-            .map_err(|_| StoreError::Internal("poisoned lock".into()))?;
+        let inner = self.lock()?;
         let mut out: Vec<Message> = inner
             .conversations
             .iter()
@@ -153,10 +150,7 @@ impl MessageStore for MemoryStore {
     }
 
     async fn outbox_push(&self, events: &[super::OutboxEvent]) -> Result<(), StoreError> {
-        let mut inner = self
-            .inner
-            .lock()
-            .map_err(|_| StoreError::Internal("poisoned lock".into()))?;
+        let mut inner = self.lock()?;
         let outbox = inner.outbox.get_or_insert_with(Default::default);
         for e in events {
             outbox.insert(e.id.clone(), e.clone());
@@ -165,10 +159,7 @@ impl MessageStore for MemoryStore {
     }
 
     async fn outbox_next(&self, limit: usize) -> Result<Vec<super::OutboxEvent>, StoreError> {
-        let inner = self
-            .inner
-            .lock()
-            .map_err(|_| StoreError::Internal("poisoned lock".into()))?;
+        let inner = self.lock()?;
         Ok(inner
             .outbox
             .iter()
@@ -179,10 +170,7 @@ impl MessageStore for MemoryStore {
     }
 
     async fn outbox_done(&self, ids: &[String]) -> Result<(), StoreError> {
-        let mut inner = self
-            .inner
-            .lock()
-            .map_err(|_| StoreError::Internal("poisoned lock".into()))?;
+        let mut inner = self.lock()?;
         if let Some(o) = &mut inner.outbox {
             for id in ids {
                 o.remove(id);
@@ -192,10 +180,7 @@ impl MessageStore for MemoryStore {
     }
 
     async fn outbox_trim(&self, before_ms: u64, max_rows: u64) -> Result<(u64, u64), StoreError> {
-        let mut inner = self
-            .inner
-            .lock()
-            .map_err(|_| StoreError::Internal("poisoned lock".into()))?;
+        let mut inner = self.lock()?;
         let Some(o) = &mut inner.outbox else {
             return Ok((0, 0));
         };
@@ -208,10 +193,7 @@ impl MessageStore for MemoryStore {
     }
 
     async fn lease(&self, holder: &str, now_ms: u64, until_ms: u64) -> Result<bool, StoreError> {
-        let mut inner = self
-            .inner
-            .lock()
-            .map_err(|_| StoreError::Internal("poisoned lock".into()))?;
+        let mut inner = self.lock()?;
         match &inner.lease {
             Some((h, until)) if h != holder && *until >= now_ms => Ok(false),
             _ => {
@@ -227,10 +209,7 @@ impl MessageStore for MemoryStore {
         forget: &[String],
         per_user: usize,
     ) -> Result<(), StoreError> {
-        let mut inner = self
-            .inner
-            .lock()
-            .map_err(|_| StoreError::Internal("poisoned lock".into()))?;
+        let mut inner = self.lock()?;
         for pid in forget {
             inner.sessions.remove(pid);
         }
@@ -257,10 +236,7 @@ impl MessageStore for MemoryStore {
         pid: &str,
         now_ms: u64,
     ) -> Result<Option<super::SavedSession>, StoreError> {
-        let inner = self
-            .inner
-            .lock()
-            .map_err(|_| StoreError::Internal("poisoned lock".into()))?;
+        let inner = self.lock()?;
         Ok(inner
             .sessions
             .get(pid)
@@ -269,10 +245,7 @@ impl MessageStore for MemoryStore {
     }
 
     async fn sweep_sessions(&self, now_ms: u64) -> Result<u64, StoreError> {
-        let mut inner = self
-            .inner
-            .lock()
-            .map_err(|_| StoreError::Internal("poisoned lock".into()))?;
+        let mut inner = self.lock()?;
         inner.sessions.retain(|_, s| s.expires_ms > now_ms);
         Ok(inner.sessions.len() as u64)
     }

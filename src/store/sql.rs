@@ -229,6 +229,16 @@ impl SqlStore {
     }
 }
 
+impl SqlStore {
+    /// Held by a write transaction on SQLite (see `sqlite_writes`).
+    async fn serial(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.backend {
+            Backend::Sqlite => Some(self.sqlite_writes.lock().await),
+            Backend::Postgres => None,
+        }
+    }
+}
+
 /// Copies the SQLite WAL back into the database file in the background
 /// (PASSIVE: never blocks the writer), so the WAL stays small.
 async fn checkpointer(pool: AnyPool) {
@@ -702,10 +712,7 @@ impl MessageStore for SqlStore {
     }
 
     async fn outbox_push(&self, events: &[super::OutboxEvent]) -> Result<(), StoreError> {
-        let _serial = match self.backend {
-            Backend::Sqlite => Some(self.sqlite_writes.lock().await),
-            Backend::Postgres => None,
-        };
+        let _serial = self.serial().await;
         let mut tx = self.pool.begin().await.map_err(classify)?;
         insert_events(&mut tx, self.backend, events)
             .await
@@ -735,10 +742,7 @@ impl MessageStore for SqlStore {
     }
 
     async fn outbox_done(&self, ids: &[String]) -> Result<(), StoreError> {
-        let _serial = match self.backend {
-            Backend::Sqlite => Some(self.sqlite_writes.lock().await),
-            Backend::Postgres => None,
-        };
+        let _serial = self.serial().await;
         for chunk in ids.chunks(ROWS_PER_INSERT) {
             let marks: Vec<String> = (1..=chunk.len())
                 .map(|n| self.backend.placeholder(n))
@@ -757,10 +761,7 @@ impl MessageStore for SqlStore {
     }
 
     async fn outbox_trim(&self, before_ms: u64, max_rows: u64) -> Result<(u64, u64), StoreError> {
-        let _serial = match self.backend {
-            Backend::Sqlite => Some(self.sqlite_writes.lock().await),
-            Backend::Postgres => None,
-        };
+        let _serial = self.serial().await;
         let p = |n| self.backend.placeholder(n);
         let old = sqlx::query(&format!(
             "DELETE FROM webhook_outbox WHERE created_ms < {}",
@@ -794,10 +795,7 @@ impl MessageStore for SqlStore {
     }
 
     async fn lease(&self, holder: &str, now_ms: u64, until_ms: u64) -> Result<bool, StoreError> {
-        let _serial = match self.backend {
-            Backend::Sqlite => Some(self.sqlite_writes.lock().await),
-            Backend::Postgres => None,
-        };
+        let _serial = self.serial().await;
         let p = |n| self.backend.placeholder(n);
         let (now, until) = (now_ms as i64, until_ms as i64);
         let taken = sqlx::query(&format!(
@@ -840,10 +838,7 @@ impl MessageStore for SqlStore {
         forget: &[String],
         per_user: usize,
     ) -> Result<(), StoreError> {
-        let _serial = match self.backend {
-            Backend::Sqlite => Some(self.sqlite_writes.lock().await),
-            Backend::Postgres => None,
-        };
+        let _serial = self.serial().await;
         let p = |n| self.backend.placeholder(n);
         let mut tx = self.pool.begin().await.map_err(classify)?;
         for pid in forget {
@@ -931,10 +926,7 @@ impl MessageStore for SqlStore {
 
     async fn sweep_sessions(&self, now_ms: u64) -> Result<u64, StoreError> {
         {
-            let _serial = match self.backend {
-                Backend::Sqlite => Some(self.sqlite_writes.lock().await),
-                Backend::Postgres => None,
-            };
+            let _serial = self.serial().await;
             sqlx::query(&format!(
                 "DELETE FROM recovery_sessions WHERE expires_ms <= {}",
                 self.backend.placeholder(1)
