@@ -341,10 +341,13 @@ describe("recovery across restarts (same SQLite file)", () => {
       await send(bob, "g", 2);
       await holds(alice, "g", 2);
       const down = [next(alice, "disconnect"), next(bob, "disconnect")];
+      // Listened for before the restart: a client retrying every 100-300 ms
+      // can be back before startServer has seen /healthz answer.
+      const back = [next(alice, "connect", 20000), next(bob, "connect", 20000)];
       await srv.stop();
       await Promise.all(down);
       srv = await startServer(port, db, NO_LIMITS);
-      await Promise.all([next(alice, "connect", 10000), next(bob, "connect", 10000)]);
+      await Promise.all(back);
       assert.equal(alice.recovered, true, "alice");
       assert.equal(bob.recovered, true, "bob");
       await send(bob, "g", 1);
