@@ -80,9 +80,9 @@ impl Switchboard {
         }
         let (store, doc_store) = match opts.store {
             Some(s) => (
-                s,
+                s.clone(),
                 opts.docs
-                    .unwrap_or_else(|| Arc::new(documents::store::MemoryDocs::default())),
+                    .unwrap_or_else(|| Arc::new(documents::store::MemoryDocs::with_outbox(s))),
             ),
             None => documents::open_both(&config.store_url()?)
                 .await
@@ -117,11 +117,18 @@ impl Switchboard {
             let _ = connections.frames.set(frames.clone());
         }
         let webhooks = webhooks::Webhooks::start(&config, store.clone());
+        if webhooks
+            .as_ref()
+            .is_some_and(|w| w.wants("document.changed"))
+        {
+            docs.report_changes(config.webhook_doc_debounce_ms);
+        }
         let ctx = Arc::new(Ctx {
             verifier,
             store,
             docs: docs.clone(),
             presence: presence::Presence::new(),
+            online: presence::Presence::new(),
             typing: Default::default(),
             feeds: Default::default(),
             redis: driver.as_ref().map(|d| d.connection()),

@@ -342,3 +342,113 @@ on_every_backend!(direct_since, async |s: Arc<dyn MessageStore>, _| {
             .is_empty()
     );
 });
+
+on_every_backend!(
+    webhook_outbox,
+    async |s: Arc<dyn MessageStore>, url: Option<StoreUrl>| {
+        use switchboard::documents::store::{
+            Commit, CommitError, DocKey, DocStore, MemoryDocs, StoredOp,
+        };
+        use switchboard::store::{OutboxEvent, document_event};
+        let ids = |v: Vec<OutboxEvent>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+        let plain = |n: u64| OutboxEvent::new("member.joined", serde_json::json!({ "n": n }));
+        let version_of = |e: &OutboxEvent| {
+            serde_json::from_str::<serde_json::Value>(&e.body).unwrap()["data"]["version"].as_u64()
+        };
+        let (a, b) = (plain(1), plain(2));
+        s.outbox_push(&[a.clone(), b.clone()]).await.unwrap();
+        // A document's edits fold into one event, due a minute after the first.
+        let d1 = document_event("/", "doc", 1, 60_000);
+        s.outbox_push(std::slice::from_ref(&d1)).await.unwrap();
+        let c = plain(3);
+        s.outbox_push(std::slice::from_ref(&c)).await.unwrap();
+        let d2 = document_event("/", "doc", 2, 60_000);
+        s.outbox_push(std::slice::from_ref(&d2)).await.unwrap();
+        let now = store::now_ms();
+        assert_eq!(
+            ids(s.outbox_next(10, now).await.unwrap()),
+            [a.id.clone(), b.id.clone(), c.id.clone()],
+            "not due yet"
+        );
+        let due = s.outbox_next(10, d1.due_ms).await.unwrap();
+        assert_eq!(due.len(), 4, "one event for the document");
+        let folded = &due[3];
+        assert_eq!(folded.id, d2.id);
+        assert_eq!(version_of(folded), Some(2), "the latest version");
+        assert_eq!(
+            (folded.created_ms, folded.due_ms),
+            (d1.created_ms, d1.due_ms)
+        );
+        // An edit while the folded event is being sent: a delivery of what
+        // was read removes that, and the newer one stays.
+        let d3 = document_event("/", "doc", 3, 60_000);
+        s.outbox_push(std::slice::from_ref(&d3)).await.unwrap();
+        let sent: Vec<String> = due.iter().map(|e| e.id.clone()).collect();
+        s.outbox_done(&sent).await.unwrap();
+        let left = s.outbox_next(10, u64::MAX >> 2).await.unwrap();
+        assert_eq!(ids(left.clone()), vec![d3.id.clone()]);
+        assert_eq!(version_of(&left[0]), Some(3));
+        s.outbox_done(std::slice::from_ref(&d3.id)).await.unwrap();
+        // The key is free again: the next edit waits a debounce of its own.
+        let d4 = document_event("/", "doc", 4, 60_000);
+        s.outbox_push(std::slice::from_ref(&d4)).await.unwrap();
+        assert!(s.outbox_next(10, d4.due_ms - 1).await.unwrap().is_empty());
+        assert_eq!(
+            ids(s.outbox_next(10, d4.due_ms).await.unwrap()),
+            vec![d4.id.clone()]
+        );
+        // Bounded: the oldest beyond the size go, then nothing is left.
+        let many: Vec<OutboxEvent> = (0..5).map(plain).collect();
+        s.outbox_push(&many).await.unwrap();
+        assert_eq!(s.outbox_trim(0, 3).await.unwrap(), (3, 3));
+        assert_eq!(
+            ids(s.outbox_next(10, u64::MAX >> 2).await.unwrap()),
+            [many[2].id.clone(), many[3].id.clone(), many[4].id.clone()]
+        );
+        assert_eq!(s.outbox_trim(u64::MAX >> 2, 100).await.unwrap(), (3, 0));
+
+        // A document commit writes its event in its own transaction: a
+        // commit that loses the version race writes none.
+        let docs: Arc<dyn DocStore> = match &url {
+            Some(u) => switchboard::documents::open_both(u).await.unwrap().1,
+            None => Arc::new(MemoryDocs::with_outbox(s.clone())),
+        };
+        let key = DocKey::new("/", "d");
+        let op = |v: u64| StoredOp {
+            version: v,
+            op: switchboard::documents::ot::Op::Insert {
+                pos: 0,
+                text: "x".into(),
+            },
+            user_id: "alice".into(),
+            op_id: None,
+        };
+        let commit = |expected: u64, e: Option<&OutboxEvent>| {
+            let ops = vec![op(expected + 1)];
+            let docs = docs.clone();
+            let key = key.clone();
+            let e = e.cloned();
+            async move {
+                docs.commit(Commit {
+                    key: &key,
+                    expected,
+                    ops: &ops,
+                    snapshot: None,
+                    prune_through: None,
+                    event: e.as_ref(),
+                })
+                .await
+            }
+        };
+        let won = document_event("/", "d", 1, 0);
+        commit(0, Some(&won)).await.unwrap();
+        let lost = document_event("/", "d", 99, 0);
+        assert!(matches!(
+            commit(0, Some(&lost)).await,
+            Err(CommitError::Conflict)
+        ));
+        let got = s.outbox_next(10, u64::MAX >> 2).await.unwrap();
+        assert_eq!(ids(got.clone()), vec![won.id.clone()]);
+        assert_eq!(version_of(&got[0]), Some(1));
+    }
+);

@@ -12,6 +12,7 @@ use crate::on_io;
 use crate::presence::cluster::{ClusterPresence, Departed, HEARTBEAT_EVERY};
 use crate::realtime::Ctx;
 use crate::realtime::broadcast::broadcast;
+use crate::realtime::online::ONLINE_ROOM;
 
 /// Runs for the life of the node (only when clustered).
 pub async fn run(ctx: Arc<Ctx>, io: IoHandle) {
@@ -28,13 +29,13 @@ pub async fn run(ctx: Arc<Ctx>, io: IoHandle) {
         if was_down {
             was_down = false;
             for d in resync(&ctx, cluster).await {
-                announce(&io, &d).await;
+                announce(&ctx, &io, &d).await;
             }
         }
         match cluster.reap_dead().await {
             Ok(departed) => {
                 for d in departed {
-                    announce(&io, &d).await;
+                    announce(&ctx, &io, &d).await;
                 }
             }
             Err(_) => was_down = true,
@@ -50,20 +51,51 @@ async fn resync(ctx: &Ctx, cluster: &ClusterPresence) -> Vec<Departed> {
         return Vec::new();
     };
     let mut present = HashSet::new();
-    for (ns, room, user, name, sockets) in ctx.presence.entries() {
+    let entries = ctx.presence.entries().into_iter();
+    for (ns, room, user, name, sockets) in entries.chain(ctx.online.entries()) {
         for _ in 0..sockets {
             let _ = cluster.join(&ns, &room, &user, &name).await;
         }
         present.insert((ns, room, user));
     }
     tracing::info!("presence re-registered in redis after an outage");
-    gone.into_iter()
-        .filter(|d| !present.contains(&(d.ns.clone(), d.room.clone(), d.user.clone())))
-        .collect()
+    let mut left = Vec::new();
+    for mut d in gone {
+        if present.contains(&(d.ns.clone(), d.room.clone(), d.user.clone())) {
+            continue;
+        }
+        // Emptied by the reap, but maybe filled again by what this node
+        // re-registered since: asked again.
+        if d.room_empty {
+            d.room_empty = cluster
+                .members(&d.ns, &d.room)
+                .await
+                .is_ok_and(|m| m.is_empty());
+        }
+        left.push(d);
+    }
+    left
 }
 
-/// Tells the room (on every node) that `d.user` left it.
-async fn announce(io: &IoHandle, d: &Departed) {
+/// Tells the room (on every node) and the backend that `d.user` left it
+/// (or went offline, for the online room).
+async fn announce(ctx: &Ctx, io: &IoHandle, d: &Departed) {
+    if let Some(w) = &ctx.webhooks {
+        if d.room == ONLINE_ROOM {
+            let data = json!({ "namespace": d.ns, "userId": d.user });
+            w.emit("user.offline", data).await;
+            return;
+        }
+        let data = json!({ "namespace": d.ns, "roomId": d.room, "userId": d.user });
+        w.emit("member.left", data).await;
+        if d.room_empty {
+            let data = json!({ "namespace": d.ns, "roomId": d.room });
+            w.emit("room.vacated", data).await;
+        }
+    }
+    if d.room == ONLINE_ROOM {
+        return;
+    }
     let left = json!({ "userId": d.user, "roomId": d.room });
     on_io!(io, io => {
         if let Some(op) = io.of(&d.ns) {

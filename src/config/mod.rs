@@ -171,6 +171,14 @@ pub struct Config {
         default_value_t = 86_400
     )]
     pub webhook_max_age_secs: u64,
+    /// A document's `document.changed` is sent this long (ms) after the
+    /// first edit it reports; edits meanwhile fold into it (latest version).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_WEBHOOK_DOC_DEBOUNCE_MS",
+        default_value_t = 2000
+    )]
+    pub webhook_doc_debounce_ms: u64,
     /// Signs hook calls (and webhooks): `X-Switchboard-Signature:
     /// t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
     #[arg(long, env = "SWITCHBOARD_WEBHOOK_SECRET", hide_env_values = true)]
@@ -569,6 +577,7 @@ impl Default for Config {
             webhook_batch: 100,
             webhook_max_outbox: 100_000,
             webhook_max_age_secs: 86_400,
+            webhook_doc_debounce_ms: 2000,
             jwks_refresh_secs: 300,
             jwks_min_refresh_secs: 10,
             jwt_algorithm: None,
@@ -636,7 +645,16 @@ impl Default for Config {
 }
 
 /// The webhook event types (`--webhook-events`; see `webhooks`).
-pub const WEBHOOK_TYPES: &[&str] = &["message.created", "member.joined", "member.left"];
+pub const WEBHOOK_TYPES: &[&str] = &[
+    "message.created",
+    "member.joined",
+    "member.left",
+    "user.online",
+    "user.offline",
+    "room.occupied",
+    "room.vacated",
+    "document.changed",
+];
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./switchboard.db";
 

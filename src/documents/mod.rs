@@ -22,10 +22,13 @@ pub async fn open_both(
     url: &StoreUrl,
 ) -> Result<(Arc<dyn MessageStore>, Arc<dyn DocStore>), StoreError> {
     Ok(match url {
-        StoreUrl::Memory => (
-            Arc::new(MemoryStore::new()),
-            Arc::new(MemoryDocs::default()),
-        ),
+        StoreUrl::Memory => {
+            let messages: Arc<dyn MessageStore> = Arc::new(MemoryStore::new());
+            (
+                messages.clone(),
+                Arc::new(MemoryDocs::with_outbox(messages)),
+            )
+        }
         StoreUrl::Sqlite(u) => {
             let s = Arc::new(SqlStore::open_sqlite(u).await?);
             (s.clone(), s)

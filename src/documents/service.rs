@@ -286,6 +286,8 @@ pub struct Docs {
     max_held_bytes: usize,
     /// None: no per-user bounds (unit tests, and a Docs made only for backends).
     users: Option<UserLimits>,
+    /// With the `document.changed` webhook: its debounce in ms.
+    report: std::sync::OnceLock<u64>,
 }
 
 /// Bytes counted per kept op besides its text.
@@ -296,6 +298,12 @@ const OP_OVERHEAD: usize = 96;
 const ENTRY_OVERHEAD: usize = 512;
 
 impl Docs {
+    /// Each commit from now on writes a `document.changed` webhook event
+    /// with its ops, folding into the one waiting for `debounce_ms`.
+    pub fn report_changes(&self, debounce_ms: u64) {
+        let _ = self.report.set(debounce_ms);
+    }
+
     pub fn new(store: Arc<dyn DocStore>, max_doc_bytes: usize, max_held_bytes: usize) -> Self {
         Docs {
             store,
@@ -305,6 +313,7 @@ impl Docs {
             held_bytes: AtomicUsize::new(0),
             max_held_bytes,
             users: None,
+            report: Default::default(),
         }
     }
 
@@ -635,12 +644,16 @@ impl Docs {
                 .is_some()
                 .then(|| version.saturating_sub(KEEP_OPS))
                 .filter(|v| *v > 0);
+            let event = self.report.get().map(|debounce| {
+                crate::store::document_event(&key.namespace, &key.doc_id, version, *debounce)
+            });
             let commit = Commit {
                 key,
                 expected: st.version,
                 ops: &stored,
                 snapshot,
                 prune_through,
+                event: event.as_ref(),
             };
             let landed = match self.store.commit(commit).await {
                 Ok(()) => true,

@@ -166,6 +166,10 @@ impl SqlStore {
             .execute(&mut *tx)
             .await?;
         }
+        if let Some(e) = c.event {
+            crate::store::sql::insert_events(&mut tx, self.backend, std::slice::from_ref(e))
+                .await?;
+        }
         tx.commit().await?;
         Ok(true)
     }

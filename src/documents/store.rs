@@ -4,12 +4,12 @@
 //! version, which is what orders writers on several nodes.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
 use crate::documents::ot::Op;
-use crate::store::StoreError;
+use crate::store::{MessageStore, OutboxEvent, StoreError};
 
 /// A document: its namespace (tenant) and id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -75,6 +75,8 @@ pub struct Commit<'a> {
     pub snapshot: Option<&'a str>,
     /// Ops at or below this version may be deleted.
     pub prune_through: Option<u64>,
+    /// A webhook event to write with the ops (`document.changed`).
+    pub event: Option<&'a OutboxEvent>,
 }
 
 #[async_trait]
@@ -95,6 +97,18 @@ pub trait DocStore: Send + Sync + 'static {
 #[derive(Default)]
 pub struct MemoryDocs {
     docs: Mutex<HashMap<DocKey, MemDoc>>,
+    /// Where a commit's webhook event goes (the message store's outbox).
+    outbox: Option<Arc<dyn MessageStore>>,
+}
+
+impl MemoryDocs {
+    /// Documents whose commits' webhook events go to `store`'s outbox.
+    pub fn with_outbox(store: Arc<dyn MessageStore>) -> Self {
+        MemoryDocs {
+            docs: Default::default(),
+            outbox: Some(store),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -139,6 +153,17 @@ impl DocStore for MemoryDocs {
     }
 
     async fn commit(&self, c: Commit<'_>) -> Result<(), CommitError> {
+        self.commit_now(&c)?;
+        // In memory nothing survives a restart: written just after.
+        if let (Some(outbox), Some(e)) = (&self.outbox, c.event) {
+            outbox.outbox_push(std::slice::from_ref(e)).await?;
+        }
+        Ok(())
+    }
+}
+
+impl MemoryDocs {
+    fn commit_now(&self, c: &Commit<'_>) -> Result<(), CommitError> {
         let mut docs = self.docs.lock().map_err(|_| poisoned())?;
         let d = docs.entry(c.key.clone()).or_default();
         if d.version != c.expected {

@@ -158,9 +158,9 @@ fn hooks() -> serde_json::Value {
         "type": "object", "required": ["id", "type", "time", "data"],
         "properties": {
             "id": { "type": "string", "description": "a ULID, stable across retries: deduplicate on it" },
-            "type": { "type": "string", "enum": ["message.created", "member.joined", "member.left"] },
+            "type": { "type": "string", "enum": crate::config::WEBHOOK_TYPES },
             "time": { "type": "integer", "description": "epoch milliseconds" },
-            "data": { "type": "object", "description": "message.created: the stored message with namespace; member.*: { namespace, roomId, userId }" }
+            "data": { "type": "object", "description": "message.created: the stored message with namespace; member.*: { namespace, roomId, userId }; room.*: { namespace, roomId }; user.*: { namespace, userId }; document.changed: { namespace, docId, version }" }
         }
     });
     json!({

@@ -19,7 +19,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
-use super::Member;
+use super::{Change, Member};
 
 /// How long a node stays alive without a heartbeat.
 pub const NODE_TTL: Duration = Duration::from_secs(10);
@@ -49,6 +49,8 @@ pub struct Departed {
     pub ns: String,
     pub room: String,
     pub user: String,
+    /// No user is left in the room on any node (it was vacated).
+    pub room_empty: bool,
 }
 
 impl ClusterPresence {
@@ -65,25 +67,26 @@ impl ClusterPresence {
                 local total = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
                 redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
                 redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
-                return total
+                return {total, redis.call('HLEN', KEYS[1])}
                 "#,
             ),
             // KEYS: room hash, node hash; ARGV: user, node field.
-            // Returns the user's sockets left in the room, or -1 if this node
-            // had not counted that socket.
+            // Returns the user's sockets left in the room and the room's
+            // users, or {-1, -1} if this node had not counted that socket.
             leave: Script::new(
                 r#"
                 local mine = redis.call('HINCRBY', KEYS[2], ARGV[2], -1)
                 if mine <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
-                if mine < 0 then return -1 end
+                if mine < 0 then return {-1, -1} end
                 local total = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
-                if total <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]); return 0 end
-                return total
+                if total <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]); total = 0 end
+                return {total, redis.call('HLEN', KEYS[1])}
                 "#,
             ),
             // KEYS: node hash, nodes set; ARGV: room-hash key prefix, node id.
             // Takes a node's whole share back; returns the fields whose user
-            // has no socket left in that room.
+            // has no socket left in that room, each followed by 1 when the
+            // room has no user left (0 otherwise).
             reap: Script::new(
                 r#"
                 local share = redis.call('HGETALL', KEYS[1])
@@ -100,9 +103,16 @@ impl ClusterPresence {
                         end
                     end
                 end
+                local out = {}
+                for _, field in ipairs(gone) do
+                    local ns, room = string.match(field, '^(.-)\31(.-)\31')
+                    local empty = redis.call('EXISTS', ARGV[1] .. ns .. ':' .. room) == 0
+                    table.insert(out, field)
+                    table.insert(out, empty and '1' or '0')
+                end
                 redis.call('DEL', KEYS[1])
                 redis.call('SREM', KEYS[2], ARGV[2])
-                return gone
+                return out
                 "#,
             ),
         }
@@ -131,17 +141,18 @@ impl ClusterPresence {
         format!("{}:names:{ns}", self.prefix)
     }
 
-    /// One more socket of `user` in the room; returns the user's total there.
+    /// One more socket of `user` in the room, on any node.
     pub async fn join(
         &self,
         ns: &str,
         room: &str,
         user: &str,
         name: &str,
-    ) -> redis::RedisResult<i64> {
+    ) -> redis::RedisResult<Change> {
         self.check_up()?;
         let field = format!("{ns}{SEP}{room}{SEP}{user}");
-        self.join
+        let (total, users): (i64, i64) = self
+            .join
             .key(self.room_key(ns, room))
             .key(self.node_key(&self.node_id))
             .key(self.names_key(ns))
@@ -149,20 +160,36 @@ impl ClusterPresence {
             .arg(field)
             .arg(name)
             .invoke_async(&mut self.conn.clone())
-            .await
+            .await?;
+        Ok(Change::new(true, total == 1, total == 1 && users == 1))
     }
 
-    /// One socket fewer; returns the user's sockets left (0: the user left).
-    pub async fn leave(&self, ns: &str, room: &str, user: &str) -> redis::RedisResult<i64> {
+    /// One socket fewer, on any node; `None` when this node had not counted
+    /// it (it joined while Redis was away).
+    pub async fn leave(
+        &self,
+        ns: &str,
+        room: &str,
+        user: &str,
+    ) -> redis::RedisResult<Option<Change>> {
         self.check_up()?;
         let field = format!("{ns}{SEP}{room}{SEP}{user}");
-        self.leave
+        let (total, users): (i64, i64) = self
+            .leave
             .key(self.room_key(ns, room))
             .key(self.node_key(&self.node_id))
             .arg(user)
             .arg(field)
             .invoke_async(&mut self.conn.clone())
-            .await
+            .await?;
+        if total < 0 {
+            return Ok(None);
+        }
+        Ok(Some(Change::new(
+            true,
+            total == 0,
+            total == 0 && users == 0,
+        )))
     }
 
     /// The room's members across nodes, sorted by user id.
@@ -259,16 +286,26 @@ impl ClusterPresence {
             .arg(node)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(gone
-            .into_iter()
-            .filter_map(|f| {
-                let mut parts = f.splitn(3, SEP);
+        let mut departed: Vec<Departed> = gone
+            .chunks(2)
+            .filter_map(|pair| {
+                let [field, empty] = pair else { return None };
+                let mut parts = field.splitn(3, SEP);
                 Some(Departed {
                     ns: parts.next()?.to_string(),
                     room: parts.next()?.to_string(),
                     user: parts.next()?.to_string(),
+                    room_empty: empty == "1",
                 })
             })
-            .collect())
+            .collect();
+        // A room is vacated once: by the last of its users in the list.
+        let mut seen = std::collections::HashSet::new();
+        for d in departed.iter_mut().rev() {
+            if !seen.insert((d.ns.clone(), d.room.clone())) {
+                d.room_empty = false;
+            }
+        }
+        Ok(departed)
     }
 }

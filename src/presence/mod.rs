@@ -28,6 +28,28 @@ struct UserEntry {
     sockets: HashSet<String>,
 }
 
+/// What one socket's join or leave changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Change {
+    /// The socket was newly recorded (join) or was recorded (leave).
+    pub counted: bool,
+    /// It was the user's first socket in the room (join) or last (leave).
+    pub user: bool,
+    /// The room had no member before (join: occupied) or has none left
+    /// (leave: vacated).
+    pub room: bool,
+}
+
+impl Change {
+    pub const fn new(counted: bool, user: bool, room: bool) -> Self {
+        Change {
+            counted,
+            user,
+            room,
+        }
+    }
+}
+
 /// The local (single-node) presence registry.
 #[derive(Debug, Default)]
 pub struct Presence {
@@ -39,15 +61,20 @@ impl Presence {
         Self::default()
     }
 
-    /// Records that socket `sid` of `user_id` is in the room. Returns
-    /// (socket newly added, first socket of the user here).
-    pub fn join(&self, ns: &str, room: &str, user_id: &str, name: &str, sid: &str) -> (bool, bool) {
+    /// Records that socket `sid` of `user_id` is in the room.
+    pub fn join(&self, ns: &str, room: &str, user_id: &str, name: &str, sid: &str) -> Change {
         let mut users = self.rooms.entry((ns.into(), room.into())).or_default();
+        // A user's entry goes with their last socket: none is ever empty.
+        let room_was_empty = users.is_empty();
         let entry = users.entry(user_id.into()).or_default();
         entry.name = name.into();
         let was_empty = entry.sockets.is_empty();
-        let added = entry.sockets.insert(sid.into());
-        (added, was_empty)
+        let counted = entry.sockets.insert(sid.into());
+        Change {
+            counted,
+            user: counted && was_empty,
+            room: counted && room_was_empty,
+        }
     }
 
     /// Every (namespace, room, user, name, sockets) on this node.
@@ -68,26 +95,25 @@ impl Presence {
         out
     }
 
-    /// Removes socket `sid`. Returns true when that was the user's last socket
-    /// in the room (the user just left).
-    pub fn leave(&self, ns: &str, room: &str, user_id: &str, sid: &str) -> bool {
+    /// Removes socket `sid`.
+    pub fn leave(&self, ns: &str, room: &str, user_id: &str, sid: &str) -> Change {
         let key = (ns.to_string(), room.to_string());
-        let mut left = false;
-        let mut room_empty = false;
-        if let Some(mut users) = self.rooms.get_mut(&key) {
-            if let Some(entry) = users.get_mut(user_id)
-                && entry.sockets.remove(sid)
-                && entry.sockets.is_empty()
-            {
+        let mut change = Change::default();
+        if let Some(mut users) = self.rooms.get_mut(&key)
+            && let Some(entry) = users.get_mut(user_id)
+            && entry.sockets.remove(sid)
+        {
+            change.counted = true;
+            if entry.sockets.is_empty() {
                 users.remove(user_id);
-                left = true;
+                change.user = true;
+                change.room = users.is_empty();
             }
-            room_empty = users.is_empty();
         }
-        if room_empty {
+        if change.room {
             self.rooms.remove_if(&key, |_, users| users.is_empty());
         }
-        left
+        change
     }
 
     /// Whether socket `sid` is recorded in the room.
@@ -125,21 +151,45 @@ mod tests {
 
     #[test]
     fn two_tabs_are_one_member() {
+        let c = Change::new;
         let p = Presence::new();
-        assert_eq!(p.join("/", "r", "alice", "Alice", "s1"), (true, true));
-        assert_eq!(p.join("/", "r", "alice", "Alice", "s2"), (true, false));
-        assert_eq!(p.join("/", "r", "alice", "Alice", "s2"), (false, false));
-        assert_eq!(p.join("/", "r", "bob", "Bob", "s3"), (true, true));
+        assert_eq!(
+            p.join("/", "r", "alice", "Alice", "s1"),
+            c(true, true, true)
+        );
+        assert_eq!(
+            p.join("/", "r", "alice", "Alice", "s2"),
+            c(true, false, false)
+        );
+        assert_eq!(
+            p.join("/", "r", "alice", "Alice", "s2"),
+            c(false, false, false)
+        );
+        assert_eq!(p.join("/", "r", "bob", "Bob", "s3"), c(true, true, false));
         assert_eq!(p.entries().len(), 2);
         let m = p.members("/", "r");
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].connections, 2);
-        assert!(!p.leave("/", "r", "alice", "s1"));
-        assert!(p.leave("/", "r", "alice", "s2"));
-        assert!(!p.leave("/", "r", "alice", "s2"), "leaving twice is no-op");
-        assert!(p.leave("/", "r", "bob", "s3"));
+        assert_eq!(p.leave("/", "r", "alice", "s1"), c(true, false, false));
+        assert_eq!(p.leave("/", "r", "alice", "s2"), c(true, true, false));
+        assert_eq!(
+            p.leave("/", "r", "alice", "s2"),
+            c(false, false, false),
+            "leaving twice is no-op"
+        );
+        assert_eq!(
+            p.leave("/", "r", "bob", "s3"),
+            c(true, true, true),
+            "the last member: vacated"
+        );
         assert!(p.members("/", "r").is_empty());
         assert!(p.rooms.is_empty(), "empty rooms are dropped");
         assert!(p.members("/acme", "r").is_empty());
+        // Occupied again, and rooms are per namespace.
+        assert_eq!(p.join("/", "r", "bob", "Bob", "s4"), c(true, true, true));
+        assert_eq!(
+            p.join("/acme", "r", "bob", "Bob", "s5"),
+            c(true, true, true)
+        );
     }
 }

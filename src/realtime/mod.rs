@@ -14,6 +14,7 @@ pub mod incoming;
 pub mod limits;
 pub mod messages;
 pub mod namespaces;
+pub mod online;
 pub mod patterns;
 pub mod positions;
 pub mod private;
@@ -52,6 +53,8 @@ pub struct Ctx {
     /// Collaborative documents (in the same database as the messages).
     pub docs: Arc<crate::documents::Docs>,
     pub presence: Presence,
+    /// Who is connected, per namespace (see `online`).
+    pub online: Presence,
     pub typing: Typing,
     pub feeds: Arc<crate::feeds::Feeds>,
     /// The Redis connection when running as one of several nodes.
@@ -200,6 +203,9 @@ fn admit<A: Adapter>(
     let _ = session
         .expiry
         .set(ctx.expiries.track(exp, Arc::new(target)));
+    if online::tracked(ctx) {
+        let _ = session.push(s.clone(), Job::Online);
+    }
     s.extensions.insert(session);
     s.on_fallback(QueueEvents);
     s.on_disconnect(disconnected::<A>);
@@ -270,12 +276,14 @@ pub(crate) async fn run<A: Adapter>(session: &Arc<Session<A>>, socket: &SocketRe
         Job::Disconnect(done, recoverable) => {
             recover::keep(session, socket, recoverable);
             rooms::on_disconnect(session, socket).await;
+            online::went(session, socket).await;
             let _ = done.send(());
         }
         Job::Recover(restored) => recover::restore(session, socket, *restored).await,
         Job::Barrier(done) => {
             let _ = done.send(());
         }
+        Job::Online => online::came(session, socket).await,
     }
 }
 

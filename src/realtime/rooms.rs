@@ -17,36 +17,52 @@ use super::broadcast::others;
 use super::reply::{self, Ack, Code, Refusal};
 use super::session::Session;
 use crate::names::client_room;
+use crate::presence::{Change, Presence};
 
-/// Records a socket joining; true when it is the user's first socket in the
-/// room on any node. If Redis fails, this node's view decides.
-async fn record_join(ctx: &Ctx, ns: &str, room: &str, user: &str, name: &str, sid: &str) -> bool {
-    let (added, first_here) = ctx.presence.join(ns, room, user, name, sid);
+/// Records a socket joining `room` in `local` (this node's registry) and,
+/// when clustered, in Redis: what changed on any node. If Redis fails, this
+/// node's view decides.
+pub(super) async fn record_join(
+    ctx: &Ctx,
+    local: &Presence,
+    ns: &str,
+    room: &str,
+    user: &str,
+    name: &str,
+    sid: &str,
+) -> Change {
+    let here = local.join(ns, room, user, name, sid);
     match &ctx.cluster {
-        None => first_here,
-        Some(_) if !added => false,
+        None => here,
+        Some(_) if !here.counted => here,
         Some(c) => match c.join(ns, room, user, name).await {
-            Ok(total) => total == 1,
+            Ok(total) => total,
             Err(e) => {
                 tracing::debug!("cluster presence unavailable ({e}); using this node's");
-                first_here
+                here
             }
         },
     }
 }
 
-/// Records a socket leaving; true when it was the user's last socket in the
-/// room on any node.
-async fn record_leave(ctx: &Ctx, ns: &str, room: &str, user: &str, sid: &str) -> bool {
-    let last_here = ctx.presence.leave(ns, room, user, sid);
+/// Records a socket leaving `room`; what changed on any node.
+pub(super) async fn record_leave(
+    ctx: &Ctx,
+    local: &Presence,
+    ns: &str,
+    room: &str,
+    user: &str,
+    sid: &str,
+) -> Change {
+    let here = local.leave(ns, room, user, sid);
     match &ctx.cluster {
-        None => last_here,
+        None => here,
         Some(c) => match c.leave(ns, room, user).await {
-            Ok(left) if left >= 0 => left == 0,
-            Ok(_) => last_here, // joined while Redis was away: not counted there
+            Ok(Some(total)) => total,
+            Ok(None) => here, // joined while Redis was away: not counted there
             Err(e) => {
                 tracing::debug!("cluster presence unavailable ({e}); using this node's");
-                last_here
+                here
             }
         },
     }
@@ -133,15 +149,28 @@ pub async fn enter<A: Adapter>(
     super::admin::room_joined(ctx, socket, &client_room(&room_id));
     let sid = socket.id.to_string();
     session.joined(&room_id);
-    let first = record_join(ctx, socket.ns(), &room_id, &id.user_id, &id.name, &sid).await;
-    if first && let Some(w) = &ctx.webhooks {
-        w.emit(
-            "member.joined",
-            json!({ "namespace": socket.ns(), "roomId": room_id, "userId": id.user_id }),
-        )
-        .await;
+    let ns = socket.ns();
+    let change = record_join(
+        ctx,
+        &ctx.presence,
+        ns,
+        &room_id,
+        &id.user_id,
+        &id.name,
+        &sid,
+    )
+    .await;
+    if let Some(w) = &ctx.webhooks {
+        if change.room {
+            let data = json!({ "namespace": ns, "roomId": room_id });
+            w.emit("room.occupied", data).await;
+        }
+        if change.user {
+            let data = json!({ "namespace": ns, "roomId": room_id, "userId": id.user_id });
+            w.emit("member.joined", data).await;
+        }
     }
-    if first {
+    if change.user {
         let others = others(session, socket, &room_id);
         let (event, payload) = match dialect {
             Dialect::Room => (
@@ -214,15 +243,18 @@ async fn leave_presence<A: Adapter>(session: &Session<A>, socket: &SocketRef<A>,
     let sid = socket.id.to_string();
     session.left(room_id);
     super::positions::left(session, socket, room_id);
-    if !record_leave(ctx, socket.ns(), room_id, user, &sid).await {
+    let ns = socket.ns();
+    let change = record_leave(ctx, &ctx.presence, ns, room_id, user, &sid).await;
+    if !change.user {
         return;
     }
     if let Some(w) = &ctx.webhooks {
-        w.emit(
-            "member.left",
-            json!({ "namespace": socket.ns(), "roomId": room_id, "userId": user }),
-        )
-        .await;
+        let data = json!({ "namespace": ns, "roomId": room_id, "userId": user });
+        w.emit("member.left", data).await;
+        if change.room {
+            let data = json!({ "namespace": ns, "roomId": room_id });
+            w.emit("room.vacated", data).await;
+        }
     }
     let others = others(session, socket, room_id);
     super::typing::stop_user(session, socket, room_id).await;

@@ -36,6 +36,8 @@ pub enum Job<A: Adapter> {
     Recover(Box<crate::recovery::Restored>),
     /// Signals once every job queued before it has been handled.
     Barrier(oneshot::Sender<()>),
+    /// Count the socket as online (see `online`), before any event of its own.
+    Online,
 }
 
 /// An event as the client sent it.
@@ -99,6 +101,8 @@ pub struct Session<A: Adapter> {
     closing: std::sync::OnceLock<&'static str>,
     /// When the closing socket last sent an event.
     last_event: Mutex<Option<Instant>>,
+    /// Counted as online (see `online`) and not yet uncounted.
+    pub online: std::sync::atomic::AtomicBool,
 }
 
 impl<A: Adapter> Session<A> {
@@ -129,6 +133,7 @@ impl<A: Adapter> Session<A> {
             pid: Default::default(),
             recovery_since: Default::default(),
             last_event: Default::default(),
+            online: Default::default(),
             identity,
             ctx,
         }

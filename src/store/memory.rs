@@ -23,6 +23,8 @@ struct Inner {
     sessions: HashMap<String, super::SavedSession>,
     /// Webhook events by id (a ULID: their order), when webhooks are on.
     outbox: Option<std::collections::BTreeMap<String, super::OutboxEvent>>,
+    /// The id of the event waiting under each key.
+    outbox_keys: HashMap<String, String>,
     lease: Option<(String, u64)>,
 }
 
@@ -151,19 +153,37 @@ impl MessageStore for MemoryStore {
 
     async fn outbox_push(&self, events: &[super::OutboxEvent]) -> Result<(), StoreError> {
         let mut inner = self.lock()?;
-        let outbox = inner.outbox.get_or_insert_with(Default::default);
+        let Inner {
+            outbox,
+            outbox_keys,
+            ..
+        } = &mut *inner;
+        let outbox = outbox.get_or_insert_with(Default::default);
         for e in events {
-            outbox.insert(e.id.clone(), e.clone());
+            let mut e = e.clone();
+            if let Some(key) = &e.key
+                && let Some(old) = outbox_keys.insert(key.clone(), e.id.clone())
+                && let Some(first) = outbox.remove(&old)
+            {
+                e.created_ms = first.created_ms;
+                e.due_ms = first.due_ms;
+            }
+            outbox.insert(e.id.clone(), e);
         }
         Ok(())
     }
 
-    async fn outbox_next(&self, limit: usize) -> Result<Vec<super::OutboxEvent>, StoreError> {
+    async fn outbox_next(
+        &self,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<super::OutboxEvent>, StoreError> {
         let inner = self.lock()?;
         Ok(inner
             .outbox
             .iter()
             .flat_map(|o| o.values())
+            .filter(|e| e.due_ms <= now_ms)
             .take(limit)
             .cloned()
             .collect())
@@ -171,9 +191,18 @@ impl MessageStore for MemoryStore {
 
     async fn outbox_done(&self, ids: &[String]) -> Result<(), StoreError> {
         let mut inner = self.lock()?;
-        if let Some(o) = &mut inner.outbox {
+        let Inner {
+            outbox,
+            outbox_keys,
+            ..
+        } = &mut *inner;
+        if let Some(o) = outbox {
             for id in ids {
-                o.remove(id);
+                if let Some(e) = o.remove(id)
+                    && let Some(key) = e.key
+                {
+                    outbox_keys.remove(&key);
+                }
             }
         }
         Ok(())
@@ -181,7 +210,12 @@ impl MessageStore for MemoryStore {
 
     async fn outbox_trim(&self, before_ms: u64, max_rows: u64) -> Result<(u64, u64), StoreError> {
         let mut inner = self.lock()?;
-        let Some(o) = &mut inner.outbox else {
+        let Inner {
+            outbox,
+            outbox_keys,
+            ..
+        } = &mut *inner;
+        let Some(o) = outbox else {
             return Ok((0, 0));
         };
         let before = o.len();
@@ -189,7 +223,10 @@ impl MessageStore for MemoryStore {
         while o.len() as u64 > max_rows {
             o.pop_first();
         }
-        Ok(((before - o.len()) as u64, o.len() as u64))
+        let left = o.len();
+        let kept: std::collections::HashSet<&String> = o.keys().collect();
+        outbox_keys.retain(|_, id| kept.contains(id));
+        Ok(((before - left) as u64, left as u64))
     }
 
     async fn lease(&self, holder: &str, now_ms: u64, until_ms: u64) -> Result<bool, StoreError> {

@@ -165,13 +165,20 @@ pub trait MessageStore: Send + Sync + 'static {
     /// `message.created` event is written with it, in its transaction.
     fn enable_outbox(&self) {}
 
-    /// Adds events to the webhook outbox (those not written with a message).
+    /// Adds events to the webhook outbox (those not written with a message
+    /// or a document's ops). An event with a `key` replaces the one waiting
+    /// with that key, if any: the id and body are the new event's, the
+    /// creation and due times the first's.
     async fn outbox_push(&self, _events: &[OutboxEvent]) -> Result<(), StoreError> {
         Ok(())
     }
 
-    /// The oldest `limit` events waiting, in order.
-    async fn outbox_next(&self, _limit: usize) -> Result<Vec<OutboxEvent>, StoreError> {
+    /// The oldest `limit` events waiting and due at `now_ms`, in order.
+    async fn outbox_next(
+        &self,
+        _limit: usize,
+        _now_ms: u64,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
         Ok(Vec::new())
     }
 
@@ -219,6 +226,26 @@ pub struct OutboxEvent {
     pub id: String,
     pub body: String,
     pub created_ms: u64,
+    /// Events with one key fold into one while waiting (see `outbox_push`).
+    pub key: Option<String>,
+    /// Not sent before this time.
+    pub due_ms: u64,
+}
+
+impl OutboxEvent {
+    /// An event of `ty` about `data`, due now, with a fresh id.
+    pub fn new(ty: &str, data: serde_json::Value) -> OutboxEvent {
+        let id = event_id();
+        let now = now_ms();
+        let body = serde_json::json!({ "id": id, "type": ty, "time": now, "data": data });
+        OutboxEvent {
+            id,
+            body: body.to_string(),
+            created_ms: now,
+            key: None,
+            due_ms: now,
+        }
+    }
 }
 
 /// A new webhook event id: a ULID, monotonic within this process whatever
@@ -246,7 +273,24 @@ pub fn message_event(id: String, namespace: &str, m: &Message) -> OutboxEvent {
         id,
         body: body.to_string(),
         created_ms: now,
+        key: None,
+        due_ms: now,
     }
+}
+
+/// The `document.changed` event of a document now at `version`: keyed by
+/// the document, so the edits of the next `debounce_ms` fold into it.
+pub fn document_event(
+    namespace: &str,
+    doc_id: &str,
+    version: u64,
+    debounce_ms: u64,
+) -> OutboxEvent {
+    let data = serde_json::json!({ "namespace": namespace, "docId": doc_id, "version": version });
+    let mut e = OutboxEvent::new("document.changed", data);
+    e.key = Some(format!("document.changed|{namespace}|{doc_id}"));
+    e.due_ms = e.created_ms.saturating_add(debounce_ms);
+    e
 }
 
 /// A recoverable session as stored: the recovery module reads `body`.

@@ -567,25 +567,30 @@ async fn commit(
         .collect()
 }
 
-/// Inserts webhook events, many rows per statement.
-async fn insert_events(
+/// Inserts webhook events, many rows per statement; a keyed event replaces
+/// the one waiting with its key (see `MessageStore::outbox_push`).
+pub(crate) async fn insert_events(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     backend: Backend,
     events: &[super::OutboxEvent],
 ) -> Result<(), sqlx::Error> {
-    for chunk in statement_chunks(events) {
+    let p = |n| backend.placeholder(n);
+    let (keyed, plain): (Vec<_>, Vec<_>) = events.iter().partition(|e| e.key.is_some());
+    for chunk in statement_chunks(&plain) {
         let mut sql = String::from(
-            "INSERT INTO webhook_outbox (event_id, body, created_ms, attempts) VALUES ",
+            "INSERT INTO webhook_outbox (event_id, body, created_ms, attempts, due_ms) VALUES ",
         );
         for r in 0..chunk.len() {
             if r > 0 {
                 sql.push(',');
             }
+            let n = r * 4;
             sql.push_str(&format!(
-                "({},{},{},0)",
-                backend.placeholder(r * 3 + 1),
-                backend.placeholder(r * 3 + 2),
-                backend.placeholder(r * 3 + 3)
+                "({},{},{},0,{})",
+                p(n + 1),
+                p(n + 2),
+                p(n + 3),
+                p(n + 4)
             ));
         }
         let mut q = sqlx::query(&sql);
@@ -593,9 +598,29 @@ async fn insert_events(
             q = q
                 .bind(e.id.clone())
                 .bind(e.body.clone())
-                .bind(e.created_ms.min(i64::MAX as u64) as i64);
+                .bind(e.created_ms.min(i64::MAX as u64) as i64)
+                .bind(e.due_ms.min(i64::MAX as u64) as i64);
         }
         q.execute(&mut **tx).await?;
+    }
+    for e in keyed {
+        sqlx::query(&format!(
+            "INSERT INTO webhook_outbox (event_id, body, created_ms, attempts, coalesce_key, due_ms) \
+             VALUES ({},{},{},0,{},{}) \
+             ON CONFLICT (coalesce_key) DO UPDATE SET event_id = excluded.event_id, body = excluded.body",
+            p(1),
+            p(2),
+            p(3),
+            p(4),
+            p(5)
+        ))
+        .bind(e.id.clone())
+        .bind(e.body.clone())
+        .bind(e.created_ms.min(i64::MAX as u64) as i64)
+        .bind(e.key.clone())
+        .bind(e.due_ms.min(i64::MAX as u64) as i64)
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
 }
@@ -720,11 +745,18 @@ impl MessageStore for SqlStore {
         tx.commit().await.map_err(classify)
     }
 
-    async fn outbox_next(&self, limit: usize) -> Result<Vec<super::OutboxEvent>, StoreError> {
+    async fn outbox_next(
+        &self,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<super::OutboxEvent>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT event_id, body, created_ms FROM webhook_outbox ORDER BY event_id LIMIT {}",
-            self.backend.placeholder(1)
+            "SELECT event_id, body, created_ms, coalesce_key, due_ms FROM webhook_outbox \
+             WHERE due_ms <= {} ORDER BY event_id LIMIT {}",
+            self.backend.placeholder(1),
+            self.backend.placeholder(2)
         ))
+        .bind(now_ms.min(i64::MAX as u64) as i64)
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await
@@ -735,6 +767,8 @@ impl MessageStore for SqlStore {
                     id: r.try_get("event_id")?,
                     body: r.try_get("body")?,
                     created_ms: r.try_get::<i64, _>("created_ms")?.max(0) as u64,
+                    key: r.try_get("coalesce_key")?,
+                    due_ms: r.try_get::<i64, _>("due_ms")?.max(0) as u64,
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()

@@ -36,7 +36,7 @@ pub async fn run(w: Arc<Webhooks>) {
                 continue;
             }
         }
-        let events = match w.store.outbox_next(w.batch).await {
+        let events = match w.store.outbox_next(w.batch, now_ms()).await {
             Ok(e) if !e.is_empty() => e,
             _ => {
                 tokio::time::sleep(POLL).await;
@@ -88,10 +88,14 @@ pub async fn run(w: Arc<Webhooks>) {
     }
 }
 
+/// How often the outbox is held to its bounds: it may exceed
+/// `--webhook-max-outbox` by the events of one such interval.
+pub const TRIM_EVERY: Duration = Duration::from_secs(1);
+
 /// Drops events older than `--webhook-max-age-secs` and the oldest beyond
-/// `--webhook-max-outbox`, every 10 s.
+/// `--webhook-max-outbox`, every [`TRIM_EVERY`].
 pub async fn trim(w: Arc<Webhooks>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    let mut tick = tokio::time::interval(TRIM_EVERY);
     loop {
         tick.tick().await;
         let before = now_ms().saturating_sub(w.max_age.as_millis() as u64);

@@ -11,9 +11,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::store::{MessageStore, OutboxEvent, now_ms};
+use crate::store::{MessageStore, OutboxEvent};
 
 /// The event types, in the contract's words.
 pub use crate::config::WEBHOOK_TYPES as TYPES;
@@ -74,14 +74,7 @@ impl Webhooks {
         if !self.wants(ty) {
             return;
         }
-        let id = crate::store::event_id();
-        let time = now_ms();
-        let body = json!({ "id": id, "type": ty, "time": time, "data": data }).to_string();
-        let event = OutboxEvent {
-            id,
-            body,
-            created_ms: time,
-        };
+        let event = OutboxEvent::new(ty, data);
         if let Err(e) = self.store.outbox_push(&[event]).await {
             tracing::warn!("webhook event {ty} not written: {e}");
             crate::metrics::webhook_events("lost", 1);
