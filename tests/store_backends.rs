@@ -389,6 +389,28 @@ on_every_backend!(
         assert_eq!(ids(left.clone()), vec![d3.id.clone()]);
         assert_eq!(version_of(&left[0]), Some(3));
         s.outbox_done(std::slice::from_ref(&d3.id)).await.unwrap();
+        // An edit to an event already due (maybe on its way) waits a
+        // debounce of its own.
+        let mut due_now = document_event("/", "late", 1, 0);
+        due_now.due_ms = 1;
+        s.outbox_push(std::slice::from_ref(&due_now)).await.unwrap();
+        let after = document_event("/", "late", 2, 60_000);
+        s.outbox_push(std::slice::from_ref(&after)).await.unwrap();
+        let got = s.outbox_next(10, u64::MAX >> 2).await.unwrap();
+        assert_eq!(ids(got.clone()), vec![after.id.clone()]);
+        assert_eq!(
+            (got[0].created_ms, got[0].due_ms),
+            (after.created_ms, after.due_ms)
+        );
+        assert!(
+            s.outbox_next(10, after.due_ms - 1)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        s.outbox_done(std::slice::from_ref(&after.id))
+            .await
+            .unwrap();
         // The key is free again: the next edit waits a debounce of its own.
         let d4 = document_event("/", "doc", 4, 60_000);
         s.outbox_push(std::slice::from_ref(&d4)).await.unwrap();

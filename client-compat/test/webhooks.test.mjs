@@ -10,6 +10,11 @@
 import { describe, it, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
+import { connect } from "node:net";
+import { spawn } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { io } from "socket.io-client";
 import { startServer, token, next, tempDb, freePort, freshPgDatabase, signatureValid, metric } from "./server.mjs";
 
@@ -46,7 +51,7 @@ async function receiver(port = 0, fail = () => false) {
 
 async function until(cond, ms = 10000) {
   const by = Date.now() + ms;
-  while (!cond() && Date.now() < by) await sleep(50);
+  while (!(await cond()) && Date.now() < by) await sleep(50);
   return cond();
 }
 
@@ -274,6 +279,56 @@ describe("webhooks from a cluster (PostgreSQL + Redis)", { skip: PG && REDIS ? f
       try {
         db.drop();
       } catch {}
+    }
+  });
+});
+
+describe("webhooks through a Redis outage", () => {
+  it("what a node reported alone while Redis was down is not reported again when it is back", async () => {
+    // A Redis of this test's own (stopping the shared one would disturb the
+    // others), persisting every write: it comes back with what it had.
+    const redisPort = await freePort();
+    const dir = mkdtempSync(path.join(tmpdir(), "switchboard-redis-"));
+    const args = ["--port", String(redisPort), "--bind", "127.0.0.1", "--dir", dir, "--save", "", "--appendonly", "yes", "--appendfsync", "always"];
+    const startRedis = async () => {
+      const child = spawn("redis-server", args, { stdio: "ignore" });
+      for (let i = 0; i < 200; i++) {
+        const up = await new Promise((r) => { const c = connect(redisPort, "127.0.0.1", () => { c.end(); r(true); }).on("error", () => r(false)); });
+        if (up) return child;
+        await sleep(50);
+      }
+      throw new Error("redis-server did not start");
+    };
+    let redis = await startRedis();
+    const rx = await receiver();
+    let srv;
+    try {
+      srv = await startServer(undefined, undefined, [...flags(rx.url), "--redis-url", `redis://127.0.0.1:${redisPort}`]);
+      const alice = await connected(srv.url, "alice");
+      const bob = await connected(srv.url, "bob");
+      await ack(alice, "room:join", { roomId: "o" });
+      await ack(bob, "room:join", { roomId: "o" });
+      assert.ok(await until(() => rx.events.length >= 5), JSON.stringify(rx.events.map((e) => e.type)));
+      redis.kill("SIGKILL");
+      await new Promise((r) => redis.once("exit", r));
+      // Redis is away: the node reports from its own view, within its
+      // presence call timeout (2 s).
+      const t0 = Date.now();
+      assert.equal((await bob.timeout(10000).emitWithAck("room:leave", { roomId: "o" })).success, true);
+      assert.ok(Date.now() - t0 < 5000, `the leave took ${Date.now() - t0} ms`);
+      await alice.timeout(5000).emitWithAck("ping", {}); // still serving
+      assert.ok(await until(() => rx.events.some((e) => e.type === "member.left"), 15000), "reported while Redis is away");
+      redis = await startRedis();
+      // The node is back within a heartbeat or two (3 s), and resyncs then.
+      assert.ok(await until(async () => { try { return (await fetch(`${srv.url}/readyz`)).ok; } catch { return false; } }, 15000));
+      await sleep(8000);
+      const brief = rx.events.map((e) => `${e.type}:${e.data.userId ?? e.data.roomId}`);
+      assert.deepEqual(brief.filter((b) => b.startsWith("member.left") || b.startsWith("room.")), ["room.occupied:o", "member.left:bob"], brief.join(" "));
+      assert.deepEqual(brief.filter((b) => b.startsWith("user.")), ["user.online:alice", "user.online:bob"], brief.join(" "));
+    } finally {
+      await srv?.stop();
+      redis.kill("SIGKILL");
+      await rx.close();
     }
   });
 });

@@ -204,6 +204,10 @@ fn admit<A: Adapter>(
         .expiry
         .set(ctx.expiries.track(exp, Arc::new(target)));
     if online::tracked(ctx) {
+        // Held until the socket is connected (`connected` releases it): a
+        // CONNECT that fails never runs its disconnect handler, so nothing
+        // may be counted for it.
+        session.hold();
         let _ = session.push(s.clone(), Job::Online);
     }
     s.extensions.insert(session);

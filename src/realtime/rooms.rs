@@ -17,6 +17,7 @@ use super::broadcast::others;
 use super::reply::{self, Ack, Code, Refusal};
 use super::session::Session;
 use crate::names::client_room;
+use crate::presence::cluster::Reported;
 use crate::presence::{Change, Presence};
 
 /// Records a socket joining `room` in `local` (this node's registry) and,
@@ -39,6 +40,9 @@ pub(super) async fn record_join(
             Ok(total) => total,
             Err(e) => {
                 tracing::debug!("cluster presence unavailable ({e}); using this node's");
+                if here.user {
+                    c.reported_alone(ns, room, user, Reported::Joined);
+                }
                 here
             }
         },
@@ -59,9 +63,16 @@ pub(super) async fn record_leave(
         None => here,
         Some(c) => match c.leave(ns, room, user).await {
             Ok(Some(total)) => total,
-            Ok(None) => here, // joined while Redis was away: not counted there
+            // This node's share is gone: it left the cluster and the
+            // others reported its users (a clean stop), so nothing is.
+            Ok(None) if c.is_stopped() => Change::default(),
+            // Joined while Redis was away, not counted there yet.
+            Ok(None) => here,
             Err(e) => {
                 tracing::debug!("cluster presence unavailable ({e}); using this node's");
+                if here.user {
+                    c.reported_alone(ns, room, user, Reported::Left);
+                }
                 here
             }
         },

@@ -164,6 +164,7 @@ impl MessageStore for MemoryStore {
             if let Some(key) = &e.key
                 && let Some(old) = outbox_keys.insert(key.clone(), e.id.clone())
                 && let Some(first) = outbox.remove(&old)
+                && first.due_ms > e.created_ms
             {
                 e.created_ms = first.created_ms;
                 e.due_ms = first.due_ms;

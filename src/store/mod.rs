@@ -167,8 +167,9 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// Adds events to the webhook outbox (those not written with a message
     /// or a document's ops). An event with a `key` replaces the one waiting
-    /// with that key, if any: the id and body are the new event's, the
-    /// creation and due times the first's.
+    /// with that key, if any: the id and body are the new event's; the
+    /// creation and due times stay the first's while it is not due yet (one
+    /// already due may be on its way: the new one waits its own time).
     async fn outbox_push(&self, _events: &[OutboxEvent]) -> Result<(), StoreError> {
         Ok(())
     }

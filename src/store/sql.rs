@@ -568,7 +568,8 @@ async fn commit(
 }
 
 /// Inserts webhook events, many rows per statement; a keyed event replaces
-/// the one waiting with its key (see `MessageStore::outbox_push`).
+/// the one waiting with its key (see `MessageStore::outbox_push`). The
+/// SET expressions read the row as it was.
 pub(crate) async fn insert_events(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     backend: Backend,
@@ -607,7 +608,11 @@ pub(crate) async fn insert_events(
         sqlx::query(&format!(
             "INSERT INTO webhook_outbox (event_id, body, created_ms, attempts, coalesce_key, due_ms) \
              VALUES ({},{},{},0,{},{}) \
-             ON CONFLICT (coalesce_key) DO UPDATE SET event_id = excluded.event_id, body = excluded.body",
+             ON CONFLICT (coalesce_key) DO UPDATE SET event_id = excluded.event_id, body = excluded.body, \
+               created_ms = CASE WHEN webhook_outbox.due_ms <= excluded.created_ms \
+                 THEN excluded.created_ms ELSE webhook_outbox.created_ms END, \
+               due_ms = CASE WHEN webhook_outbox.due_ms <= excluded.created_ms \
+                 THEN excluded.due_ms ELSE webhook_outbox.due_ms END",
             p(1),
             p(2),
             p(3),
