@@ -20,6 +20,7 @@ pub mod realtime;
 pub mod recovery;
 pub mod store;
 pub mod webhooks;
+pub mod yjs;
 
 use std::sync::Arc;
 
@@ -88,6 +89,15 @@ impl Switchboard {
                 .await
                 .map_err(|e| ConfigError::Store(e.to_string()))?,
         };
+        let ydocs = Arc::new(yjs::YDocs::new(
+            doc_store.clone(),
+            yjs::YLimits {
+                max_update_bytes: config.yjs_max_update_bytes,
+                max_awareness_bytes: config.yjs_max_awareness_bytes,
+                max_doc_bytes: config.yjs_max_doc_bytes,
+                max_memory_bytes: config.yjs_max_memory_bytes,
+            },
+        ));
         let docs = Arc::new(
             documents::Docs::new(doc_store, config.max_doc_bytes, config.max_doc_memory_bytes)
                 .with_user_limits(documents::UserLimits::new(
@@ -127,6 +137,7 @@ impl Switchboard {
             verifier,
             store,
             docs: docs.clone(),
+            ydocs,
             presence: presence::Presence::new(),
             online: presence::Presence::new(),
             typing: Default::default(),

@@ -58,6 +58,11 @@ pub const LIMITS: &[&str] = &[
     "body_timeout",
     "min_body_rate",
     "recovery_max_sessions",
+    "yjs_max_update_bytes",
+    "yjs_max_awareness_bytes",
+    "yjs_max_doc_bytes",
+    "yjs_max_memory_bytes",
+    "yjs_awareness_clients",
 ];
 
 /// The outcomes of `switchboard_recoveries_total`: `recovered`, or why not
@@ -131,6 +136,11 @@ fn zero_series() {
         counter!("switchboard_webhook_events_total", "outcome" => outcome).increment(0);
     }
     gauge!("switchboard_webhook_outbox").set(0.0);
+    gauge!("switchboard_yjs_documents").set(0.0);
+    gauge!("switchboard_yjs_connections").set(0.0);
+    counter!("switchboard_yjs_updates_total").increment(0);
+    counter!("switchboard_yjs_update_bytes_total").increment(0);
+    counter!("switchboard_yjs_refused_total").increment(0);
     // Set by the documents' eviction task at its first tick, which a scrape
     // right after start could precede.
     gauge!("switchboard_docs_held").set(0.0);
@@ -372,4 +382,25 @@ pub fn webhook_events(outcome: &'static str, n: u64) {
 /// Webhook events waiting in the outbox (as of the last trim).
 pub fn webhook_outbox(n: u64) {
     metrics::gauge!("switchboard_webhook_outbox").set(n as f64);
+}
+
+/// Yjs documents loaded on this node (`delta`: +1 loaded, -1 unloaded).
+pub fn yjs_loaded(delta: i64) {
+    metrics::gauge!("switchboard_yjs_documents").increment(delta as f64);
+}
+
+/// y-socket.io sockets on this node.
+pub fn yjs_connections(delta: i64) {
+    metrics::gauge!("switchboard_yjs_connections").increment(delta as f64);
+}
+
+/// A Yjs update stored and applied.
+pub fn yjs_update(bytes: usize) {
+    metrics::counter!("switchboard_yjs_updates_total").increment(1);
+    metrics::counter!("switchboard_yjs_update_bytes_total").increment(bytes as u64);
+}
+
+/// A Yjs message refused (its socket is ended).
+pub fn yjs_refused() {
+    metrics::counter!("switchboard_yjs_refused_total").increment(1);
 }

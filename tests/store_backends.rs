@@ -474,3 +474,56 @@ on_every_backend!(
         assert_eq!(version_of(&got[0]), Some(1));
     }
 );
+
+on_every_backend!(
+    yjs_documents,
+    async |s: Arc<dyn MessageStore>, url: Option<StoreUrl>| {
+        use switchboard::documents::store::{DocKey, DocStore, MemoryDocs};
+        let open = async |u: &Option<StoreUrl>| -> Arc<dyn DocStore> {
+            match u {
+                Some(u) => switchboard::documents::open_both(u).await.unwrap().1,
+                None => Arc::new(MemoryDocs::with_outbox(s.clone())),
+            }
+        };
+        let docs = open(&url).await;
+        let key = DocKey::new("/", "y");
+        let empty = docs.yjs_load(&key).await.unwrap();
+        assert_eq!((empty.seq, empty.updates.len()), (0, 0), "never stored");
+        for i in 1..=5u8 {
+            assert_eq!(docs.yjs_append(&key, &[i, i]).await.unwrap(), i as u64);
+        }
+        // Another document has seqs of its own; a tenant's is apart.
+        assert_eq!(
+            docs.yjs_append(&DocKey::new("/", "z"), &[9]).await.unwrap(),
+            1
+        );
+        assert_eq!(
+            docs.yjs_append(&DocKey::new("/t", "y"), &[8])
+                .await
+                .unwrap(),
+            1
+        );
+        let all = docs.yjs_load(&key).await.unwrap();
+        assert_eq!(all.seq, 5);
+        assert_eq!(
+            all.updates,
+            (1..=5u8).map(|i| vec![i, i]).collect::<Vec<_>>()
+        );
+        // A snapshot through 3 leaves 4 and 5 after it.
+        docs.yjs_compact(&key, b"state-3", 3).await.unwrap();
+        let after = docs.yjs_load(&key).await.unwrap();
+        assert_eq!(after.snapshot, b"state-3");
+        assert_eq!((after.snapshot_seq, after.seq), (3, 5));
+        assert_eq!(after.updates, vec![vec![4, 4], vec![5, 5]]);
+        // An older snapshot (a slower node's) does not go back.
+        docs.yjs_compact(&key, b"state-2", 2).await.unwrap();
+        assert_eq!(docs.yjs_load(&key).await.unwrap().snapshot, b"state-3");
+        assert_eq!(docs.yjs_append(&key, &[6]).await.unwrap(), 6);
+        // What was stored is there after a reopen.
+        if url.is_some() {
+            let again = open(&url).await.yjs_load(&key).await.unwrap();
+            assert_eq!(again.snapshot, b"state-3");
+            assert_eq!(again.updates, vec![vec![4, 4], vec![5, 5], vec![6]]);
+        }
+    }
+);

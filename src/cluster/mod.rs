@@ -91,5 +91,13 @@ pub async fn register(io: &SocketIo<ClusterAdapter>, config: &Config) -> Result<
         .await
         .map_err(|e| e.to_string())?;
     }
+    if !config.no_yjs_socketio {
+        io.dyn_ns(
+            realtime::yjs::NAMESPACE,
+            realtime::yjs::connected::<ClusterAdapter>
+                .with(realtime::yjs::authenticate::<ClusterAdapter>),
+        )
+        .map_err(|e| e.to_string())?;
+    }
     Ok(())
 }

@@ -171,6 +171,38 @@ pub struct Config {
         default_value_t = 86_400
     )]
     pub webhook_max_age_secs: u64,
+    /// Do not serve Yjs documents to the y-socket.io provider (namespaces
+    /// `/yjs|<doc>`; served by default).
+    #[arg(long, env = "SWITCHBOARD_NO_YJS_SOCKETIO")]
+    pub no_yjs_socketio: bool,
+    /// Largest Yjs update a client may send, in bytes.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_YJS_MAX_UPDATE_BYTES",
+        default_value_t = 1_048_576
+    )]
+    pub yjs_max_update_bytes: usize,
+    /// Largest Yjs awareness update a client may send, in bytes.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_YJS_MAX_AWARENESS_BYTES",
+        default_value_t = 65_536
+    )]
+    pub yjs_max_awareness_bytes: usize,
+    /// Largest Yjs document (its snapshot and updates since), in bytes.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_YJS_MAX_DOC_BYTES",
+        default_value_t = 16_777_216
+    )]
+    pub yjs_max_doc_bytes: usize,
+    /// Most bytes the loaded Yjs documents of a node may take together.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_YJS_MAX_MEMORY_BYTES",
+        default_value_t = 268_435_456
+    )]
+    pub yjs_max_memory_bytes: usize,
     /// A document's `document.changed` is sent this long (ms) after the
     /// first edit it reports; edits meanwhile fold into it (latest version).
     #[arg(
@@ -578,6 +610,11 @@ impl Default for Config {
             webhook_max_outbox: 100_000,
             webhook_max_age_secs: 86_400,
             webhook_doc_debounce_ms: 2000,
+            no_yjs_socketio: false,
+            yjs_max_update_bytes: 1_048_576,
+            yjs_max_awareness_bytes: 65_536,
+            yjs_max_doc_bytes: 16_777_216,
+            yjs_max_memory_bytes: 268_435_456,
             jwks_refresh_secs: 300,
             jwks_min_refresh_secs: 10,
             jwt_algorithm: None,
@@ -885,6 +922,13 @@ impl Config {
             ),
             (self.recovery_max_sessions, "recovery-max-sessions"),
             (self.recovery_max_replay as u64, "recovery-max-replay"),
+            (self.yjs_max_update_bytes as u64, "yjs-max-update-bytes"),
+            (
+                self.yjs_max_awareness_bytes as u64,
+                "yjs-max-awareness-bytes",
+            ),
+            (self.yjs_max_doc_bytes as u64, "yjs-max-doc-bytes"),
+            (self.yjs_max_memory_bytes as u64, "yjs-max-memory-bytes"),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));

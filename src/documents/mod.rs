@@ -8,6 +8,7 @@ pub mod ot;
 pub mod service;
 pub mod sql;
 pub mod store;
+pub mod yjs_store;
 
 pub use service::*;
 

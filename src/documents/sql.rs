@@ -15,7 +15,8 @@ use sqlx::any::AnyRow;
 use super::store::{
     Commit, CommitError, DocKey, DocLoad, DocStore, StoredOp, op_columns, op_from_columns,
 };
-use crate::store::sql::{Backend, SqlStore, classify, is_unique_violation};
+use crate::documents::yjs_store::YjsLoad;
+use crate::store::sql::{SqlStore, classify, is_unique_violation};
 use crate::store::{StoreError, now_ms};
 
 /// Rows per multi-row INSERT of ops (9 parameters each).
@@ -207,10 +208,7 @@ impl DocStore for SqlStore {
     }
 
     async fn commit(&self, c: Commit<'_>) -> Result<(), CommitError> {
-        let serial = match self.backend {
-            Backend::Sqlite => Some(self.sqlite_writes.lock().await),
-            Backend::Postgres => None,
-        };
+        let serial = self.serial().await;
         let result = self.try_commit(&c).await;
         drop(serial);
         match result {
@@ -220,5 +218,22 @@ impl DocStore for SqlStore {
             Err(e) if is_unique_violation(&e) => Err(CommitError::Conflict),
             Err(e) => Err(CommitError::Store(classify(e))),
         }
+    }
+
+    async fn yjs_load(&self, key: &DocKey) -> Result<YjsLoad, StoreError> {
+        self.yjs_load_sql(&key.key()).await
+    }
+
+    async fn yjs_append(&self, key: &DocKey, update: &[u8]) -> Result<u64, StoreError> {
+        self.yjs_append_sql(&key.key(), update).await
+    }
+
+    async fn yjs_compact(
+        &self,
+        key: &DocKey,
+        state: &[u8],
+        through: u64,
+    ) -> Result<(), StoreError> {
+        self.yjs_compact_sql(&key.key(), state, through).await
     }
 }

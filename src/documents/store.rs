@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use crate::documents::ot::Op;
+use crate::documents::yjs_store::{MemoryYjs, YjsLoad};
 use crate::store::{MessageStore, OutboxEvent, StoreError};
 
 /// A document: its namespace (tenant) and id.
@@ -91,6 +92,32 @@ pub trait DocStore: Send + Sync + 'static {
 
     /// Stores the ops atomically, if the document is still at `expected`.
     async fn commit(&self, commit: Commit<'_>) -> Result<(), CommitError>;
+
+    /// A Yjs document's latest snapshot and the updates stored after it
+    /// (see `crate::yjs`).
+    async fn yjs_load(&self, _key: &DocKey) -> Result<YjsLoad, StoreError> {
+        Err(no_yjs())
+    }
+
+    /// Stores one Yjs update (durably, before it is relayed); returns its seq.
+    async fn yjs_append(&self, _key: &DocKey, _update: &[u8]) -> Result<u64, StoreError> {
+        Err(no_yjs())
+    }
+
+    /// Makes `state` (the document with every update up to `through`) the
+    /// snapshot and forgets those updates.
+    async fn yjs_compact(
+        &self,
+        _key: &DocKey,
+        _state: &[u8],
+        _through: u64,
+    ) -> Result<(), StoreError> {
+        Err(no_yjs())
+    }
+}
+
+fn no_yjs() -> StoreError {
+    StoreError::Internal("this document store keeps no Yjs documents".into())
 }
 
 /// Documents in memory (with `--database-url memory`, and for tests).
@@ -99,6 +126,7 @@ pub struct MemoryDocs {
     docs: Mutex<HashMap<DocKey, MemDoc>>,
     /// Where a commit's webhook event goes (the message store's outbox).
     outbox: Option<Arc<dyn MessageStore>>,
+    yjs: MemoryYjs,
 }
 
 impl MemoryDocs {
@@ -107,6 +135,7 @@ impl MemoryDocs {
         MemoryDocs {
             docs: Default::default(),
             outbox: Some(store),
+            yjs: Default::default(),
         }
     }
 }
@@ -159,6 +188,23 @@ impl DocStore for MemoryDocs {
             outbox.outbox_push(std::slice::from_ref(e)).await?;
         }
         Ok(())
+    }
+
+    async fn yjs_load(&self, key: &DocKey) -> Result<YjsLoad, StoreError> {
+        self.yjs.load(&key.key())
+    }
+
+    async fn yjs_append(&self, key: &DocKey, update: &[u8]) -> Result<u64, StoreError> {
+        self.yjs.append(&key.key(), update)
+    }
+
+    async fn yjs_compact(
+        &self,
+        key: &DocKey,
+        state: &[u8],
+        through: u64,
+    ) -> Result<(), StoreError> {
+        self.yjs.compact(&key.key(), state, through)
     }
 }
 

@@ -27,6 +27,7 @@ pub mod slow;
 pub mod tasks;
 pub mod typing;
 pub mod user_conns;
+pub mod yjs;
 
 use std::sync::Arc;
 
@@ -52,6 +53,8 @@ pub struct Ctx {
     pub store: Arc<dyn MessageStore>,
     /// Collaborative documents (in the same database as the messages).
     pub docs: Arc<crate::documents::Docs>,
+    /// Yjs documents (see `yjs`).
+    pub ydocs: Arc<crate::yjs::YDocs>,
     pub presence: Presence,
     /// Who is connected, per namespace (see `online`).
     pub online: Presence,
@@ -115,6 +118,12 @@ pub fn register(
             admin::NAMESPACE,
             admin::connected::<LocalAdapter>.with(admin::authenticate::<LocalAdapter>),
         );
+    }
+    if !config.no_yjs_socketio {
+        io.dyn_ns(
+            yjs::NAMESPACE,
+            yjs::connected::<LocalAdapter>.with(yjs::authenticate::<LocalAdapter>),
+        )?;
     }
     Ok(())
 }

@@ -231,7 +231,7 @@ impl SqlStore {
 
 impl SqlStore {
     /// Held by a write transaction on SQLite (see `sqlite_writes`).
-    async fn serial(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+    pub(crate) async fn serial(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         match self.backend {
             Backend::Sqlite => Some(self.sqlite_writes.lock().await),
             Backend::Postgres => None,

@@ -1,0 +1,187 @@
+// Yjs documents through the real y-socket.io provider (SocketIOProvider
+// 1.1.3, yjs 13): clients editing one Y.Text converge, awareness reaches the
+// others and is cleared when a client's process is killed, tokens and their
+// `rooms` claim are enforced, a document survives a SIGKILL of the server,
+// and updates the server will not take (too large, malformed) end only the
+// socket that sent them.
+import { describe, it, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import * as Y from "yjs";
+import { SocketIOProvider } from "y-socket.io";
+import { io } from "socket.io-client";
+import { startServer, token, tempDb, freePort, metric, freshPgDatabase } from "./server.mjs";
+
+const PG = process.env.SWITCHBOARD_TEST_POSTGRES_URL;
+const REDIS = process.env.SWITCHBOARD_TEST_REDIS;
+const CI = process.env.CI === "true";
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+async function until(cond, ms = 10000) {
+  const by = Date.now() + ms;
+  while (!(await cond()) && Date.now() < by) await sleep(25);
+  return cond();
+}
+
+const providers = [];
+after(() => providers.splice(0).forEach((p) => p.destroy()));
+
+/** A provider for `doc` as `sub`; resolves once synced. */
+async function editor(url, doc, sub, tok = token(sub)) {
+  const ydoc = new Y.Doc();
+  const p = new SocketIOProvider(url, doc, ydoc, { auth: { token: tok }, disableBc: true });
+  providers.push(p);
+  assert.ok(await until(() => p.synced, 10000), `${sub} synced to ${doc}`);
+  return { p, ydoc, text: ydoc.getText("t") };
+}
+
+describe("yjs over y-socket.io", () => {
+  it("two and five editors typing at once converge", async () => {
+    const srv = await startServer();
+    try {
+      for (const n of [2, 5]) {
+        const doc = `converge-${n}`;
+        const eds = await Promise.all(Array.from({ length: n }, (_, i) => editor(srv.url, doc, `u${i}`)));
+        for (let round = 0; round < 20; round++) {
+          eds.forEach((e, i) => e.text.insert(Math.min(e.text.length, round), `${i}`));
+          await sleep(5);
+        }
+        const want = () => eds[0].text.toString();
+        assert.ok(await until(() => eds.every((e) => e.text.toString() === want() && want().length === n * 20), 10000), eds.map((e) => e.text.toString()).join(" | "));
+        eds.forEach((e) => e.p.destroy());
+      }
+      assert.ok((await metric(srv.url, "switchboard_yjs_updates_total")) >= 140);
+    } finally {
+      await srv.stop();
+    }
+  });
+
+  it("awareness reaches the others and is cleared when a client's process is killed", async () => {
+    const srv = await startServer();
+    try {
+      const a = await editor(srv.url, "aware", "alice");
+      // Bob runs in a process of his own, killed without a goodbye.
+      const child = spawn(process.execPath, [fileURLToPath(new URL("./yjs-peer.mjs", import.meta.url)), srv.url, "aware", token("bob")], { stdio: ["ignore", "pipe", "inherit"] });
+      try {
+        const bobSeen = () => [...a.p.awareness.getStates().values()].some((s) => s.user === "bob");
+        assert.ok(await until(bobSeen, 10000), "bob's cursor reaches alice");
+        const killedAt = Date.now();
+        child.kill("SIGKILL");
+        assert.ok(await until(() => !bobSeen(), 10000), "bob's cursor removed");
+        const took = Date.now() - killedAt;
+        assert.ok(took < 5000, `removed after ${took} ms (the awareness timeout is 30 s)`);
+      } finally {
+        child.kill("SIGKILL");
+      }
+    } finally {
+      await srv.stop();
+    }
+  });
+
+  it("a bad token, or one whose rooms claim leaves the document out, is refused", async () => {
+    const srv = await startServer();
+    try {
+      const refused = (doc, auth) =>
+        new Promise((resolve, reject) => {
+          const s = io(`${srv.url}/yjs|${doc}`, { auth, transports: ["websocket"], reconnection: false, forceNew: true });
+          s.on("connect", () => {
+            s.close();
+            reject(new Error("connected"));
+          });
+          s.on("connect_error", (e) => {
+            s.close();
+            resolve(e.message);
+          });
+        });
+      assert.match(await refused("d1", {}), /Authentication failed/);
+      assert.match(await refused("d1", { token: "garbage" }), /Authentication failed/);
+      assert.match(await refused("d1", { token: token("eve", ["--room", "yjs:other"]) }), /Forbidden/);
+      assert.match(await refused("bad name!", { token: token("eve") }), /invalid document name/);
+      const ok = await editor(srv.url, "other", "eve", token("eve", ["--room", "yjs:other"]));
+      assert.ok(ok.p.synced);
+    } finally {
+      await srv.stop();
+    }
+  });
+
+  it("a document survives a SIGKILL of the server, snapshots included", async () => {
+    const port = await freePort();
+    const db = tempDb();
+    let srv = await startServer(port, db);
+    try {
+      const a = await editor(srv.url, "durable", "alice");
+      // More updates than one snapshot takes (100), each its own.
+      for (let i = 0; i < 250; i++) {
+        a.text.insert(a.text.length, String(i % 10));
+        await sleep(1);
+      }
+      const want = a.text.toString();
+      assert.ok(await until(async () => (await metric(srv.url, "switchboard_yjs_updates_total")) >= 250), "all stored");
+      a.p.destroy();
+      srv.child.kill("SIGKILL");
+      await new Promise((r) => srv.child.once("exit", r));
+      srv = await startServer(port, db);
+      const b = await editor(srv.url, "durable", "bob");
+      assert.ok(await until(() => b.text.toString() === want, 5000), `${b.text.toString().length} of ${want.length} characters`);
+    } finally {
+      await srv.stop();
+    }
+  });
+
+  it("an update too large, or not Yjs, ends only its socket", async () => {
+    const srv = await startServer(undefined, undefined, ["--yjs-max-update-bytes", "65536"]);
+    try {
+      const a = await editor(srv.url, "attack", "alice");
+      a.text.insert(0, "kept");
+      const raw = (tag) => {
+        const s = io(`${srv.url}/yjs|attack`, { auth: { token: token(tag) }, transports: ["websocket"], reconnection: false, forceNew: true });
+        return new Promise((resolve) => s.on("connect", () => resolve(s)));
+      };
+      for (const [what, payload] of [
+        ["too large", new Uint8Array(200_000).fill(1)],
+        ["not yjs", new Uint8Array([255, 255, 255, 255, 255, 255, 255, 255, 255, 1])],
+      ]) {
+        const m = await raw("mallory");
+        const gone = new Promise((r) => m.on("disconnect", r));
+        m.emit("sync-update", payload);
+        assert.equal(await Promise.race([gone, sleep(5000).then(() => "still connected")]), "io server disconnect", what);
+      }
+      assert.ok((await metric(srv.url, "switchboard_yjs_refused_total")) >= 2);
+      // The document and its editor are untouched.
+      const b = await editor(srv.url, "attack", "bob");
+      assert.ok(await until(() => b.text.toString() === "kept"));
+      b.text.insert(4, "!");
+      assert.ok(await until(() => a.text.toString() === "kept!"));
+    } finally {
+      await srv.stop();
+    }
+  });
+});
+
+describe("yjs on two nodes (PostgreSQL + Redis)", { skip: PG && REDIS ? false : CI ? false : "set SWITCHBOARD_TEST_POSTGRES_URL and SWITCHBOARD_TEST_REDIS (scripts/services.sh does)" }, () => {
+  it("an edit on one node reaches a client on the other, and a client joining later loads it all", async () => {
+    assert.ok(PG && REDIS, "CI=true, but SWITCHBOARD_TEST_POSTGRES_URL or SWITCHBOARD_TEST_REDIS is not set");
+    const db = freshPgDatabase(PG, "yjs_cluster");
+    const redisUrl = /^rediss?:\/\//.test(REDIS) ? REDIS : `redis://${REDIS}`;
+    const extra = ["--redis-url", redisUrl, "--redis-prefix", `yjs-${process.pid}-${Date.now()}`];
+    const nodes = [await startServer(undefined, db.url, extra), await startServer(undefined, db.url, extra)];
+    try {
+      const a = await editor(nodes[0].url, "shared", "alice");
+      const b = await editor(nodes[1].url, "shared", "bob");
+      a.text.insert(0, "from A ");
+      assert.ok(await until(() => b.text.toString() === "from A "), `B has ${JSON.stringify(b.text.toString())}`);
+      b.text.insert(b.text.length, "and B");
+      assert.ok(await until(() => a.text.toString() === "from A and B"), `A has ${JSON.stringify(a.text.toString())}`);
+      // Node B already holds the document: a newcomer there gets A's later edits too.
+      a.text.insert(0, ">> ");
+      const c = await editor(nodes[1].url, "shared", "carol");
+      assert.ok(await until(() => c.text.toString() === ">> from A and B"), `C has ${JSON.stringify(c.text.toString())}`);
+    } finally {
+      providers.splice(0).forEach((p) => p.destroy());
+      await Promise.all(nodes.map((n) => n.stop()));
+      try {
+        db.drop();
+      } catch {}
+    }
+  });
+});

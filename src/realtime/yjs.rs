@@ -1,0 +1,235 @@
+//! The y-socket.io provider's wire (docs/protocol.md §18). A client opens
+//! namespace `/yjs|<docName>` with `auth: { token }`; the events carry
+//! binary Yjs messages:
+//!
+//! * `sync-step-1` (a state vector), both ways: the client's is answered
+//!   through its ack with what it lacks; the server's (sent on connect) is
+//!   answered with what the server lacks, applied like an update;
+//! * `sync-update`: checked, stored, applied, relayed to the namespace;
+//! * `awareness-update`: applied and relayed; the server sends the whole
+//!   awareness on connect, and removes a socket's clients when it goes.
+//!
+//! A refused connection gets `connect_error` with the reason; an update the
+//! server will not take ends the socket (logged and counted), so the
+//! client reconnects and syncs again from what is stored.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{AckSender, Data, SocketRef, State, TryData};
+
+use super::Ctx;
+use super::user_conns::{TooMany, UserConn};
+use crate::auth::{AuthError, find_token};
+use crate::documents::store::DocKey;
+use crate::yjs::{YDoc, YDocs, YError};
+
+/// The namespace pattern of y-socket.io's documents.
+pub const NAMESPACE: &str = "/yjs|{doc}";
+/// What precedes the document name in the namespace.
+const PREFIX: &str = "/yjs|";
+/// Awareness clients one socket may speak for (a provider has one).
+pub const MAX_CLIENTS_PER_SOCKET: usize = 8;
+
+/// The room of the token's `rooms` claim that stands for Yjs document `d`.
+pub fn claim_room(doc: &str) -> String {
+    format!("yjs:{doc}")
+}
+
+/// Why a y-socket.io connection was refused (the client's `err.message`).
+#[derive(Debug, thiserror::Error)]
+pub enum YRefused {
+    #[error("invalid document name: 1-128 characters of A-Z a-z 0-9 _ . : @ -")]
+    Name,
+    #[error("Authentication failed: {0}")]
+    Auth(#[from] AuthError),
+    #[error("Forbidden: your token does not allow this document")]
+    Forbidden,
+    #[error(transparent)]
+    TooMany(#[from] TooMany),
+    #[error("{0}")]
+    Doc(#[from] YError),
+}
+
+/// What a y-socket.io socket holds: its document (given back when the
+/// socket is dropped, however it ends) and the awareness clients it spoke
+/// for.
+pub struct YSocket {
+    docs: Arc<YDocs>,
+    pub doc: Arc<YDoc>,
+    clients: Mutex<BTreeSet<u64>>,
+    _conn: Arc<UserConn>,
+}
+
+impl Drop for YSocket {
+    fn drop(&mut self) {
+        self.docs.release(&self.doc);
+    }
+}
+
+/// The connect middleware: the document's name, the token and its
+/// permission, the user's connection cap, then the document (loaded if need
+/// be). Handlers are registered here, before the CONNECT is answered.
+pub(crate) async fn authenticate<A: Adapter>(
+    s: SocketRef<A>,
+    TryData(auth): TryData<serde_json::Value>,
+    State(ctx): State<Arc<Ctx>>,
+) -> Result<(), YRefused> {
+    let name = s.ns().strip_prefix(PREFIX).unwrap_or_default();
+    if !crate::names::valid_room_id(name) {
+        return Err(YRefused::Name);
+    }
+    let auth = auth.ok();
+    let token = {
+        let parts = s.req_parts();
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok());
+        find_token(auth.as_ref(), header, parts.uri.query()).ok_or(AuthError::Missing)?
+    };
+    let identity = ctx.verifier.verify_fresh(&token).await?;
+    if !identity.may_join(&claim_room(name)) {
+        return Err(YRefused::Forbidden);
+    }
+    let conn = ctx.user_conns.acquire(&identity.user_id)?;
+    // A tenant's documents are apart from the others'.
+    let scope = identity
+        .tenant
+        .as_ref()
+        .map(|t| format!("/{t}"))
+        .unwrap_or_else(|| "/".into());
+    let doc = ctx.ydocs.open(&DocKey::new(&scope, name)).await?;
+    s.extensions.insert(Arc::new(YSocket {
+        docs: ctx.ydocs.clone(),
+        doc,
+        clients: Mutex::new(BTreeSet::new()),
+        _conn: conn,
+    }));
+    s.on("sync-step-1", sync_step_1::<A>);
+    s.on("sync-update", sync_update::<A>);
+    s.on("awareness-update", awareness_update::<A>);
+    s.on_disconnect(disconnected::<A>);
+    crate::metrics::yjs_connections(1);
+    Ok(())
+}
+
+fn ysocket<A: Adapter>(s: &SocketRef<A>) -> Option<Arc<YSocket>> {
+    s.extensions.get::<Arc<YSocket>>()
+}
+
+/// Connected: the server's sync step 1, and the awareness of the others.
+pub(crate) async fn connected<A: Adapter>(s: SocketRef<A>, State(ctx): State<Arc<Ctx>>) {
+    let Some(y) = ysocket(&s) else { return };
+    catch_up(&ctx, &y).await;
+    let sv = Bytes::from(y.doc.state_vector());
+    if let Ok(answer) = s.emit_with_ack::<_, Bytes>("sync-step-1", &sv) {
+        let s = s.clone();
+        tokio::spawn(async move {
+            if let Ok(update) = answer.await
+                && !update.is_empty()
+            {
+                take_update(&ctx, &s, &y, update).await;
+            }
+        });
+    }
+    if let Some(all) = ysocket(&s).and_then(|y| y.doc.awareness_all()) {
+        let _ = s.emit("awareness-update", &Bytes::from(all));
+    }
+}
+
+/// With several nodes, this node's copy may lack what the others stored.
+async fn catch_up(ctx: &Ctx, y: &YSocket) {
+    if ctx.cluster.is_some()
+        && let Err(e) = ctx.ydocs.catch_up(&y.doc).await
+    {
+        tracing::warn!(doc = y.doc.key.key(), "yjs document not caught up: {e}");
+    }
+}
+
+/// The client's sync step 1: answered with what it lacks.
+async fn sync_step_1<A: Adapter>(
+    s: SocketRef<A>,
+    Data(sv): Data<Bytes>,
+    ack: AckSender<A>,
+    State(ctx): State<Arc<Ctx>>,
+) {
+    let Some(y) = ysocket(&s) else { return };
+    catch_up(&ctx, &y).await;
+    match y.doc.diff(&sv) {
+        Ok(update) => {
+            let _ = ack.send(&Bytes::from(update));
+        }
+        Err(e) => refuse(&s, &e),
+    }
+}
+
+async fn sync_update<A: Adapter>(
+    s: SocketRef<A>,
+    Data(update): Data<Bytes>,
+    State(ctx): State<Arc<Ctx>>,
+) {
+    let Some(y) = ysocket(&s) else { return };
+    take_update(&ctx, &s, &y, update).await;
+}
+
+/// Stores and applies an update from the socket, then relays it to the
+/// others of the document (on every node).
+async fn take_update<A: Adapter>(ctx: &Ctx, s: &SocketRef<A>, y: &YSocket, update: Bytes) {
+    match ctx.ydocs.apply(&y.doc, &update).await {
+        Ok(()) => {
+            let _ = s.broadcast().emit("sync-update", &update).await;
+        }
+        Err(e) => refuse(s, &e),
+    }
+}
+
+async fn awareness_update<A: Adapter>(s: SocketRef<A>, Data(update): Data<Bytes>) {
+    let Some(y) = ysocket(&s) else { return };
+    let limit = y.docs.limits().max_awareness_bytes;
+    match y.doc.awareness_apply(&update, limit) {
+        Ok(clients) => {
+            let too_many = {
+                let mut mine = y.clients.lock().unwrap_or_else(|p| p.into_inner());
+                mine.extend(clients);
+                mine.len() > MAX_CLIENTS_PER_SOCKET
+            };
+            if too_many {
+                crate::metrics::limit_hit("yjs_awareness_clients");
+                return refuse(
+                    &s,
+                    &format!("more than {MAX_CLIENTS_PER_SOCKET} awareness clients on one socket"),
+                );
+            }
+            let _ = s.broadcast().emit("awareness-update", &update).await;
+        }
+        Err(e) => refuse(&s, &e),
+    }
+}
+
+/// Gone: its awareness clients are removed, and the others told at once.
+async fn disconnected<A: Adapter>(s: SocketRef<A>, io: SocketIo<A>) {
+    crate::metrics::yjs_connections(-1);
+    let Some(y) = ysocket(&s) else { return };
+    let clients: Vec<u64> = y
+        .clients
+        .lock()
+        .map(|c| c.iter().copied().collect())
+        .unwrap_or_default();
+    if let Some(removal) = y.doc.awareness_remove(&clients)
+        && let Some(ns) = io.of(s.ns())
+    {
+        let _ = ns.emit("awareness-update", &Bytes::from(removal)).await;
+    }
+}
+
+/// Ends a socket whose message the server will not take: logged, counted,
+/// and the client reconnects and syncs from what is stored.
+fn refuse<A: Adapter>(s: &SocketRef<A>, why: &dyn std::fmt::Display) {
+    tracing::info!(ns = s.ns(), sid = %s.id, "yjs message refused: {why}; disconnecting");
+    crate::metrics::yjs_refused();
+    let _ = s.clone().disconnect();
+}

@@ -1,0 +1,335 @@
+//! Yjs documents (docs/protocol.md §18): the server's copy of each document
+//! in use, a yrs `Doc` with its awareness, loaded from the store on demand
+//! and dropped when its last socket leaves. Every update is checked and
+//! stored before it is applied and relayed, so what any client has seen
+//! survives a restart; after [`COMPACT_EVERY`] stored updates the state is
+//! written as one snapshot, so loading reads a snapshot and a short tail.
+//!
+//! The providers' wire (y-socket.io events) is in `realtime::yjs`; this
+//! module knows nothing of sockets.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use yrs::sync::awareness::{Awareness, AwarenessUpdate};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{ReadTxn, StateVector, Transact, Update};
+
+use crate::documents::store::{DocKey, DocStore};
+use crate::store::StoreError;
+
+/// Stored updates between two snapshots.
+pub const COMPACT_EVERY: u64 = 100;
+
+/// The bounds on what clients may make the server hold.
+#[derive(Debug, Clone, Copy)]
+pub struct YLimits {
+    /// Largest update, in bytes.
+    pub max_update_bytes: usize,
+    /// Largest awareness update, in bytes.
+    pub max_awareness_bytes: usize,
+    /// Largest document (its encoded state, roughly), in bytes.
+    pub max_doc_bytes: usize,
+    /// Most bytes all loaded documents may take together.
+    pub max_memory_bytes: usize,
+}
+
+/// Why an update or a document was refused; the text is what the client
+/// is told.
+#[derive(Debug, thiserror::Error)]
+pub enum YError {
+    #[error("the update is not a Yjs update ({0})")]
+    Malformed(String),
+    #[error("the update is larger than {0} bytes")]
+    UpdateTooLarge(usize),
+    #[error("the document would be larger than {0} bytes")]
+    DocTooLarge(usize),
+    #[error("too many documents are open on this server; try again later")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Every loaded document of this node.
+pub struct YDocs {
+    store: Arc<dyn DocStore>,
+    limits: YLimits,
+    loaded: Mutex<HashMap<DocKey, Arc<YDoc>>>,
+    /// Bytes the loaded documents take (see [`YDoc::bytes`]).
+    held: AtomicUsize,
+}
+
+/// One loaded document.
+pub struct YDoc {
+    pub key: DocKey,
+    doc: yrs::Doc,
+    awareness: Mutex<Awareness>,
+    /// Serialises this node's writes of the document: stored in the order
+    /// applied, and the seq of the last one.
+    writing: tokio::sync::Mutex<u64>,
+    /// Sockets holding it.
+    users: AtomicUsize,
+    /// Roughly what it takes: the snapshot and every update applied since.
+    bytes: AtomicUsize,
+    /// The seq of the stored snapshot.
+    snapshot_seq: std::sync::atomic::AtomicU64,
+}
+
+impl YDocs {
+    pub fn new(store: Arc<dyn DocStore>, limits: YLimits) -> Self {
+        YDocs {
+            store,
+            limits,
+            loaded: Mutex::new(HashMap::new()),
+            held: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn limits(&self) -> YLimits {
+        self.limits
+    }
+
+    /// Documents loaded now.
+    pub fn loaded(&self) -> usize {
+        self.loaded.lock().map(|l| l.len()).unwrap_or(0)
+    }
+
+    /// Bytes the loaded documents take.
+    pub fn held_bytes(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// The document, loaded if need be, held for one more socket (give it
+    /// back with [`YDocs::release`]).
+    pub async fn open(&self, key: &DocKey) -> Result<Arc<YDoc>, YError> {
+        if let Some(d) = self.hold_loaded(key) {
+            return Ok(d);
+        }
+        if self.held_bytes() >= self.limits.max_memory_bytes {
+            crate::metrics::limit_hit("yjs_max_memory_bytes");
+            return Err(YError::Busy);
+        }
+        let stored = self.store.yjs_load(key).await?;
+        let doc = yrs::Doc::new();
+        let mut bytes = stored.snapshot.len();
+        {
+            let mut txn = doc.transact_mut();
+            for u in std::iter::once(&stored.snapshot)
+                .filter(|s| !s.is_empty())
+                .chain(stored.updates.iter())
+            {
+                bytes += u.len();
+                let update = Update::decode_v1(u).map_err(|e| YError::Malformed(e.to_string()))?;
+                txn.apply_update(update)
+                    .map_err(|e| YError::Malformed(e.to_string()))?;
+            }
+        }
+        let loaded = Arc::new(YDoc {
+            key: key.clone(),
+            awareness: Mutex::new(Awareness::new(doc.clone())),
+            doc,
+            writing: tokio::sync::Mutex::new(stored.seq),
+            users: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(bytes),
+            snapshot_seq: std::sync::atomic::AtomicU64::new(stored.snapshot_seq),
+        });
+        // Another socket may have loaded it meanwhile: theirs wins.
+        let mut map = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let d = map
+            .entry(key.clone())
+            .or_insert_with(|| {
+                self.held.fetch_add(bytes, Ordering::Relaxed);
+                crate::metrics::yjs_loaded(1);
+                loaded
+            })
+            .clone();
+        d.users.fetch_add(1, Ordering::AcqRel);
+        Ok(d)
+    }
+
+    fn hold_loaded(&self, key: &DocKey) -> Option<Arc<YDoc>> {
+        let map = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let d = map.get(key)?.clone();
+        d.users.fetch_add(1, Ordering::AcqRel);
+        Some(d)
+    }
+
+    /// A socket is done with the document; the last one unloads it (the
+    /// store has it).
+    pub fn release(&self, doc: &Arc<YDoc>) {
+        let mut map = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if doc.users.fetch_sub(1, Ordering::AcqRel) == 1
+            && map.get(&doc.key).is_some_and(|d| Arc::ptr_eq(d, doc))
+        {
+            map.remove(&doc.key);
+            self.held
+                .fetch_sub(doc.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+            crate::metrics::yjs_loaded(-1);
+        }
+    }
+
+    /// Checks `update`, stores it, then applies it. Returns whether it was
+    /// stored (an empty or malformed one is refused before).
+    pub async fn apply(&self, doc: &YDoc, update: &[u8]) -> Result<(), YError> {
+        if update.len() > self.limits.max_update_bytes {
+            crate::metrics::limit_hit("yjs_max_update_bytes");
+            return Err(YError::UpdateTooLarge(self.limits.max_update_bytes));
+        }
+        let decoded = Update::decode_v1(update).map_err(|e| YError::Malformed(e.to_string()))?;
+        let mut seq = doc.writing.lock().await;
+        let size = doc.bytes.load(Ordering::Relaxed) + update.len();
+        if size > self.limits.max_doc_bytes {
+            crate::metrics::limit_hit("yjs_max_doc_bytes");
+            return Err(YError::DocTooLarge(self.limits.max_doc_bytes));
+        }
+        if self.held_bytes() + update.len() > self.limits.max_memory_bytes {
+            crate::metrics::limit_hit("yjs_max_memory_bytes");
+            return Err(YError::Busy);
+        }
+        *seq = self.store.yjs_append(&doc.key, update).await?;
+        {
+            let mut txn = doc.doc.transact_mut();
+            txn.apply_update(decoded)
+                .map_err(|e| YError::Malformed(e.to_string()))?;
+        }
+        doc.bytes.fetch_add(update.len(), Ordering::Relaxed);
+        self.held.fetch_add(update.len(), Ordering::Relaxed);
+        crate::metrics::yjs_update(update.len());
+        if *seq >= doc.snapshot_seq.load(Ordering::Relaxed) + COMPACT_EVERY {
+            self.compact(doc).await;
+        }
+        Ok(())
+    }
+
+    /// Applies what the store has of the document that this node's copy
+    /// may lack: updates other nodes stored (their sockets got them through
+    /// Redis; this copy did not). Yjs skips what it already has.
+    pub async fn catch_up(&self, doc: &YDoc) -> Result<(), YError> {
+        let _writing = doc.writing.lock().await;
+        let stored = self.store.yjs_load(&doc.key).await?;
+        let mut txn = doc.doc.transact_mut();
+        for u in std::iter::once(&stored.snapshot)
+            .filter(|s| !s.is_empty())
+            .chain(stored.updates.iter())
+        {
+            let update = Update::decode_v1(u).map_err(|e| YError::Malformed(e.to_string()))?;
+            txn.apply_update(update)
+                .map_err(|e| YError::Malformed(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Folds what the store has (its snapshot and every update after it,
+    /// whichever node wrote them) into a new snapshot.
+    async fn compact(&self, doc: &YDoc) {
+        let result = async {
+            let stored = self.store.yjs_load(&doc.key).await?;
+            let state = merged(&stored.snapshot, &stored.updates)?;
+            let through = stored.snapshot_seq + stored.updates.len() as u64;
+            self.store.yjs_compact(&doc.key, &state, through).await?;
+            Ok::<_, YError>((state.len(), through))
+        }
+        .await;
+        match result {
+            Ok((len, through)) => {
+                doc.snapshot_seq.store(through, Ordering::Relaxed);
+                let before = doc.bytes.swap(len, Ordering::Relaxed);
+                if before > len {
+                    self.held.fetch_sub(before - len, Ordering::Relaxed);
+                } else {
+                    self.held.fetch_add(len - before, Ordering::Relaxed);
+                }
+            }
+            Err(e) => tracing::warn!(doc = doc.key.key(), "yjs snapshot not written: {e}"),
+        }
+    }
+}
+
+/// One update holding a snapshot and the updates after it.
+fn merged(snapshot: &[u8], updates: &[Vec<u8>]) -> Result<Vec<u8>, YError> {
+    let doc = yrs::Doc::new();
+    {
+        let mut txn = doc.transact_mut();
+        for u in std::iter::once(snapshot)
+            .filter(|s| !s.is_empty())
+            .chain(updates.iter().map(Vec::as_slice))
+        {
+            let update = Update::decode_v1(u).map_err(|e| YError::Malformed(e.to_string()))?;
+            txn.apply_update(update)
+                .map_err(|e| YError::Malformed(e.to_string()))?;
+        }
+    }
+    let txn = doc.transact();
+    Ok(txn.encode_state_as_update_v1(&StateVector::default()))
+}
+
+impl YDoc {
+    /// The state vector (a sync step 1).
+    pub fn state_vector(&self) -> Vec<u8> {
+        self.doc.transact().state_vector().encode_v1()
+    }
+
+    /// What a peer with state vector `sv` lacks (a sync step 2).
+    pub fn diff(&self, sv: &[u8]) -> Result<Vec<u8>, YError> {
+        let sv = StateVector::decode_v1(sv).map_err(|e| YError::Malformed(e.to_string()))?;
+        Ok(self.doc.transact().encode_state_as_update_v1(&sv))
+    }
+
+    /// The whole state as one update.
+    pub fn state_as_update(&self) -> Vec<u8> {
+        self.doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default())
+    }
+
+    /// Applies an awareness update; returns the client ids it spoke for.
+    pub fn awareness_apply(&self, bytes: &[u8], max: usize) -> Result<Vec<u64>, YError> {
+        if bytes.len() > max {
+            crate::metrics::limit_hit("yjs_max_awareness_bytes");
+            return Err(YError::UpdateTooLarge(max));
+        }
+        let update =
+            AwarenessUpdate::decode_v1(bytes).map_err(|e| YError::Malformed(e.to_string()))?;
+        let clients = update.clients.keys().map(|c| c.get()).collect();
+        let mut a = self.awareness.lock().unwrap_or_else(|p| p.into_inner());
+        a.apply_update(update)
+            .map_err(|e| YError::Malformed(e.to_string()))?;
+        Ok(clients)
+    }
+
+    /// Every client's awareness state, encoded (none when nobody has one).
+    pub fn awareness_all(&self) -> Option<Vec<u8>> {
+        let a = self.awareness.lock().unwrap_or_else(|p| p.into_inner());
+        let update = a.update().ok()?;
+        (!update.clients.is_empty()).then(|| update.encode_v1())
+    }
+
+    /// Removes these clients' awareness (their socket is gone); returns the
+    /// update that tells the others, if any was known.
+    pub fn awareness_remove(&self, clients: &[u64]) -> Option<Vec<u8>> {
+        let mut a = self.awareness.lock().unwrap_or_else(|p| p.into_inner());
+        let known: Vec<yrs::block::ClientID> = clients
+            .iter()
+            .map(|c| yrs::block::ClientID::new(*c))
+            .filter(|c| a.meta(*c).is_some())
+            .collect();
+        if known.is_empty() {
+            return None;
+        }
+        for c in &known {
+            a.remove_state(*c);
+        }
+        a.update_with_clients(known).ok().map(|u| u.encode_v1())
+    }
+
+    /// The text of the `Y.Text` named `name` (empty if there is none).
+    pub fn text(&self, name: &str) -> String {
+        use yrs::GetString;
+        let txn = self.doc.transact();
+        txn.get_text(name)
+            .map(|t| t.get_string(&txn))
+            .unwrap_or_default()
+    }
+}
