@@ -10,12 +10,14 @@ import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import * as Y from "yjs";
 import { SocketIOProvider } from "y-socket.io";
+import * as bc from "lib0/broadcastchannel";
 import { io } from "socket.io-client";
 import { startServer, token, tempDb, freePort, metric, freshPgDatabase } from "./server.mjs";
 
 const PG = process.env.SWITCHBOARD_TEST_POSTGRES_URL;
 const REDIS = process.env.SWITCHBOARD_TEST_REDIS;
 const CI = process.env.CI === "true";
+const YJS = ["--yjs-socketio"];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 async function until(cond, ms = 10000) {
   const by = Date.now() + ms;
@@ -24,7 +26,24 @@ async function until(cond, ms = 10000) {
 }
 
 const providers = [];
-after(() => providers.splice(0).forEach((p) => p.destroy()));
+const raws = [];
+/** Ends every provider and raw socket (a provider's destroy() leaves a
+ * socket that is reconnecting to a stopped server running for good). */
+function closeAll() {
+  for (const p of providers.splice(0)) {
+    p.destroy();
+    p.socket.io.reconnection(false);
+    p.socket.disconnect();
+    // destroy() publishes a goodbye on lib0's BroadcastChannel even with
+    // disableBc, which opens a channel that keeps Node running: closed by
+    // its last unsubscribe.
+    const none = () => {};
+    bc.subscribe(p.broadcastChannel, none);
+    bc.unsubscribe(p.broadcastChannel, none);
+  }
+  raws.splice(0).forEach((s) => s.close());
+}
+after(closeAll);
 
 /** A provider for `doc` as `sub`; resolves once synced. */
 async function editor(url, doc, sub, tok = token(sub)) {
@@ -37,7 +56,7 @@ async function editor(url, doc, sub, tok = token(sub)) {
 
 describe("yjs over y-socket.io", () => {
   it("two and five editors typing at once converge", async () => {
-    const srv = await startServer();
+    const srv = await startServer(undefined, undefined, YJS);
     try {
       for (const n of [2, 5]) {
         const doc = `converge-${n}`;
@@ -52,12 +71,13 @@ describe("yjs over y-socket.io", () => {
       }
       assert.ok((await metric(srv.url, "switchboard_yjs_updates_total")) >= 140);
     } finally {
+      closeAll();
       await srv.stop();
     }
   });
 
   it("awareness reaches the others and is cleared when a client's process is killed", async () => {
-    const srv = await startServer();
+    const srv = await startServer(undefined, undefined, YJS);
     try {
       const a = await editor(srv.url, "aware", "alice");
       // Bob runs in a process of his own, killed without a goodbye.
@@ -74,12 +94,13 @@ describe("yjs over y-socket.io", () => {
         child.kill("SIGKILL");
       }
     } finally {
+      closeAll();
       await srv.stop();
     }
   });
 
   it("a bad token, or one whose rooms claim leaves the document out, is refused", async () => {
-    const srv = await startServer();
+    const srv = await startServer(undefined, undefined, YJS);
     try {
       const refused = (doc, auth) =>
         new Promise((resolve, reject) => {
@@ -100,6 +121,7 @@ describe("yjs over y-socket.io", () => {
       const ok = await editor(srv.url, "other", "eve", token("eve", ["--room", "yjs:other"]));
       assert.ok(ok.p.synced);
     } finally {
+      closeAll();
       await srv.stop();
     }
   });
@@ -107,7 +129,7 @@ describe("yjs over y-socket.io", () => {
   it("a document survives a SIGKILL of the server, snapshots included", async () => {
     const port = await freePort();
     const db = tempDb();
-    let srv = await startServer(port, db);
+    let srv = await startServer(port, db, YJS);
     try {
       const a = await editor(srv.url, "durable", "alice");
       // More updates than one snapshot takes (100), each its own.
@@ -120,21 +142,23 @@ describe("yjs over y-socket.io", () => {
       a.p.destroy();
       srv.child.kill("SIGKILL");
       await new Promise((r) => srv.child.once("exit", r));
-      srv = await startServer(port, db);
+      srv = await startServer(port, db, YJS);
       const b = await editor(srv.url, "durable", "bob");
       assert.ok(await until(() => b.text.toString() === want, 5000), `${b.text.toString().length} of ${want.length} characters`);
     } finally {
+      closeAll();
       await srv.stop();
     }
   });
 
   it("an update too large, or not Yjs, ends only its socket", async () => {
-    const srv = await startServer(undefined, undefined, ["--yjs-max-update-bytes", "65536"]);
+    const srv = await startServer(undefined, undefined, [...YJS, "--yjs-max-update-bytes", "65536"]);
     try {
       const a = await editor(srv.url, "attack", "alice");
       a.text.insert(0, "kept");
       const raw = (tag) => {
         const s = io(`${srv.url}/yjs|attack`, { auth: { token: token(tag) }, transports: ["websocket"], reconnection: false, forceNew: true });
+        raws.push(s);
         return new Promise((resolve) => s.on("connect", () => resolve(s)));
       };
       for (const [what, payload] of [
@@ -153,6 +177,99 @@ describe("yjs over y-socket.io", () => {
       b.text.insert(4, "!");
       assert.ok(await until(() => a.text.toString() === "kept!"));
     } finally {
+      closeAll();
+      await srv.stop();
+    }
+  });
+});
+
+describe("yjs: the edges", () => {
+  it("is off unless --yjs-socketio", async () => {
+    const srv = await startServer();
+    try {
+      const s = io(`${srv.url}/yjs|off`, { auth: { token: token("alice") }, transports: ["websocket"], reconnection: false, forceNew: true });
+      const err = await new Promise((resolve) => {
+        s.on("connect", () => resolve("connected"));
+        s.on("connect_error", (e) => resolve(e.message));
+      });
+      s.close();
+      assert.match(err, /Invalid namespace/);
+    } finally {
+      closeAll();
+      await srv.stop();
+    }
+  });
+
+  it("ten editors' cursors: each sees the others, nobody is cut off, and one leaving takes only its own", async () => {
+    const srv = await startServer(undefined, undefined, YJS);
+    try {
+      const eds = [];
+      for (let i = 0; i < 10; i++) {
+        const e = await editor(srv.url, "crowd", `u${i}`);
+        e.p.awareness.setLocalStateField("user", `u${i}`);
+        e.drops = 0;
+        e.p.socket.on("disconnect", () => e.drops++);
+        eds.push(e);
+      }
+      const names = (e) => [...e.p.awareness.getStates().values()].map((st) => st.user).filter(Boolean).sort();
+      const all = eds.map((_, i) => `u${i}`).sort();
+      assert.ok(await until(() => eds.every((e) => names(e).join() === all.join()), 10000), eds.map((e) => names(e).join()).join(" | "));
+      eds[0].p.destroy();
+      const rest = all.filter((n) => n !== "u0");
+      assert.ok(await until(() => eds.slice(1).every((e) => names(e).join() === rest.join()), 5000), eds.slice(1).map((e) => names(e).join()).join(" | "));
+      await sleep(300);
+      assert.ok(eds.slice(1).every((e) => names(e).join() === rest.join()), "nobody else's cursor removed");
+      assert.deepEqual(eds.slice(1).map((e) => e.drops), Array(9).fill(0), "nobody disconnected");
+    } finally {
+      closeAll();
+      await srv.stop();
+    }
+  });
+
+  it("a flood of updates, an implausible count and a socket claiming many cursors end only that socket", async () => {
+    const srv = await startServer(undefined, undefined, [...YJS, "--events-per-sec", "50", "--event-burst", "100"]);
+    try {
+      const a = await editor(srv.url, "edges", "alice");
+      a.text.insert(0, "kept");
+      const raw = async (tag) => {
+        const s = io(`${srv.url}/yjs|edges`, { auth: { token: token(tag) }, transports: ["websocket"], reconnection: false, forceNew: true });
+        raws.push(s);
+        await new Promise((resolve) => s.on("connect", resolve));
+        return s;
+      };
+      const ended = (s) => Promise.race([new Promise((r) => s.on("disconnect", r)), sleep(5000).then(() => "still connected")]);
+      // 1,000 updates at once against 50/s, burst 100.
+      const doc = new Y.Doc();
+      const flooder = await raw("mallory");
+      const gone = ended(flooder);
+      for (let i = 0; i < 1000; i++) {
+        doc.getText("t").insert(0, "x");
+        flooder.emit("sync-update", Y.encodeStateAsUpdate(doc));
+      }
+      assert.notEqual(await gone, "still connected", "flood");
+      // A state vector that declares 2^28 entries in 5 bytes.
+      const liar = await raw("mallory");
+      const liarGone = ended(liar);
+      liar.emit("sync-step-1", new Uint8Array([0x80, 0x80, 0x80, 0x80, 0x01]), () => {});
+      assert.equal(await liarGone, "io server disconnect", "implausible count");
+      // Nine cursors from one socket.
+      const many = await raw("mallory");
+      const manyGone = ended(many);
+      const aw = new (await import("y-protocols/awareness")).Awareness(new Y.Doc());
+      const enc = (await import("y-protocols/awareness")).encodeAwarenessUpdate;
+      const states = new Map();
+      for (let id = 1; id <= 9; id++) states.set(1000 + id, { clock: 1, lastUpdated: Date.now() });
+      aw.states = new Map([...states.keys()].map((k) => [k, { user: "fake" }]));
+      aw.meta = states;
+      many.emit("awareness-update", enc(aw, [...states.keys()]));
+      aw.destroy(); // its check interval would keep the test process alive
+      assert.equal(await manyGone, "io server disconnect", "nine cursors");
+      // The document is whole, and its editors agree (the flood's first
+      // updates, within the burst, were taken like anyone's).
+      const b = await editor(srv.url, "edges", "bob");
+      assert.ok(await until(() => b.text.toString() === a.text.toString() && b.text.toString().includes("kept")), `${b.text.toString()} / ${a.text.toString()}`);
+    } finally {
+      closeAll();
       await srv.stop();
     }
   });
@@ -163,7 +280,7 @@ describe("yjs on two nodes (PostgreSQL + Redis)", { skip: PG && REDIS ? false : 
     assert.ok(PG && REDIS, "CI=true, but SWITCHBOARD_TEST_POSTGRES_URL or SWITCHBOARD_TEST_REDIS is not set");
     const db = freshPgDatabase(PG, "yjs_cluster");
     const redisUrl = /^rediss?:\/\//.test(REDIS) ? REDIS : `redis://${REDIS}`;
-    const extra = ["--redis-url", redisUrl, "--redis-prefix", `yjs-${process.pid}-${Date.now()}`];
+    const extra = [...YJS, "--redis-url", redisUrl, "--redis-prefix", `yjs-${process.pid}-${Date.now()}`];
     const nodes = [await startServer(undefined, db.url, extra), await startServer(undefined, db.url, extra)];
     try {
       const a = await editor(nodes[0].url, "shared", "alice");
@@ -177,7 +294,7 @@ describe("yjs on two nodes (PostgreSQL + Redis)", { skip: PG && REDIS ? false : 
       const c = await editor(nodes[1].url, "shared", "carol");
       assert.ok(await until(() => c.text.toString() === ">> from A and B"), `C has ${JSON.stringify(c.text.toString())}`);
     } finally {
-      providers.splice(0).forEach((p) => p.destroy());
+      closeAll();
       await Promise.all(nodes.map((n) => n.stop()));
       try {
         db.drop();

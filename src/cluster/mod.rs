@@ -91,7 +91,7 @@ pub async fn register(io: &SocketIo<ClusterAdapter>, config: &Config) -> Result<
         .await
         .map_err(|e| e.to_string())?;
     }
-    if !config.no_yjs_socketio {
+    if config.yjs_socketio {
         io.dyn_ns(
             realtime::yjs::NAMESPACE,
             realtime::yjs::connected::<ClusterAdapter>

@@ -171,10 +171,11 @@ pub struct Config {
         default_value_t = 86_400
     )]
     pub webhook_max_age_secs: u64,
-    /// Do not serve Yjs documents to the y-socket.io provider (namespaces
-    /// `/yjs|<doc>`; served by default).
-    #[arg(long, env = "SWITCHBOARD_NO_YJS_SOCKETIO")]
-    pub no_yjs_socketio: bool,
+    /// Serve Yjs documents to the y-socket.io provider (namespaces
+    /// `/yjs|<doc>`). Off by default while its hardening is unfinished
+    /// (docs/protocol.md §18).
+    #[arg(long, env = "SWITCHBOARD_YJS_SOCKETIO")]
+    pub yjs_socketio: bool,
     /// Largest Yjs update a client may send, in bytes.
     #[arg(
         long,
@@ -610,7 +611,7 @@ impl Default for Config {
             webhook_max_outbox: 100_000,
             webhook_max_age_secs: 86_400,
             webhook_doc_debounce_ms: 2000,
-            no_yjs_socketio: false,
+            yjs_socketio: false,
             yjs_max_update_bytes: 1_048_576,
             yjs_max_awareness_bytes: 65_536,
             yjs_max_doc_bytes: 16_777_216,

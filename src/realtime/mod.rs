@@ -119,7 +119,7 @@ pub fn register(
             admin::connected::<LocalAdapter>.with(admin::authenticate::<LocalAdapter>),
         );
     }
-    if !config.no_yjs_socketio {
+    if config.yjs_socketio {
         io.dyn_ns(
             yjs::NAMESPACE,
             yjs::connected::<LocalAdapter>.with(yjs::authenticate::<LocalAdapter>),

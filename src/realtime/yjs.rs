@@ -13,8 +13,7 @@
 //! server will not take ends the socket (logged and counted), so the
 //! client reconnects and syncs again from what is stored.
 
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use socketioxide::SocketIo;
@@ -60,7 +59,8 @@ pub enum YRefused {
 pub struct YSocket {
     docs: Arc<YDocs>,
     pub doc: Arc<YDoc>,
-    clients: Mutex<BTreeSet<u64>>,
+    /// The socket's event bucket (`--events-per-sec`, `--event-burst`).
+    limits: super::limits::SocketLimits,
     _conn: Arc<UserConn>,
 }
 
@@ -106,7 +106,7 @@ pub(crate) async fn authenticate<A: Adapter>(
     s.extensions.insert(Arc::new(YSocket {
         docs: ctx.ydocs.clone(),
         doc,
-        clients: Mutex::new(BTreeSet::new()),
+        limits: ctx.limits.socket(),
         _conn: conn,
     }));
     s.on("sync-step-1", sync_step_1::<A>);
@@ -158,6 +158,10 @@ async fn sync_step_1<A: Adapter>(
     State(ctx): State<Arc<Ctx>>,
 ) {
     let Some(y) = ysocket(&s) else { return };
+    if !y.limits.event() {
+        crate::metrics::limit_hit("events_per_sec");
+        return refuse(&s, &"too many events: slow down");
+    }
     catch_up(&ctx, &y).await;
     match y.doc.diff(&sv) {
         Ok(update) => {
@@ -173,6 +177,10 @@ async fn sync_update<A: Adapter>(
     State(ctx): State<Arc<Ctx>>,
 ) {
     let Some(y) = ysocket(&s) else { return };
+    if !y.limits.event() {
+        crate::metrics::limit_hit("events_per_sec");
+        return refuse(&s, &"too many events: slow down");
+    }
     take_update(&ctx, &s, &y, update).await;
 }
 
@@ -189,21 +197,17 @@ async fn take_update<A: Adapter>(ctx: &Ctx, s: &SocketRef<A>, y: &YSocket, updat
 
 async fn awareness_update<A: Adapter>(s: SocketRef<A>, Data(update): Data<Bytes>) {
     let Some(y) = ysocket(&s) else { return };
+    if !y.limits.event() {
+        crate::metrics::limit_hit("events_per_sec");
+        return refuse(&s, &"too many events: slow down");
+    }
     let limit = y.docs.limits().max_awareness_bytes;
-    match y.doc.awareness_apply(&update, limit) {
-        Ok(clients) => {
-            let too_many = {
-                let mut mine = y.clients.lock().unwrap_or_else(|p| p.into_inner());
-                mine.extend(clients);
-                mine.len() > MAX_CLIENTS_PER_SOCKET
-            };
-            if too_many {
-                crate::metrics::limit_hit("yjs_awareness_clients");
-                return refuse(
-                    &s,
-                    &format!("more than {MAX_CLIENTS_PER_SOCKET} awareness clients on one socket"),
-                );
-            }
+    let owner = s.id.to_string();
+    match y
+        .doc
+        .awareness_apply(&update, limit, &owner, MAX_CLIENTS_PER_SOCKET)
+    {
+        Ok(_) => {
             let _ = s.broadcast().emit("awareness-update", &update).await;
         }
         Err(e) => refuse(&s, &e),
@@ -214,12 +218,7 @@ async fn awareness_update<A: Adapter>(s: SocketRef<A>, Data(update): Data<Bytes>
 async fn disconnected<A: Adapter>(s: SocketRef<A>, io: SocketIo<A>) {
     crate::metrics::yjs_connections(-1);
     let Some(y) = ysocket(&s) else { return };
-    let clients: Vec<u64> = y
-        .clients
-        .lock()
-        .map(|c| c.iter().copied().collect())
-        .unwrap_or_default();
-    if let Some(removal) = y.doc.awareness_remove(&clients)
+    if let Some(removal) = y.doc.awareness_remove(&s.id.to_string())
         && let Some(ns) = io.of(s.ns())
     {
         let _ = ns.emit("awareness-update", &Bytes::from(removal)).await;

@@ -66,6 +66,8 @@ pub struct YDoc {
     pub key: DocKey,
     doc: yrs::Doc,
     awareness: Mutex<Awareness>,
+    /// Which socket brought each awareness client in (it alone removes it).
+    owners: Mutex<HashMap<u64, String>>,
     /// Serialises this node's writes of the document: stored in the order
     /// applied, and the seq of the last one.
     writing: tokio::sync::Mutex<u64>,
@@ -113,22 +115,11 @@ impl YDocs {
         }
         let stored = self.store.yjs_load(key).await?;
         let doc = yrs::Doc::new();
-        let mut bytes = stored.snapshot.len();
-        {
-            let mut txn = doc.transact_mut();
-            for u in std::iter::once(&stored.snapshot)
-                .filter(|s| !s.is_empty())
-                .chain(stored.updates.iter())
-            {
-                bytes += u.len();
-                let update = Update::decode_v1(u).map_err(|e| YError::Malformed(e.to_string()))?;
-                txn.apply_update(update)
-                    .map_err(|e| YError::Malformed(e.to_string()))?;
-            }
-        }
+        let bytes = apply_stored(&doc, &stored.snapshot, &stored.updates);
         let loaded = Arc::new(YDoc {
             key: key.clone(),
             awareness: Mutex::new(Awareness::new(doc.clone())),
+            owners: Mutex::new(HashMap::new()),
             doc,
             writing: tokio::sync::Mutex::new(stored.seq),
             users: AtomicUsize::new(0),
@@ -170,15 +161,35 @@ impl YDocs {
         }
     }
 
-    /// Checks `update`, stores it, then applies it. Returns whether it was
+    /// Drops this node's copy from the loaded ones (its sockets keep it
+    /// until they go); the next socket loads the document from the store.
+    fn forget(&self, doc: &YDoc) {
+        let mut map = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if map
+            .get(&doc.key)
+            .is_some_and(|d| std::ptr::eq(Arc::as_ptr(d), doc))
+        {
+            map.remove(&doc.key);
+            self.held
+                .fetch_sub(doc.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+            crate::metrics::yjs_loaded(-1);
+        }
+    }
+
+    /// Checks `update`, applies it, then stores it. Returns whether it was
     /// stored (an empty or malformed one is refused before).
     pub async fn apply(&self, doc: &YDoc, update: &[u8]) -> Result<(), YError> {
         if update.len() > self.limits.max_update_bytes {
             crate::metrics::limit_hit("yjs_max_update_bytes");
             return Err(YError::UpdateTooLarge(self.limits.max_update_bytes));
         }
-        let decoded = Update::decode_v1(update).map_err(|e| YError::Malformed(e.to_string()))?;
+        let decoded = decode_update(update)?;
         let mut seq = doc.writing.lock().await;
+        // Counted bytes include what later updates deleted or replaced: a
+        // snapshot measures the document as it is before refusing.
+        if doc.bytes.load(Ordering::Relaxed) + update.len() > self.limits.max_doc_bytes {
+            self.compact(doc).await;
+        }
         let size = doc.bytes.load(Ordering::Relaxed) + update.len();
         if size > self.limits.max_doc_bytes {
             crate::metrics::limit_hit("yjs_max_doc_bytes");
@@ -188,11 +199,26 @@ impl YDocs {
             crate::metrics::limit_hit("yjs_max_memory_bytes");
             return Err(YError::Busy);
         }
-        *seq = self.store.yjs_append(&doc.key, update).await?;
-        {
+        // Applied before it is stored: an update that decodes but that Yjs
+        // will not integrate (a parent it does not have) never reaches the
+        // log, where it would make the document fail to load.
+        let applied = {
             let mut txn = doc.doc.transact_mut();
             txn.apply_update(decoded)
-                .map_err(|e| YError::Malformed(e.to_string()))?;
+        };
+        if let Err(e) = applied {
+            self.forget(doc);
+            return Err(YError::Malformed(e.to_string()));
+        }
+        match self.store.yjs_append(&doc.key, update).await {
+            Ok(s) => *seq = s,
+            Err(e) => {
+                // This copy holds what the store does not: the next socket
+                // loads what is stored (the sender still has the update,
+                // and sends it again when it syncs).
+                self.forget(doc);
+                return Err(e.into());
+            }
         }
         doc.bytes.fetch_add(update.len(), Ordering::Relaxed);
         self.held.fetch_add(update.len(), Ordering::Relaxed);
@@ -209,15 +235,7 @@ impl YDocs {
     pub async fn catch_up(&self, doc: &YDoc) -> Result<(), YError> {
         let _writing = doc.writing.lock().await;
         let stored = self.store.yjs_load(&doc.key).await?;
-        let mut txn = doc.doc.transact_mut();
-        for u in std::iter::once(&stored.snapshot)
-            .filter(|s| !s.is_empty())
-            .chain(stored.updates.iter())
-        {
-            let update = Update::decode_v1(u).map_err(|e| YError::Malformed(e.to_string()))?;
-            txn.apply_update(update)
-                .map_err(|e| YError::Malformed(e.to_string()))?;
-        }
+        apply_stored(&doc.doc, &stored.snapshot, &stored.updates);
         Ok(())
     }
 
@@ -250,19 +268,62 @@ impl YDocs {
 /// One update holding a snapshot and the updates after it.
 fn merged(snapshot: &[u8], updates: &[Vec<u8>]) -> Result<Vec<u8>, YError> {
     let doc = yrs::Doc::new();
-    {
-        let mut txn = doc.transact_mut();
-        for u in std::iter::once(snapshot)
-            .filter(|s| !s.is_empty())
-            .chain(updates.iter().map(Vec::as_slice))
-        {
-            let update = Update::decode_v1(u).map_err(|e| YError::Malformed(e.to_string()))?;
-            txn.apply_update(update)
-                .map_err(|e| YError::Malformed(e.to_string()))?;
-        }
-    }
+    apply_stored(&doc, snapshot, updates);
     let txn = doc.transact();
     Ok(txn.encode_state_as_update_v1(&StateVector::default()))
+}
+
+/// Applies a stored snapshot and updates to `doc`; returns their bytes. One
+/// that does not apply (stored by an older build) is skipped and logged
+/// rather than making the whole document unreadable.
+fn apply_stored(doc: &yrs::Doc, snapshot: &[u8], updates: &[Vec<u8>]) -> usize {
+    let mut bytes = 0;
+    let mut txn = doc.transact_mut();
+    for u in std::iter::once(snapshot)
+        .filter(|s| !s.is_empty())
+        .chain(updates.iter().map(Vec::as_slice))
+    {
+        bytes += u.len();
+        let applied = decode_update(u).and_then(|update| {
+            txn.apply_update(update)
+                .map_err(|e| YError::Malformed(e.to_string()))
+        });
+        if let Err(e) = applied {
+            tracing::warn!("a stored yjs update was skipped: {e}");
+        }
+    }
+    bytes
+}
+
+/// Reads a lib0 varuint at the start of `bytes`: (value, bytes it took).
+fn leading_varuint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value: u64 = 0;
+    for (i, b) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+/// Whether the count a message starts with could be true: each of its
+/// entries takes at least `min_entry` bytes. yrs reserves room for the
+/// declared count before reading the entries, so a 5-byte message could
+/// otherwise make it reserve gigabytes.
+fn plausible_count(bytes: &[u8], min_entry: usize) -> bool {
+    match leading_varuint(bytes) {
+        Some((n, used)) => n.saturating_mul(min_entry as u64) <= (bytes.len() - used) as u64,
+        None => false,
+    }
+}
+
+/// Decodes a Yjs update (v1), refusing an implausible leading count.
+fn decode_update(bytes: &[u8]) -> Result<Update, YError> {
+    if !plausible_count(bytes, 1) {
+        return Err(YError::Malformed("implausible count".into()));
+    }
+    Update::decode_v1(bytes).map_err(|e| YError::Malformed(e.to_string()))
 }
 
 impl YDoc {
@@ -273,6 +334,9 @@ impl YDoc {
 
     /// What a peer with state vector `sv` lacks (a sync step 2).
     pub fn diff(&self, sv: &[u8]) -> Result<Vec<u8>, YError> {
+        if !plausible_count(sv, 2) {
+            return Err(YError::Malformed("implausible count".into()));
+        }
         let sv = StateVector::decode_v1(sv).map_err(|e| YError::Malformed(e.to_string()))?;
         Ok(self.doc.transact().encode_state_as_update_v1(&sv))
     }
@@ -284,19 +348,50 @@ impl YDoc {
             .encode_state_as_update_v1(&StateVector::default())
     }
 
-    /// Applies an awareness update; returns the client ids it spoke for.
-    pub fn awareness_apply(&self, bytes: &[u8], max: usize) -> Result<Vec<u64>, YError> {
+    /// Applies an awareness update from socket `owner`; returns the client
+    /// ids it now owns (those it brought in first). A client's provider
+    /// also sends the states of others (echoes of what it received, and
+    /// their removal when it disconnects): those are applied like any
+    /// update (a newer clock wins) but stay their owners'. Ids nobody had
+    /// count against the socket's `max_new` (the states map only grows
+    /// while the document is loaded).
+    pub fn awareness_apply(
+        &self,
+        bytes: &[u8],
+        max: usize,
+        owner: &str,
+        max_new: usize,
+    ) -> Result<Vec<u64>, YError> {
         if bytes.len() > max {
             crate::metrics::limit_hit("yjs_max_awareness_bytes");
             return Err(YError::UpdateTooLarge(max));
         }
+        if !plausible_count(bytes, 3) {
+            return Err(YError::Malformed("implausible count".into()));
+        }
         let update =
             AwarenessUpdate::decode_v1(bytes).map_err(|e| YError::Malformed(e.to_string()))?;
-        let clients = update.clients.keys().map(|c| c.get()).collect();
         let mut a = self.awareness.lock().unwrap_or_else(|p| p.into_inner());
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        let new: Vec<u64> = update
+            .clients
+            .keys()
+            .filter(|c| a.meta(**c).is_none())
+            .map(|c| c.get())
+            .collect();
+        let owned_before = owners.values().filter(|o| o.as_str() == owner).count();
+        if owned_before + new.len() > max_new {
+            crate::metrics::limit_hit("yjs_awareness_clients");
+            return Err(YError::Malformed(format!(
+                "more than {max_new} awareness clients on one socket"
+            )));
+        }
         a.apply_update(update)
             .map_err(|e| YError::Malformed(e.to_string()))?;
-        Ok(clients)
+        for c in &new {
+            owners.insert(*c, owner.to_string());
+        }
+        Ok(new)
     }
 
     /// Every client's awareness state, encoded (none when nobody has one).
@@ -306,11 +401,20 @@ impl YDoc {
         (!update.clients.is_empty()).then(|| update.encode_v1())
     }
 
-    /// Removes these clients' awareness (their socket is gone); returns the
-    /// update that tells the others, if any was known.
-    pub fn awareness_remove(&self, clients: &[u64]) -> Option<Vec<u8>> {
+    /// Removes the awareness of the clients socket `owner` owns (it is
+    /// gone); returns the update that tells the others, if it owned any.
+    pub fn awareness_remove(&self, owner: &str) -> Option<Vec<u8>> {
         let mut a = self.awareness.lock().unwrap_or_else(|p| p.into_inner());
-        let known: Vec<yrs::block::ClientID> = clients
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        let mine: Vec<u64> = owners
+            .iter()
+            .filter(|(_, o)| o.as_str() == owner)
+            .map(|(c, _)| *c)
+            .collect();
+        for c in &mine {
+            owners.remove(c);
+        }
+        let known: Vec<yrs::block::ClientID> = mine
             .iter()
             .map(|c| yrs::block::ClientID::new(*c))
             .filter(|c| a.meta(*c).is_some())
