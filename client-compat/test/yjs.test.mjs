@@ -200,6 +200,19 @@ describe("yjs: the edges", () => {
     }
   });
 
+  it("a socket is ended when its token expires", async () => {
+    const srv = await startServer(undefined, undefined, YJS);
+    try {
+      const e = await editor(srv.url, "short", "alice", token("alice", ["--ttl-secs", "2"]));
+      const reason = await Promise.race([new Promise((r) => e.p.socket.once("disconnect", r)), sleep(8000).then(() => "still connected")]);
+      assert.equal(reason, "io server disconnect");
+      assert.equal(await metric(srv.url, 'switchboard_server_disconnects_total{reason="token_expired"}'), 1);
+    } finally {
+      closeAll();
+      await srv.stop();
+    }
+  });
+
   it("ten editors' cursors: each sees the others, nobody is cut off, and one leaving takes only its own", async () => {
     const srv = await startServer(undefined, undefined, YJS);
     try {

@@ -59,6 +59,8 @@ pub enum YRefused {
 pub struct YSocket {
     docs: Arc<YDocs>,
     pub doc: Arc<YDoc>,
+    /// The socket's key in the token-expiry schedule.
+    expiry: u64,
     /// The socket's event bucket (`--events-per-sec`, `--event-burst`).
     limits: super::limits::SocketLimits,
     _conn: Arc<UserConn>,
@@ -77,6 +79,7 @@ pub(crate) async fn authenticate<A: Adapter>(
     s: SocketRef<A>,
     TryData(auth): TryData<serde_json::Value>,
     State(ctx): State<Arc<Ctx>>,
+    io: SocketIo<A>,
 ) -> Result<(), YRefused> {
     let name = s.ns().strip_prefix(PREFIX).unwrap_or_default();
     if !crate::names::valid_room_id(name) {
@@ -103,9 +106,18 @@ pub(crate) async fn authenticate<A: Adapter>(
         .map(|t| format!("/{t}"))
         .unwrap_or_else(|| "/".into());
     let doc = ctx.ydocs.open(&DocKey::new(&scope, name)).await?;
+    // Ended when its token expires, like any socket (the provider cannot
+    // refresh a token: it reconnects, and needs a fresh one).
+    let target = TokenExpiry {
+        io: io.clone(),
+        ns: s.ns().to_string(),
+        sid: s.id,
+    };
+    let expiry = ctx.expiries.track(identity.expires_at, Arc::new(target));
     s.extensions.insert(Arc::new(YSocket {
         docs: ctx.ydocs.clone(),
         doc,
+        expiry,
         limits: ctx.limits.socket(),
         _conn: conn,
     }));
@@ -215,9 +227,10 @@ async fn awareness_update<A: Adapter>(s: SocketRef<A>, Data(update): Data<Bytes>
 }
 
 /// Gone: its awareness clients are removed, and the others told at once.
-async fn disconnected<A: Adapter>(s: SocketRef<A>, io: SocketIo<A>) {
+async fn disconnected<A: Adapter>(s: SocketRef<A>, io: SocketIo<A>, State(ctx): State<Arc<Ctx>>) {
     crate::metrics::yjs_connections(-1);
     let Some(y) = ysocket(&s) else { return };
+    ctx.expiries.untrack(y.expiry);
     if let Some(removal) = y.doc.awareness_remove(&s.id.to_string())
         && let Some(ns) = io.of(s.ns())
     {
@@ -231,4 +244,25 @@ fn refuse<A: Adapter>(s: &SocketRef<A>, why: &dyn std::fmt::Display) {
     tracing::info!(ns = s.ns(), sid = %s.id, "yjs message refused: {why}; disconnecting");
     crate::metrics::yjs_refused();
     let _ = s.clone().disconnect();
+}
+
+/// A y-socket.io socket in the token-expiry schedule: no warning (the
+/// provider has no way to refresh), a disconnect at expiry.
+struct TokenExpiry<A: Adapter> {
+    io: SocketIo<A>,
+    ns: String,
+    sid: socketioxide::socket::Sid,
+}
+
+impl<A: Adapter> super::expiry::Expiring for TokenExpiry<A> {
+    fn warn(&self, _exp: u64) {}
+
+    fn expire(&self) {
+        let Some(socket) = self.io.of(&self.ns).and_then(|ns| ns.get_socket(self.sid)) else {
+            return;
+        };
+        tracing::info!(ns = socket.ns(), sid = %socket.id, "token expired; disconnecting");
+        crate::metrics::server_disconnect("token_expired");
+        let _ = socket.disconnect();
+    }
 }
