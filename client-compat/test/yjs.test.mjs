@@ -239,7 +239,7 @@ describe("yjs: the edges", () => {
     }
   });
 
-  it("a flood of updates, an implausible count and a socket claiming many cursors end only that socket", async () => {
+  it("a flood of updates, an implausible count, many cursors and deeply nested values end only their socket", async () => {
     const srv = await startServer(undefined, undefined, [...YJS, "--events-per-sec", "50", "--event-burst", "100"]);
     try {
       const a = await editor(srv.url, "edges", "alice");
@@ -277,6 +277,17 @@ describe("yjs: the edges", () => {
       many.emit("awareness-update", enc(aw, [...states.keys()]));
       aw.destroy(); // its check interval would keep the test process alive
       assert.equal(await manyGone, "io server disconnect", "nine cursors");
+      // Values nested 5,000 deep: yrs would recurse once per level (the
+      // stack of a server worker ran out at ~10,000 in release builds).
+      const deepDoc = new Y.Doc();
+      let deep = "leaf";
+      for (let i = 0; i < 5000; i++) deep = [deep];
+      deepDoc.getMap("m").set("deep", deep);
+      const digger = await raw("mallory");
+      const diggerGone = ended(digger);
+      digger.emit("sync-update", Y.encodeStateAsUpdate(deepDoc));
+      assert.equal(await diggerGone, "io server disconnect", "deep values");
+      assert.ok((await fetch(`${srv.url}/healthz`)).ok, "the server is alive");
       // The document is whole, and its editors agree (the flood's first
       // updates, within the burst, were taken like anyone's).
       const b = await editor(srv.url, "edges", "bob");

@@ -8,6 +8,8 @@
 //! The providers' wire (y-socket.io events) is in `realtime::yjs`; this
 //! module knows nothing of sockets.
 
+pub mod check;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -318,11 +320,9 @@ fn plausible_count(bytes: &[u8], min_entry: usize) -> bool {
     }
 }
 
-/// Decodes a Yjs update (v1), refusing an implausible leading count.
+/// Decodes a Yjs update (v1) once [`check::update`] passed it.
 fn decode_update(bytes: &[u8]) -> Result<Update, YError> {
-    if !plausible_count(bytes, 1) {
-        return Err(YError::Malformed("implausible count".into()));
-    }
+    check::update(bytes).map_err(|e| YError::Malformed(e.to_string()))?;
     Update::decode_v1(bytes).map_err(|e| YError::Malformed(e.to_string()))
 }
 
