@@ -167,7 +167,7 @@ impl Switchboard {
                 })
                 .map(|h| Arc::new(h) as Arc<dyn hooks::Hooks>)
             }),
-            namespaces: realtime::namespaces::DynNamespaces::new(&config.namespaces),
+            namespaces: realtime::namespaces::DynNamespaces::new(&namespace_patterns(&config)),
             limits: realtime::limits::Limits::new(&config),
             expiries: realtime::expiry::Expiries::new(config.auth_expiry_warning_secs),
             admin: realtime::admin::Admin::new(&config),
@@ -304,6 +304,16 @@ impl Switchboard {
             ctx,
         })
     }
+}
+
+/// The configured namespaces, and the Yjs one when it is served: the
+/// patterns among them have children removed when empty.
+fn namespace_patterns(config: &Config) -> Vec<String> {
+    let mut all = config.namespaces.clone();
+    if config.yjs_socketio {
+        all.push(realtime::yjs::NAMESPACE.to_string());
+    }
+    all
 }
 
 /// Keeps every socket for connection state recovery as it stands (a

@@ -200,6 +200,29 @@ describe("yjs: the edges", () => {
     }
   });
 
+  it("made-up document names leave no namespace behind, and a document's goes with its last socket", async () => {
+    const srv = await startServer(undefined, undefined, YJS);
+    try {
+      for (let i = 0; i < 50; i++) {
+        const s = io(`${srv.url}/yjs|made-up-${i}`, { transports: ["websocket"], reconnection: false, forceNew: true });
+        raws.push(s);
+        await new Promise((r) => s.on("connect_error", r));
+        s.close();
+      }
+      assert.ok(await until(async () => (await metric(srv.url, "switchboard_namespaces_removed_total")) >= 50), "50 refused names removed");
+      const a = await editor(srv.url, "comes-and-goes", "alice");
+      a.text.insert(0, "still here");
+      await sleep(200);
+      closeAll();
+      assert.ok(await until(async () => (await metric(srv.url, "switchboard_namespaces_removed_total")) >= 51), "the document's namespace removed");
+      const b = await editor(srv.url, "comes-and-goes", "bob");
+      assert.ok(await until(() => b.text.toString() === "still here"), b.text.toString());
+    } finally {
+      closeAll();
+      await srv.stop();
+    }
+  });
+
   it("a socket is ended when its token expires", async () => {
     const srv = await startServer(undefined, undefined, YJS);
     try {

@@ -81,11 +81,27 @@ pub(crate) async fn authenticate<A: Adapter>(
     State(ctx): State<Arc<Ctx>>,
     io: SocketIo<A>,
 ) -> Result<(), YRefused> {
+    // A made-up name is a namespace socketioxide keeps: removed again once
+    // no socket is in it (see `namespaces`).
+    let connecting = ctx.namespaces.connecting(s.ns());
+    let result = admit(&s, auth.ok(), &ctx, &io).await;
+    drop(connecting);
+    if result.is_err() {
+        ctx.namespaces.remove_if_empty(&io, s.ns(), None);
+    }
+    result
+}
+
+async fn admit<A: Adapter>(
+    s: &SocketRef<A>,
+    auth: Option<serde_json::Value>,
+    ctx: &Arc<Ctx>,
+    io: &SocketIo<A>,
+) -> Result<(), YRefused> {
     let name = s.ns().strip_prefix(PREFIX).unwrap_or_default();
     if !crate::names::valid_room_id(name) {
         return Err(YRefused::Name);
     }
-    let auth = auth.ok();
     let token = {
         let parts = s.req_parts();
         let header = parts
@@ -134,7 +150,15 @@ fn ysocket<A: Adapter>(s: &SocketRef<A>) -> Option<Arc<YSocket>> {
 }
 
 /// Connected: the server's sync step 1, and the awareness of the others.
-pub(crate) async fn connected<A: Adapter>(s: SocketRef<A>, State(ctx): State<Arc<Ctx>>) {
+pub(crate) async fn connected<A: Adapter>(
+    s: SocketRef<A>,
+    State(ctx): State<Arc<Ctx>>,
+    io: SocketIo<A>,
+) {
+    if !ctx.namespaces.still_registered(&io, &s) {
+        let _ = s.disconnect();
+        return;
+    }
     let Some(y) = ysocket(&s) else { return };
     catch_up(&ctx, &y).await;
     let sv = Bytes::from(y.doc.state_vector());
@@ -229,6 +253,7 @@ async fn awareness_update<A: Adapter>(s: SocketRef<A>, Data(update): Data<Bytes>
 /// Gone: its awareness clients are removed, and the others told at once.
 async fn disconnected<A: Adapter>(s: SocketRef<A>, io: SocketIo<A>, State(ctx): State<Arc<Ctx>>) {
     crate::metrics::yjs_connections(-1);
+    ctx.namespaces.remove_if_empty(&io, s.ns(), Some(s.id));
     let Some(y) = ysocket(&s) else { return };
     ctx.expiries.untrack(y.expiry);
     if let Some(removal) = y.doc.awareness_remove(&s.id.to_string())
