@@ -63,6 +63,14 @@ async function connected(url, sub) {
   await next(s, "connect");
   return s;
 }
+/** Stops the nodes and the receiver, and drops the test's PostgreSQL database. */
+async function stopNodes(nodes, rx, db) {
+  await Promise.all(nodes.map((n) => n.stop()));
+  await rx.close();
+  try {
+    db.drop();
+  } catch {}
+}
 const ack = (s, ev, data) => s.timeout(5000).emitWithAck(ev, data);
 const flags = (url) => ["--webhook-url", url, "--webhook-secret", SECRET];
 
@@ -274,11 +282,7 @@ describe("webhooks from a cluster (PostgreSQL + Redis)", { skip: PG && REDIS ? f
       const order = rx.events.map((e) => `${e.type}:${e.data.userId ?? e.data.roomId}`);
       assert.ok(order.indexOf(`room.vacated:${lonely}`) > order.lastIndexOf("member.left:bob"), order.join(" "));
     } finally {
-      await Promise.all(nodes.map((n) => n.stop()));
-      await rx.close();
-      try {
-        db.drop();
-      } catch {}
+      await stopNodes(nodes, rx, db);
     }
   });
 });
@@ -355,11 +359,7 @@ describe("webhooks from two nodes (PostgreSQL)", { skip: PG ? false : CI ? false
       assert.equal(new Set(rx.events.map((e) => e.id)).size, rx.events.length);
       assert.deepEqual(created().map((e) => e.data.seq).sort((x, y) => x - y), Array.from({ length: 40 }, (_, i) => i + 1));
     } finally {
-      await Promise.all(nodes.map((n) => n.stop()));
-      await rx.close();
-      try {
-        db.drop();
-      } catch {}
+      await stopNodes(nodes, rx, db);
     }
   });
 });

@@ -155,20 +155,27 @@ pub(crate) async fn authenticate<A: Adapter>(
     result
 }
 
+/// The token a connecting socket presents: its handshake `auth.token`, an
+/// `Authorization: Bearer` header, or the `token` query parameter.
+pub(crate) fn socket_token<A: Adapter>(
+    s: &SocketRef<A>,
+    auth: Option<&serde_json::Value>,
+) -> Option<String> {
+    let parts = s.req_parts();
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok());
+    find_token(auth, header, parts.uri.query()).map(|t| t.into_owned())
+}
+
 /// Finds and verifies the connection's token.
 async fn identify<A: Adapter>(
     s: &SocketRef<A>,
     auth: Option<&serde_json::Value>,
     ctx: &Arc<Ctx>,
 ) -> Result<crate::auth::Identity, ConnectRefused> {
-    let token = {
-        let parts = s.req_parts();
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|h| h.to_str().ok());
-        find_token(auth, header, parts.uri.query()).ok_or(AuthFailure(AuthError::Missing))?
-    };
+    let token = socket_token(s, auth).ok_or(AuthFailure(AuthError::Missing))?;
     let identity = ctx.verifier.verify_fresh(&token).await.map_err(|e| {
         tracing::debug!(ns = s.ns(), reason = %e, "connection refused");
         AuthFailure(e)

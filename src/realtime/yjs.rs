@@ -22,7 +22,7 @@ use socketioxide::extract::{AckSender, Data, SocketRef, State, TryData};
 
 use super::Ctx;
 use super::user_conns::{TooMany, UserConn};
-use crate::auth::{AuthError, find_token};
+use crate::auth::AuthError;
 use crate::documents::store::DocKey;
 use crate::yjs::{YDoc, YDocs, YError};
 
@@ -102,14 +102,7 @@ async fn admit<A: Adapter>(
     if !crate::names::valid_room_id(name) {
         return Err(YRefused::Name);
     }
-    let token = {
-        let parts = s.req_parts();
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|h| h.to_str().ok());
-        find_token(auth.as_ref(), header, parts.uri.query()).ok_or(AuthError::Missing)?
-    };
+    let token = super::socket_token(s, auth.as_ref()).ok_or(AuthError::Missing)?;
     let identity = ctx.verifier.verify_fresh(&token).await?;
     if !identity.may_join(&claim_room(name)) {
         return Err(YRefused::Forbidden);
