@@ -126,7 +126,7 @@ describe("yjs over y-socket.io", () => {
     }
   });
 
-  it("a document survives a SIGKILL of the server, snapshots included", async () => {
+  it("a document survives a SIGKILL of the server, snapshots included, and an editor that stayed reconnects and syncs", async () => {
     const port = await freePort();
     const db = tempDb();
     let srv = await startServer(port, db, YJS);
@@ -139,12 +139,16 @@ describe("yjs over y-socket.io", () => {
       }
       const want = a.text.toString();
       assert.ok(await until(async () => (await metric(srv.url, "switchboard_yjs_updates_total")) >= 250), "all stored");
-      a.p.destroy();
       srv.child.kill("SIGKILL");
       await new Promise((r) => srv.child.once("exit", r));
+      // Alice types while the server is down; her provider reconnects to
+      // the restarted server by itself and sends what it lacks.
+      a.text.insert(a.text.length, "!");
       srv = await startServer(port, db, YJS);
       const b = await editor(srv.url, "durable", "bob");
-      assert.ok(await until(() => b.text.toString() === want, 5000), `${b.text.toString().length} of ${want.length} characters`);
+      assert.ok(await until(() => b.text.toString() === `${want}!`, 10000), `${b.text.toString().length} of ${want.length + 1} characters`);
+      b.text.insert(0, "^");
+      assert.ok(await until(() => a.text.toString() === `^${want}!`, 5000), "alice, reconnected, gets bob's edit");
     } finally {
       closeAll();
       await srv.stop();
