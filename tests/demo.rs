@@ -171,6 +171,8 @@ async fn static_dir_serves_files_beside_the_server() {
     // the next polls (a ping can be answered before it is ready).
     let mut polled = String::new();
     for _ in 0..3 {
+        // One poll's packets, kept apart from the previous poll's.
+        polled.push('\u{1e}');
         polled.push_str(&reqwest::get(&url).await.unwrap().text().await.unwrap());
         if polled.split('\u{1e}').any(|p| p.starts_with("40{\"sid\"")) {
             break;
