@@ -109,6 +109,10 @@ impl Hub {
         &self.ctx
     }
 
+    pub fn io(&self) -> &IoHandle {
+        &self.io
+    }
+
     /// Whether `ns` is `/` or a configured namespace (or matches a pattern).
     fn check_namespace(&self, ns: &str) -> Result<(), HubError> {
         let config = &self.ctx.config;

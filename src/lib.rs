@@ -249,6 +249,17 @@ impl Switchboard {
                 config.max_redis_queue_bytes,
             );
             ctx.feeds.relay_to(Box::new(relay));
+            if config.yjs_socketio() || config.yjs_websocket() {
+                let relay = cluster::yjs_relay::start(
+                    client.clone(),
+                    driver.clone(),
+                    &config.redis_prefix,
+                    cluster.node_id.clone(),
+                    config.max_redis_queue_bytes,
+                    on_io!(&io, io => realtime::yjs::from_other_nodes(io.clone(), ctx.clone())),
+                );
+                ctx.ydocs.relay_to(Box::new(relay));
+            }
             cluster::emitter::start(
                 io.clone(),
                 client.clone(),
@@ -310,7 +321,7 @@ impl Switchboard {
 /// patterns among them have children removed when empty.
 fn namespace_patterns(config: &Config) -> Vec<String> {
     let mut all = config.namespaces.clone();
-    if config.yjs_socketio {
+    if config.yjs_socketio() {
         all.push(realtime::yjs::NAMESPACE.to_string());
     }
     all

@@ -38,6 +38,7 @@ static ZEROS: OnceLock<()> = OnceLock::new();
 /// the start (`tests/docs.rs` checks that every limit the code counts is here).
 pub const LIMITS: &[&str] = &[
     "address_messages_per_sec",
+    "connect_timeout_ms",
     "admin_event_bytes",
     "admin_events_bytes",
     "admin_events_waiting",
@@ -141,6 +142,7 @@ fn zero_series() {
     counter!("switchboard_yjs_updates_total").increment(0);
     counter!("switchboard_yjs_update_bytes_total").increment(0);
     counter!("switchboard_yjs_refused_total").increment(0);
+    gauge!("switchboard_yjs_awareness_clients").set(0.0);
     // Set by the documents' eviction task at its first tick, which a scrape
     // right after start could precede.
     gauge!("switchboard_docs_held").set(0.0);
@@ -389,7 +391,7 @@ pub fn yjs_loaded(delta: i64) {
     metrics::gauge!("switchboard_yjs_documents").increment(delta as f64);
 }
 
-/// y-socket.io sockets on this node.
+/// Yjs clients (y-socket.io sockets and y-websocket peers) on this node.
 pub fn yjs_connections(delta: i64) {
     metrics::gauge!("switchboard_yjs_connections").increment(delta as f64);
 }
@@ -400,7 +402,12 @@ pub fn yjs_update(bytes: usize) {
     metrics::counter!("switchboard_yjs_update_bytes_total").increment(bytes as u64);
 }
 
-/// A Yjs message refused (its socket is ended).
+/// Awareness clients (cursors) this node's Yjs clients speak for.
+pub fn yjs_awareness(delta: i64) {
+    metrics::gauge!("switchboard_yjs_awareness_clients").increment(delta as f64);
+}
+
+/// A Yjs message or connection refused (its socket is ended).
 pub fn yjs_refused() {
     metrics::counter!("switchboard_yjs_refused_total").increment(1);
 }

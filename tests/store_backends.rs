@@ -487,7 +487,7 @@ on_every_backend!(
         };
         let docs = open(&url).await;
         let key = DocKey::new("/", "y");
-        let empty = docs.yjs_load(&key).await.unwrap();
+        let empty = docs.yjs_load(&key, 0).await.unwrap();
         assert_eq!((empty.seq, empty.updates.len()), (0, 0), "never stored");
         for i in 1..=5u8 {
             assert_eq!(docs.yjs_append(&key, &[i, i]).await.unwrap(), i as u64);
@@ -503,7 +503,7 @@ on_every_backend!(
                 .unwrap(),
             1
         );
-        let all = docs.yjs_load(&key).await.unwrap();
+        let all = docs.yjs_load(&key, 0).await.unwrap();
         assert_eq!(all.seq, 5);
         assert_eq!(
             all.updates,
@@ -511,17 +511,30 @@ on_every_backend!(
         );
         // A snapshot through 3 leaves 4 and 5 after it.
         docs.yjs_compact(&key, b"state-3", 3).await.unwrap();
-        let after = docs.yjs_load(&key).await.unwrap();
+        let after = docs.yjs_load(&key, 0).await.unwrap();
         assert_eq!(after.snapshot, b"state-3");
         assert_eq!((after.snapshot_seq, after.seq), (3, 5));
         assert_eq!(after.updates, vec![vec![4, 4], vec![5, 5]]);
+        // A reader that has everything through 4 gets 5 alone; one that
+        // has through 2 (the snapshot holds more) gets the snapshot too.
+        let tail = docs.yjs_load(&key, 4).await.unwrap();
+        assert_eq!((tail.snapshot.len(), tail.seq), (0, 5));
+        assert_eq!(tail.updates, vec![vec![5, 5]]);
+        let behind = docs.yjs_load(&key, 2).await.unwrap();
+        assert_eq!(behind.snapshot, b"state-3");
+        assert_eq!((behind.seq, behind.updates.len()), (5, 2));
+        let current = docs.yjs_load(&key, 5).await.unwrap();
+        assert_eq!(
+            (current.snapshot.len(), current.updates.len(), current.seq),
+            (0, 0, 5)
+        );
         // An older snapshot (a slower node's) does not go back.
         docs.yjs_compact(&key, b"state-2", 2).await.unwrap();
-        assert_eq!(docs.yjs_load(&key).await.unwrap().snapshot, b"state-3");
+        assert_eq!(docs.yjs_load(&key, 0).await.unwrap().snapshot, b"state-3");
         assert_eq!(docs.yjs_append(&key, &[6]).await.unwrap(), 6);
         // What was stored is there after a reopen.
         if url.is_some() {
-            let again = open(&url).await.yjs_load(&key).await.unwrap();
+            let again = open(&url).await.yjs_load(&key, 0).await.unwrap();
             assert_eq!(again.snapshot, b"state-3");
             assert_eq!(again.updates, vec![vec![4, 4], vec![5, 5], vec![6]]);
         }

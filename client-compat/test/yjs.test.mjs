@@ -1,23 +1,29 @@
-// Yjs documents through the real y-socket.io provider (SocketIOProvider
-// 1.1.3, yjs 13): clients editing one Y.Text converge, awareness reaches the
-// others and is cleared when a client's process is killed, tokens and their
-// `rooms` claim are enforced, a document survives a SIGKILL of the server,
-// and updates the server will not take (too large, malformed) end only the
-// socket that sent them.
+// Yjs documents through the real providers, y-socket.io (SocketIOProvider
+// 1.1.3) and y-websocket (WebsocketProvider 3.x over the `ws` package), with
+// yjs 13, on the same documents: clients editing one Y.Text converge over
+// both at once, awareness reaches the others and is cleared when a client's
+// process is killed, tokens and their `rooms` claim are enforced, a
+// document survives a SIGKILL of the server, two nodes share documents, a
+// backend reads and writes them over HTTP, and what the server will not
+// take (too large, malformed, too fast, too many documents) ends only the
+// connection that sent it.
 import { describe, it, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import * as Y from "yjs";
 import { SocketIOProvider } from "y-socket.io";
+import { WebsocketProvider } from "y-websocket";
+import WebSocket from "ws";
 import * as bc from "lib0/broadcastchannel";
-import { io } from "socket.io-client";
+import { io, Manager } from "socket.io-client";
 import { startServer, token, tempDb, freePort, metric, freshPgDatabase } from "./server.mjs";
 
 const PG = process.env.SWITCHBOARD_TEST_POSTGRES_URL;
 const REDIS = process.env.SWITCHBOARD_TEST_REDIS;
 const CI = process.env.CI === "true";
-const YJS = ["--yjs-socketio"];
+const YJS = [];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 async function until(cond, ms = 10000) {
   const by = Date.now() + ms;
@@ -26,6 +32,7 @@ async function until(cond, ms = 10000) {
 }
 
 const providers = [];
+const wsProviders = [];
 const raws = [];
 /** Ends every provider and raw socket (a provider's destroy() leaves a
  * socket that is reconnecting to a stopped server running for good). */
@@ -41,6 +48,10 @@ function closeAll() {
     bc.subscribe(p.broadcastChannel, none);
     bc.unsubscribe(p.broadcastChannel, none);
   }
+  for (const p of wsProviders.splice(0)) {
+    p.destroy();
+    p.awareness.destroy();
+  }
   raws.splice(0).forEach((s) => s.close());
 }
 after(closeAll);
@@ -54,13 +65,49 @@ async function editor(url, doc, sub, tok = token(sub)) {
   return { p, ydoc, text: ydoc.getText("t") };
 }
 
+/** lib0's varuint. */
+function varuint(n) {
+  const out = [];
+  while (n >= 0x80) {
+    out.push((n & 0x7f) | 0x80);
+    n = Math.floor(n / 128);
+  }
+  out.push(n);
+  return out;
+}
+
+const wsUrl = (url) => `${url.replace(/^http/, "ws")}/yjs`;
+
+/** A y-websocket provider for `doc` as `sub`; resolves once synced. */
+async function wsEditor(url, doc, sub, tok = token(sub)) {
+  const ydoc = new Y.Doc();
+  const p = new WebsocketProvider(wsUrl(url), doc, ydoc, { params: { token: tok }, WebSocketPolyfill: WebSocket, disableBc: true });
+  wsProviders.push(p);
+  assert.ok(await until(() => p.synced, 10000), `${sub} synced to ${doc} over y-websocket`);
+  return { p, ydoc, text: ydoc.getText("t") };
+}
+
+/** A raw websocket to `/yjs/<doc>`: its messages, and how it closed. */
+function rawWs(url, doc, query = "") {
+  const ws = new WebSocket(`${wsUrl(url)}/${encodeURIComponent(doc)}${query}`);
+  ws.binaryType = "nodebuffer";
+  raws.push(ws);
+  const got = [];
+  ws.on("message", (m) => got.push(new Uint8Array(m)));
+  ws.on("error", () => {});
+  const closed = new Promise((r) => ws.on("close", (code, reason) => r({ code, reason: reason.toString() })));
+  const open = new Promise((r) => ws.on("open", r));
+  return { ws, got, closed, open };
+}
+
 describe("yjs over y-socket.io", () => {
-  it("two and five editors typing at once converge", async () => {
+  it("two and five editors typing at once converge, over both providers at once", async () => {
     const srv = await startServer(undefined, undefined, YJS);
     try {
       for (const n of [2, 5]) {
         const doc = `converge-${n}`;
-        const eds = await Promise.all(Array.from({ length: n }, (_, i) => editor(srv.url, doc, `u${i}`)));
+        // Every other editor on y-websocket.
+        const eds = await Promise.all(Array.from({ length: n }, (_, i) => (i % 2 ? wsEditor : editor)(srv.url, doc, `u${i}`)));
         for (let round = 0; round < 20; round++) {
           eds.forEach((e, i) => e.text.insert(Math.min(e.text.length, round), `${i}`));
           await sleep(5);
@@ -76,12 +123,13 @@ describe("yjs over y-socket.io", () => {
     }
   });
 
-  it("awareness reaches the others and is cleared when a client's process is killed", async () => {
+  for (const [bobOn, aliceOn] of [["y-socket.io", wsEditor], ["y-websocket", editor]]) it(`awareness reaches the others and is cleared when a client's process is killed (${bobOn})`, async () => {
     const srv = await startServer(undefined, undefined, YJS);
     try {
-      const a = await editor(srv.url, "aware", "alice");
+      const a = await aliceOn(srv.url, "aware", "alice");
       // Bob runs in a process of his own, killed without a goodbye.
-      const child = spawn(process.execPath, [fileURLToPath(new URL("./yjs-peer.mjs", import.meta.url)), srv.url, "aware", token("bob")], { stdio: ["ignore", "pipe", "inherit"] });
+      const args = [fileURLToPath(new URL("./yjs-peer.mjs", import.meta.url)), srv.url, "aware", token("bob"), bobOn === "y-websocket" ? "ws" : "sio"];
+      const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
       try {
         const bobSeen = () => [...a.p.awareness.getStates().values()].some((s) => s.user === "bob");
         assert.ok(await until(bobSeen, 10000), "bob's cursor reaches alice");
@@ -99,8 +147,8 @@ describe("yjs over y-socket.io", () => {
     }
   });
 
-  it("a bad token, or one whose rooms claim leaves the document out, is refused", async () => {
-    const srv = await startServer(undefined, undefined, YJS);
+  it("a bad token, or one whose rooms claim leaves the document out, is refused on both providers", async () => {
+    const srv = await startServer(undefined, undefined, [...YJS, "--connect-timeout-ms", "1500"]);
     try {
       const refused = (doc, auth) =>
         new Promise((resolve, reject) => {
@@ -120,6 +168,43 @@ describe("yjs over y-socket.io", () => {
       assert.match(await refused("bad name!", { token: token("eve") }), /invalid document name/);
       const ok = await editor(srv.url, "other", "eve", token("eve", ["--room", "yjs:other"]));
       assert.ok(ok.p.synced);
+      // y-websocket: "permission denied" with the reason, then a close
+      // whose code (4400-4499) stops the provider from retrying.
+      const denied = async (doc, query) => {
+        const r = rawWs(srv.url, doc, query);
+        const { code, reason } = await r.closed;
+        return { code, reason, first: r.got[0] };
+      };
+      let d = await denied("d1", "?token=");
+      assert.equal(d.code, 4401);
+      assert.match(d.reason, /Authentication failed/);
+      assert.deepEqual([...d.first.slice(0, 2)], [2, 0], "y-protocols' permission denied first");
+      d = await denied("d1", "?token=garbage");
+      assert.equal(d.code, 4401);
+      d = await denied("d1", `?token=${token("eve", ["--room", "yjs:other"])}`);
+      assert.equal(d.code, 4403);
+      assert.match(d.reason, /Forbidden/);
+      d = await denied("bad name!", `?token=${token("eve")}`);
+      assert.equal(d.code, 4400);
+      // The real provider reads the refusal and stops.
+      const closed = [];
+      const p = new WebsocketProvider(wsUrl(srv.url), "d1", new Y.Doc(), { params: { token: "garbage" }, WebSocketPolyfill: WebSocket, disableBc: true });
+      wsProviders.push(p);
+      p.on("closed", (c) => closed.push(c));
+      assert.ok(await until(() => closed.length === 1, 5000), "the provider is told it is closed for good");
+      assert.equal(closed[0].code, 4401);
+      await sleep(1000);
+      assert.equal(p.shouldConnect, false, "and does not retry");
+      // Without a token in the URL, an auth message first (type 2, the token).
+      const tok = new TextEncoder().encode(token("eve", ["--room", "yjs:other"]));
+      const r = rawWs(srv.url, "other");
+      await r.open;
+      r.ws.send(Uint8Array.from([2, ...varuint(tok.length), ...tok]));
+      assert.ok(await until(() => r.got.length > 0, 5000), "synced after the auth message");
+      assert.deepEqual([...r.got[0].slice(0, 2)], [0, 0], "the server's sync step 1");
+      // No token at all within --connect-timeout-ms: closed.
+      const slow = rawWs(srv.url, "other");
+      assert.equal((await slow.closed).code, 4408);
     } finally {
       closeAll();
       await srv.stop();
@@ -145,7 +230,7 @@ describe("yjs over y-socket.io", () => {
       // the restarted server by itself and sends what it lacks.
       a.text.insert(a.text.length, "!");
       srv = await startServer(port, db, YJS);
-      const b = await editor(srv.url, "durable", "bob");
+      const b = await wsEditor(srv.url, "durable", "bob");
       assert.ok(await until(() => b.text.toString() === `${want}!`, 10000), `${b.text.toString().length} of ${want.length + 1} characters`);
       b.text.insert(0, "^");
       assert.ok(await until(() => a.text.toString() === `^${want}!`, 5000), "alice, reconnected, gets bob's edit");
@@ -188,8 +273,8 @@ describe("yjs over y-socket.io", () => {
 });
 
 describe("yjs: the edges", () => {
-  it("is off unless --yjs-socketio", async () => {
-    const srv = await startServer();
+  it("each provider can be turned off (--no-yjs-socketio, --no-yjs-websocket)", async () => {
+    const srv = await startServer(undefined, undefined, ["--no-yjs-socketio", "--no-yjs-websocket"]);
     try {
       const s = io(`${srv.url}/yjs|off`, { auth: { token: token("alice") }, transports: ["websocket"], reconnection: false, forceNew: true });
       const err = await new Promise((resolve) => {
@@ -198,6 +283,89 @@ describe("yjs: the edges", () => {
       });
       s.close();
       assert.match(err, /Invalid namespace/);
+      const r = rawWs(srv.url, "off", `?token=${token("alice")}`);
+      const outcome = await Promise.race([r.open.then(() => "open"), r.closed.then(() => "refused")]);
+      assert.equal(outcome, "refused", "no websocket at /yjs");
+    } finally {
+      closeAll();
+      await srv.stop();
+    }
+  });
+
+  it("y-websocket: a 50 MB message, a flood and malformed messages end only their connection", async () => {
+    const srv = await startServer(undefined, undefined, [...YJS, "--events-per-sec", "50", "--event-burst", "100"]);
+    try {
+      const a = await wsEditor(srv.url, "ws-edges", "alice");
+      a.text.insert(0, "kept");
+      const q = `?token=${token("mallory")}`;
+      // 50 MB in one message: refused from the frame's header.
+      let r = rawWs(srv.url, "ws-edges", q);
+      await r.open;
+      r.ws.send(new Uint8Array(50_000_000));
+      let c = await r.closed;
+      assert.ok([1009, 4413].includes(c.code), `closed with ${c.code} ${c.reason}`);
+      // Malformed: a type nobody knows, then an update that is not Yjs.
+      for (const bad of [[9, 9, 9], [0, 2, 10, 255, 255, 255, 255, 255, 255, 255, 255, 255, 1]]) {
+        r = rawWs(srv.url, "ws-edges", q);
+        await r.open;
+        r.ws.send(Uint8Array.from(bad));
+        c = await r.closed;
+        assert.equal(c.code, 4400, `${bad}: ${c.reason}`);
+      }
+      // 1,000 updates at once against 50/s, burst 100: closed with 1008
+      // (the provider would come back after its backoff).
+      r = rawWs(srv.url, "ws-edges", q);
+      await r.open;
+      const doc = new Y.Doc();
+      for (let i = 0; i < 1000; i++) {
+        doc.getText("t").insert(0, "x");
+        const u = Y.encodeStateAsUpdate(doc);
+        r.ws.send(Uint8Array.from([0, 2, ...varuint(u.length), ...u]));
+      }
+      c = await r.closed;
+      assert.equal(c.code, 1008, c.reason);
+      assert.ok((await fetch(`${srv.url}/healthz`)).ok, "the server is alive");
+      const b = await editor(srv.url, "ws-edges", "bob");
+      assert.ok(await until(() => b.text.toString() === a.text.toString() && b.text.toString().includes("kept")), `${b.text.toString()} / ${a.text.toString()}`);
+      assert.ok((await metric(srv.url, "switchboard_yjs_refused_total")) >= 3);
+    } finally {
+      closeAll();
+      await srv.stop();
+    }
+  });
+
+  it("10,000 documents opened by one user: past --max-connections-per-user each is refused, memory stays bounded", async () => {
+    const srv = await startServer(undefined, undefined, [...YJS, "--max-connections-per-user", "50"]);
+    const rss = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${srv.child.pid}/status`, "utf8"))[1]) * 1024;
+    try {
+      const before = rss();
+      const tok = token("hoarder");
+      // One connection, 10,000 namespaces (y-socket.io multiplexes them).
+      const mgr = new Manager(srv.url, { transports: ["websocket"], reconnection: false, forceNew: true });
+      let connected = 0;
+      const errors = new Map();
+      const sockets = [];
+      for (let i = 0; i < 10_000; i++) {
+        const s = mgr.socket(`/yjs|hoard-${i}`, { auth: { token: tok } });
+        s.on("connect", () => connected++);
+        s.on("connect_error", (e) => errors.set(e.message, (errors.get(e.message) ?? 0) + 1));
+        sockets.push(s);
+        s.connect();
+        if (i % 500 === 499) await sleep(20);
+      }
+      raws.push({ close: () => sockets.forEach((s) => s.disconnect()) });
+      assert.ok(await until(() => connected + [...errors.values()].reduce((x, y) => x + y, 0) === 10_000, 60_000), `${connected} connected, ${JSON.stringify([...errors])}`);
+      assert.equal(connected, 50);
+      assert.deepEqual([...errors.keys()].length, 1, JSON.stringify([...errors]));
+      assert.match([...errors.keys()][0], /too many connections/i);
+      // y-websocket counts against the same cap: closed with 1013 (the
+      // provider comes back later).
+      const r = rawWs(srv.url, "hoard-ws", `?token=${tok}`);
+      assert.equal((await r.closed).code, 1013);
+      assert.equal(await metric(srv.url, "switchboard_yjs_documents"), 50);
+      const grew = rss() - before;
+      assert.ok(grew < 150 * 1024 * 1024, `RSS grew ${grew} bytes`);
+      assert.ok((await fetch(`${srv.url}/healthz`)).ok, "the server is alive");
     } finally {
       closeAll();
       await srv.stop();
@@ -326,6 +494,80 @@ describe("yjs: the edges", () => {
   });
 });
 
+describe("yjs: the backend's HTTP API, and tenants", () => {
+  it("reads a document's state and text, and applies an update that reaches both providers", async () => {
+    const KEY = "yjs-test-api-key-0123456789abcdef";
+    const srv = await startServer(undefined, undefined, [...YJS, "--api-key", KEY]);
+    const api = (path, init = {}) => fetch(`${srv.url}/api/yjs/${path}`, { ...init, headers: { authorization: `Bearer ${KEY}`, ...(init.headers ?? {}) } });
+    try {
+      assert.equal((await api("nothing-yet")).status, 404);
+      const a = await editor(srv.url, "api-doc", "alice");
+      const w = await wsEditor(srv.url, "api-doc", "walt");
+      a.text.insert(0, "hello");
+      assert.ok(await until(() => w.text.toString() === "hello"));
+      await sleep(100);
+      // The state, as Y.applyUpdate takes it.
+      let r = await api("api-doc");
+      assert.equal(r.status, 200);
+      assert.equal(r.headers.get("content-type"), "application/octet-stream");
+      const copy = new Y.Doc();
+      Y.applyUpdate(copy, new Uint8Array(await r.arrayBuffer()));
+      assert.equal(copy.getText("t").toString(), "hello");
+      // The text of one Y.Text.
+      r = await api("api-doc?text=t");
+      assert.deepEqual(await r.json(), { docId: "api-doc", name: "t", text: "hello" });
+      // An update from the backend: stored, and sent to both providers' editors.
+      copy.getText("t").insert(5, " from the backend");
+      const sv = Y.encodeStateVectorFromUpdate(Y.encodeStateAsUpdate(a.ydoc));
+      const update = Y.encodeStateAsUpdate(copy, sv);
+      r = await api("api-doc/updates", { method: "POST", body: update, headers: { "content-type": "application/octet-stream" } });
+      assert.equal(r.status, 200, await r.clone().text());
+      assert.deepEqual(await r.json(), { applied: true });
+      const want = "hello from the backend";
+      assert.ok(await until(() => a.text.toString() === want && w.text.toString() === want), `${a.text.toString()} / ${w.text.toString()}`);
+      // Again: nothing new, nothing stored.
+      r = await api("api-doc/updates", { method: "POST", body: update });
+      assert.deepEqual(await r.json(), { applied: false });
+      // Refusals: JSON with a code.
+      r = await api("api-doc/updates", { method: "POST", body: Uint8Array.from([255, 255, 255, 255, 255, 255, 255, 255, 255, 1]) });
+      assert.equal(r.status, 400);
+      assert.equal((await r.json()).code, "invalid_update");
+      r = await api("api-doc/updates", { method: "POST", body: new Uint8Array(2_000_000) });
+      assert.equal(r.status, 413);
+      assert.equal((await r.json()).code, "too_large");
+      r = await fetch(`${srv.url}/api/yjs/api-doc`);
+      assert.equal(r.status, 401);
+      r = await api("bad%20name!");
+      assert.equal(r.status, 400);
+      // A tenant's document of the same name is another document.
+      r = await api("api-doc?tenant=acme&text=t");
+      assert.equal(r.status, 404);
+    } finally {
+      closeAll();
+      await srv.stop();
+    }
+  });
+
+  it("two tenants' documents of one name stay apart, on both providers", async () => {
+    const srv = await startServer(undefined, undefined, YJS);
+    try {
+      const acme = await editor(srv.url, "same", "ann", token("ann", ["--tenant", "acme"]));
+      const acmeWs = await wsEditor(srv.url, "same", "abe", token("abe", ["--tenant", "acme"]));
+      const other = await editor(srv.url, "same", "olga", token("olga", ["--tenant", "other"]));
+      const otherWs = await wsEditor(srv.url, "same", "otto", token("otto", ["--tenant", "other"]));
+      acme.text.insert(0, "acme only");
+      other.text.insert(0, "other only");
+      assert.ok(await until(() => acmeWs.text.toString() === "acme only" && otherWs.text.toString() === "other only"), `${acmeWs.text.toString()} / ${otherWs.text.toString()}`);
+      await sleep(300);
+      assert.equal(acme.text.toString(), "acme only");
+      assert.equal(other.text.toString(), "other only");
+    } finally {
+      closeAll();
+      await srv.stop();
+    }
+  });
+});
+
 describe("yjs on two nodes (PostgreSQL + Redis)", { skip: PG && REDIS ? false : CI ? false : "set SWITCHBOARD_TEST_POSTGRES_URL and SWITCHBOARD_TEST_REDIS (scripts/services.sh does)" }, () => {
   it("an edit on one node reaches a client on the other, and a client joining later loads it all", async () => {
     assert.ok(PG && REDIS, "CI=true, but SWITCHBOARD_TEST_POSTGRES_URL or SWITCHBOARD_TEST_REDIS is not set");
@@ -336,14 +578,27 @@ describe("yjs on two nodes (PostgreSQL + Redis)", { skip: PG && REDIS ? false : 
     try {
       const a = await editor(nodes[0].url, "shared", "alice");
       const b = await editor(nodes[1].url, "shared", "bob");
+      // y-websocket on both nodes too: they hear the others only through the relay.
+      const aw = await wsEditor(nodes[0].url, "shared", "amy");
+      const bw = await wsEditor(nodes[1].url, "shared", "ben");
+      const all = [a, b, aw, bw];
+      const agree = (want) => until(() => all.every((e) => e.text.toString() === want));
+      const texts = () => all.map((e) => JSON.stringify(e.text.toString())).join(" | ");
       a.text.insert(0, "from A ");
-      assert.ok(await until(() => b.text.toString() === "from A "), `B has ${JSON.stringify(b.text.toString())}`);
+      assert.ok(await agree("from A "), texts());
       b.text.insert(b.text.length, "and B");
-      assert.ok(await until(() => a.text.toString() === "from A and B"), `A has ${JSON.stringify(a.text.toString())}`);
+      assert.ok(await agree("from A and B"), texts());
+      bw.text.insert(0, "[ws B] ");
+      assert.ok(await agree("[ws B] from A and B"), texts());
+      // Cursors cross nodes and providers.
+      bw.p.awareness.setLocalStateField("user", "ben");
+      assert.ok(await until(() => [...a.p.awareness.getStates().values()].some((st) => st.user === "ben")), "ben's cursor reaches alice on the other node");
       // Node B already holds the document: a newcomer there gets A's later edits too.
-      a.text.insert(0, ">> ");
+      aw.text.insert(0, ">> ");
       const c = await editor(nodes[1].url, "shared", "carol");
-      assert.ok(await until(() => c.text.toString() === ">> from A and B"), `C has ${JSON.stringify(c.text.toString())}`);
+      const d = await wsEditor(nodes[1].url, "shared", "dave");
+      const want = ">> [ws B] from A and B";
+      assert.ok(await until(() => c.text.toString() === want && d.text.toString() === want), `C has ${JSON.stringify(c.text.toString())}, D ${JSON.stringify(d.text.toString())}`);
     } finally {
       closeAll();
       await Promise.all(nodes.map((n) => n.stop()));

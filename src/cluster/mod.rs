@@ -4,6 +4,7 @@ pub mod driver;
 pub mod emitter;
 pub mod feeds;
 pub mod heartbeat;
+pub mod yjs_relay;
 
 pub use driver::ReconnectingDriver;
 
@@ -91,7 +92,7 @@ pub async fn register(io: &SocketIo<ClusterAdapter>, config: &Config) -> Result<
         .await
         .map_err(|e| e.to_string())?;
     }
-    if config.yjs_socketio {
+    if config.yjs_socketio() {
         io.dyn_ns(
             realtime::yjs::NAMESPACE,
             realtime::yjs::connected::<ClusterAdapter>

@@ -171,11 +171,14 @@ pub struct Config {
         default_value_t = 86_400
     )]
     pub webhook_max_age_secs: u64,
-    /// Serve Yjs documents to the y-socket.io provider (namespaces
-    /// `/yjs|<doc>`). Off by default while its hardening is unfinished
-    /// (docs/protocol.md §18).
-    #[arg(long, env = "SWITCHBOARD_YJS_SOCKETIO")]
-    pub yjs_socketio: bool,
+    /// Do not serve Yjs documents to the y-socket.io provider (namespaces
+    /// `/yjs|<doc>`; docs/protocol.md §18).
+    #[arg(long, env = "SWITCHBOARD_NO_YJS_SOCKETIO")]
+    pub no_yjs_socketio: bool,
+    /// Do not serve Yjs documents to the y-websocket provider (websockets
+    /// at `/yjs/<doc>`; docs/protocol.md §18).
+    #[arg(long, env = "SWITCHBOARD_NO_YJS_WEBSOCKET")]
+    pub no_yjs_websocket: bool,
     /// Largest Yjs update a client may send, in bytes.
     #[arg(
         long,
@@ -611,7 +614,8 @@ impl Default for Config {
             webhook_max_outbox: 100_000,
             webhook_max_age_secs: 86_400,
             webhook_doc_debounce_ms: 2000,
-            yjs_socketio: false,
+            no_yjs_socketio: false,
+            no_yjs_websocket: false,
             yjs_max_update_bytes: 1_048_576,
             yjs_max_awareness_bytes: 65_536,
             yjs_max_doc_bytes: 16_777_216,
@@ -748,6 +752,15 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Whether the y-socket.io provider is served (`--no-yjs-socketio`).
+    pub fn yjs_socketio(&self) -> bool {
+        !self.no_yjs_socketio
+    }
+
+    /// Whether the y-websocket provider is served (`--no-yjs-websocket`).
+    pub fn yjs_websocket(&self) -> bool {
+        !self.no_yjs_websocket
+    }
     /// Dev mode: no JWT key of any kind configured.
     pub fn dev_mode(&self) -> bool {
         self.jwt_secret.is_none() && self.jwt_public_key.is_none() && self.jwks_url.is_none()

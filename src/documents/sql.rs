@@ -220,8 +220,8 @@ impl DocStore for SqlStore {
         }
     }
 
-    async fn yjs_load(&self, key: &DocKey) -> Result<YjsLoad, StoreError> {
-        self.yjs_load_sql(&key.key()).await
+    async fn yjs_load(&self, key: &DocKey, after: u64) -> Result<YjsLoad, StoreError> {
+        self.yjs_load_sql(&key.key(), after).await
     }
 
     async fn yjs_append(&self, key: &DocKey, update: &[u8]) -> Result<u64, StoreError> {

@@ -93,9 +93,10 @@ pub trait DocStore: Send + Sync + 'static {
     /// Stores the ops atomically, if the document is still at `expected`.
     async fn commit(&self, commit: Commit<'_>) -> Result<(), CommitError>;
 
-    /// A Yjs document's latest snapshot and the updates stored after it
-    /// (see `crate::yjs`).
-    async fn yjs_load(&self, _key: &DocKey) -> Result<YjsLoad, StoreError> {
+    /// What is stored of a Yjs document after seq `after` (see
+    /// `crate::yjs`): the updates after it, and the latest snapshot too
+    /// when it holds more than `after` (0 reads the whole document).
+    async fn yjs_load(&self, _key: &DocKey, _after: u64) -> Result<YjsLoad, StoreError> {
         Err(no_yjs())
     }
 
@@ -190,8 +191,8 @@ impl DocStore for MemoryDocs {
         Ok(())
     }
 
-    async fn yjs_load(&self, key: &DocKey) -> Result<YjsLoad, StoreError> {
-        self.yjs.load(&key.key())
+    async fn yjs_load(&self, key: &DocKey, after: u64) -> Result<YjsLoad, StoreError> {
+        self.yjs.load(&key.key(), after)
     }
 
     async fn yjs_append(&self, key: &DocKey, update: &[u8]) -> Result<u64, StoreError> {

@@ -16,12 +16,13 @@ use crate::store::{StoreError, now_ms};
 /// What loading a Yjs document finds.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct YjsLoad {
-    /// The state at `snapshot_seq` (empty: none yet).
+    /// The state at `snapshot_seq` (empty: none yet, or the reader has
+    /// everything it holds).
     pub snapshot: Vec<u8>,
     pub snapshot_seq: u64,
-    /// The updates after it, in order.
+    /// The updates after it (and after what was asked), in order.
     pub updates: Vec<Vec<u8>>,
-    /// The last update's seq.
+    /// The seq the snapshot and updates bring a reader to.
     pub seq: u64,
 }
 
@@ -31,37 +32,56 @@ fn decode(text: &str) -> Result<Vec<u8>, StoreError> {
 }
 
 impl SqlStore {
-    pub(crate) async fn yjs_load_sql(&self, key: &str) -> Result<YjsLoad, StoreError> {
-        let k = key;
-        let row = sqlx::query("SELECT snapshot, snapshot_seq, seq FROM yjs_docs WHERE key = $1")
-            .bind(k)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(classify)?;
+    /// What the store has after seq `after` (0: everything). The updates
+    /// are read before the snapshot: a compaction between the two reads
+    /// moves the snapshot past the updates it deleted, so nothing falls in
+    /// between (a snapshot only grows, and its updates are deleted in the
+    /// transaction that writes it).
+    pub(crate) async fn yjs_load_sql(&self, key: &str, after: u64) -> Result<YjsLoad, StoreError> {
+        let get = |e: sqlx::Error| StoreError::Internal(e.to_string());
+        let rows = sqlx::query(
+            "SELECT seq, data FROM yjs_updates WHERE key = $1 AND seq > $2 ORDER BY seq",
+        )
+        .bind(key)
+        .bind(after as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        // The snapshot's text only when it holds more than `after`.
+        let row = sqlx::query(
+            "SELECT CASE WHEN snapshot_seq > $2 THEN snapshot ELSE '' END, snapshot_seq \
+             FROM yjs_docs WHERE key = $1",
+        )
+        .bind(key)
+        .bind(after as i64)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
         let Some(row) = row else {
             return Ok(YjsLoad::default());
         };
-        let get = |e: sqlx::Error| StoreError::Internal(e.to_string());
-        let snapshot: String = row.try_get(0).map_err(get)?;
         let snapshot_seq = row.try_get::<i64, _>(1).map_err(get)?.max(0) as u64;
-        let seq = row.try_get::<i64, _>(2).map_err(get)?.max(0) as u64;
-        let rows =
-            sqlx::query("SELECT data FROM yjs_updates WHERE key = $1 AND seq > $2 ORDER BY seq")
-                .bind(k)
-                .bind(snapshot_seq as i64)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(classify)?;
-        let mut updates = Vec::with_capacity(rows.len());
-        for r in &rows {
-            updates.push(decode(&r.try_get::<String, _>(0).map_err(get)?)?);
-        }
-        Ok(YjsLoad {
-            snapshot: decode(&snapshot)?,
+        let snapshot = if snapshot_seq > after {
+            decode(&row.try_get::<String, _>(0).map_err(get)?)?
+        } else {
+            Vec::new()
+        };
+        let mut load = YjsLoad {
+            snapshot,
             snapshot_seq,
-            updates,
-            seq,
-        })
+            updates: Vec::with_capacity(rows.len()),
+            seq: snapshot_seq.max(after),
+        };
+        for r in &rows {
+            let seq = r.try_get::<i64, _>(0).map_err(get)?.max(0) as u64;
+            // Those the snapshot holds already are left out.
+            if seq > load.seq {
+                load.updates
+                    .push(decode(&r.try_get::<String, _>(1).map_err(get)?)?);
+                load.seq = seq;
+            }
+        }
+        Ok(load)
     }
 
     pub(crate) async fn yjs_append_sql(&self, key: &str, update: &[u8]) -> Result<u64, StoreError> {
@@ -145,15 +165,26 @@ impl MemoryYjs {
             .map_err(|_| StoreError::Internal("poisoned lock".into()))
     }
 
-    pub(crate) fn load(&self, key: &str) -> Result<YjsLoad, StoreError> {
+    pub(crate) fn load(&self, key: &str, after: u64) -> Result<YjsLoad, StoreError> {
         let docs = self.lock()?;
         Ok(docs
             .get(key)
-            .map(|d| YjsLoad {
-                snapshot: d.snapshot.clone(),
-                snapshot_seq: d.snapshot_seq,
-                updates: d.updates.values().cloned().collect(),
-                seq: d.seq,
+            .map(|d| {
+                let from = d.snapshot_seq.max(after);
+                YjsLoad {
+                    snapshot: if d.snapshot_seq > after {
+                        d.snapshot.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    snapshot_seq: d.snapshot_seq,
+                    updates: d
+                        .updates
+                        .range(from + 1..)
+                        .map(|(_, u)| u.clone())
+                        .collect(),
+                    seq: d.seq.max(from),
+                }
             })
             .unwrap_or_default())
     }

@@ -6,6 +6,8 @@
 //! method from that same attribute: a route cannot be served undescribed or
 //! described at a path it is not served at (see [`super::openapi`]).
 
+mod yjs;
+
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -913,6 +915,8 @@ pub fn keyed(key: ApiKey, max_body: usize) -> OpenApiRouter<Hub> {
         .routes(routes!(members))
         .routes(routes!(get_doc))
         .routes(routes!(post_doc_op))
+        .routes(routes!(yjs::get_ydoc))
+        .routes(routes!(yjs::post_yupdate))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         // A route_layer covers the routes added before it only.
         .route_layer(middleware::from_fn_with_state(key, require_key))

@@ -7,6 +7,7 @@ mod events;
 mod health;
 pub mod openapi;
 pub mod static_files;
+mod yjs_ws;
 
 use std::sync::Arc;
 
@@ -31,6 +32,13 @@ pub fn routes(hub: Hub, key: ApiKey, dev_secret: Option<String>) -> Router {
         Some(secret) => dev_token::routes(secret),
         None => Router::new(),
     };
+    let yjs = if ctx.config.yjs_websocket() {
+        Router::new()
+            .route(yjs_ws::PATH, get(yjs_ws::upgrade))
+            .with_state(hub.clone())
+    } else {
+        Router::new()
+    };
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -52,6 +60,7 @@ pub fn routes(hub: Hub, key: ApiKey, dev_secret: Option<String>) -> Router {
         // requests of one session landed on different engine.io instances.
         .nest(api::PREFIX, openapi::routes(hub, key, max_body))
         .merge(dev)
+        .merge(yjs)
         .layer(middleware::from_fn(count_requests))
 }
 

@@ -25,8 +25,9 @@ use tower_http::services::ServeDir;
 
 /// Paths that belong to the server, whatever the directory holds. Each is
 /// matched as whole path segments: `/api` and `/api/emit`, not `/apiary`.
-const SERVER_PATHS: [&str; 7] = [
+const SERVER_PATHS: [&str; 8] = [
     "/socket.io",
+    "/yjs",
     "/api",
     "/events",
     "/healthz",

@@ -28,6 +28,7 @@ pub mod tasks;
 pub mod typing;
 pub mod user_conns;
 pub mod yjs;
+pub mod yjs_ws;
 
 use std::sync::Arc;
 
@@ -119,7 +120,7 @@ pub fn register(
             admin::connected::<LocalAdapter>.with(admin::authenticate::<LocalAdapter>),
         );
     }
-    if config.yjs_socketio {
+    if config.yjs_socketio() {
         io.dyn_ns(
             yjs::NAMESPACE,
             yjs::connected::<LocalAdapter>.with(yjs::authenticate::<LocalAdapter>),

@@ -10,8 +10,13 @@
 //!   awareness on connect, and removes a socket's clients when it goes.
 //!
 //! A refused connection gets `connect_error` with the reason; an update the
-//! server will not take ends the socket (logged and counted), so the
-//! client reconnects and syncs again from what is stored.
+//! server will not take ends the socket (logged and counted). After such a
+//! server disconnect socket.io-client does not come back by itself: the
+//! app sees the provider's `connection-close` and may call `connect()`.
+//!
+//! What one client sends reaches the document's other clients through
+//! [`deliver`]: this node's y-socket.io sockets and y-websocket peers
+//! (`realtime::yjs_ws`), and the other nodes (`cluster::yjs_relay`).
 
 use std::sync::Arc;
 
@@ -24,7 +29,7 @@ use super::Ctx;
 use super::user_conns::{TooMany, UserConn};
 use crate::auth::AuthError;
 use crate::documents::store::DocKey;
-use crate::yjs::{YDoc, YDocs, YError};
+use crate::yjs::{Kind, YDoc, YDocs, YError, YRelayed};
 
 /// The namespace pattern of y-socket.io's documents.
 pub const NAMESPACE: &str = "/yjs|{doc}";
@@ -36,6 +41,108 @@ pub const MAX_CLIENTS_PER_SOCKET: usize = 8;
 /// The room of the token's `rooms` claim that stands for Yjs document `d`.
 pub fn claim_room(doc: &str) -> String {
     format!("yjs:{doc}")
+}
+
+/// The room a document's sockets are in within its namespace: the tenant
+/// scope, so that two tenants' documents of one name stay apart.
+fn scope_room(key: &DocKey) -> String {
+    key.namespace.clone()
+}
+
+/// A document's key for the identity's tenant.
+pub fn doc_key(tenant: Option<&str>, name: &str) -> DocKey {
+    let scope = tenant
+        .map(|t| format!("/{t}"))
+        .unwrap_or_else(|| "/".into());
+    DocKey::new(&scope, name)
+}
+
+/// Where an update or awareness change came from: not sent back there.
+#[derive(Debug, Clone, Copy)]
+pub enum Origin {
+    /// A y-socket.io socket of this node.
+    Socket(socketioxide::socket::Sid),
+    /// A y-websocket peer of this node (its id in the document's fanout).
+    Peer(u64),
+    /// The backend (HTTP API).
+    Backend,
+    /// Another node (already relayed).
+    Node,
+}
+
+/// Hands what one client sent (already applied and stored) to the
+/// document's other clients: this node's sockets and peers, and the other
+/// nodes unless it came from one. `seq` is an update's seq in the store.
+pub(crate) async fn deliver<A: Adapter>(
+    io: &SocketIo<A>,
+    ydocs: &YDocs,
+    doc: &YDoc,
+    kind: Kind,
+    seq: u64,
+    bytes: Bytes,
+    origin: Origin,
+) {
+    let event = match kind {
+        Kind::Update => "sync-update",
+        Kind::Awareness => "awareness-update",
+    };
+    if let Some(ops) = io.of(format!("{PREFIX}{}", doc.key.doc_id)) {
+        let ops = ops.local().within(scope_room(&doc.key));
+        let ops = match origin {
+            Origin::Socket(sid) => ops.except(sid),
+            _ => ops,
+        };
+        let _ = ops.emit(event, &bytes).await;
+    }
+    let from = match origin {
+        Origin::Peer(id) => id,
+        _ => 0,
+    };
+    doc.publish(kind, bytes.clone(), from);
+    if !matches!(origin, Origin::Node) {
+        ydocs.relay(&doc.key, kind, seq, bytes);
+    }
+}
+
+/// The handler of what other nodes relay: one task takes the messages in
+/// order (an update that finds this copy behind reads the store's tail);
+/// beyond [`RELAYED_QUEUE`] waiting, one is dropped and counted (a later
+/// update's seq shows the gap).
+pub fn from_other_nodes<A: Adapter>(
+    io: SocketIo<A>,
+    ctx: Arc<Ctx>,
+) -> Arc<dyn Fn(YRelayed) + Send + Sync> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<YRelayed>(RELAYED_QUEUE);
+    tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            relayed(io.clone(), ctx.clone(), m).await;
+        }
+    });
+    Arc::new(move |m| {
+        if tx.try_send(m).is_err() {
+            metrics::counter!("switchboard_redis_dropped_total", "path" => "yjs", "reason" => "consumer_behind")
+                .increment(1);
+        }
+    })
+}
+
+/// Relayed messages waiting for this node to take them.
+pub const RELAYED_QUEUE: usize = 4096;
+
+/// What another node relayed: applied to this node's copy if it has the
+/// document loaded, and handed to its clients here.
+pub(crate) async fn relayed<A: Adapter>(io: SocketIo<A>, ctx: Arc<Ctx>, m: YRelayed) {
+    let doc = match m.kind {
+        Kind::Update => ctx.ydocs.apply_relayed(&m.key, &m.bytes, m.seq).await,
+        Kind::Awareness => ctx.ydocs.get_loaded(&m.key).filter(|d| {
+            d.awareness_apply_relayed(&m.bytes)
+                .inspect_err(|e| tracing::debug!("a relayed awareness update was skipped: {e}"))
+                .is_ok()
+        }),
+    };
+    if let Some(doc) = doc {
+        deliver(&io, &ctx.ydocs, &doc, m.kind, m.seq, m.bytes, Origin::Node).await;
+    }
 }
 
 /// Why a y-socket.io connection was refused (the client's `err.message`).
@@ -109,14 +216,11 @@ async fn admit<A: Adapter>(
     }
     let conn = ctx.user_conns.acquire(&identity.user_id)?;
     // A tenant's documents are apart from the others'.
-    let scope = identity
-        .tenant
-        .as_ref()
-        .map(|t| format!("/{t}"))
-        .unwrap_or_else(|| "/".into());
-    let doc = ctx.ydocs.open(&DocKey::new(&scope, name)).await?;
+    let key = doc_key(identity.tenant.as_deref(), name);
+    let doc = ctx.ydocs.open(&key).await?;
+    s.join(scope_room(&key));
     // Ended when its token expires, like any socket (the provider cannot
-    // refresh a token: it reconnects, and needs a fresh one).
+    // refresh a token: the app connects again with a fresh one).
     let target = TokenExpiry {
         io: io.clone(),
         ns: s.ns().to_string(),
@@ -161,7 +265,7 @@ pub(crate) async fn connected<A: Adapter>(
             if let Ok(update) = answer.await
                 && !update.is_empty()
             {
-                take_update(&ctx, &s, &y, update).await;
+                take_update(&ctx, &io, &s, &y, update).await;
             }
         });
     }
@@ -204,27 +308,49 @@ async fn sync_update<A: Adapter>(
     s: SocketRef<A>,
     Data(update): Data<Bytes>,
     State(ctx): State<Arc<Ctx>>,
+    io: SocketIo<A>,
 ) {
     let Some(y) = ysocket(&s) else { return };
     if !y.limits.event() {
         crate::metrics::limit_hit("events_per_sec");
         return refuse(&s, &"too many events: slow down");
     }
-    take_update(&ctx, &s, &y, update).await;
+    take_update(&ctx, &io, &s, &y, update).await;
 }
 
-/// Stores and applies an update from the socket, then relays it to the
+/// Stores and applies an update from the socket, then hands it to the
 /// others of the document (on every node).
-async fn take_update<A: Adapter>(ctx: &Ctx, s: &SocketRef<A>, y: &YSocket, update: Bytes) {
+async fn take_update<A: Adapter>(
+    ctx: &Ctx,
+    io: &SocketIo<A>,
+    s: &SocketRef<A>,
+    y: &YSocket,
+    update: Bytes,
+) {
     match ctx.ydocs.apply(&y.doc, &update).await {
-        Ok(()) => {
-            let _ = s.broadcast().emit("sync-update", &update).await;
+        Ok(None) => {}
+        Ok(Some(seq)) => {
+            deliver(
+                io,
+                &ctx.ydocs,
+                &y.doc,
+                Kind::Update,
+                seq,
+                update,
+                Origin::Socket(s.id),
+            )
+            .await;
         }
         Err(e) => refuse(s, &e),
     }
 }
 
-async fn awareness_update<A: Adapter>(s: SocketRef<A>, Data(update): Data<Bytes>) {
+async fn awareness_update<A: Adapter>(
+    s: SocketRef<A>,
+    Data(update): Data<Bytes>,
+    State(ctx): State<Arc<Ctx>>,
+    io: SocketIo<A>,
+) {
     let Some(y) = ysocket(&s) else { return };
     if !y.limits.event() {
         crate::metrics::limit_hit("events_per_sec");
@@ -237,7 +363,8 @@ async fn awareness_update<A: Adapter>(s: SocketRef<A>, Data(update): Data<Bytes>
         .awareness_apply(&update, limit, &owner, MAX_CLIENTS_PER_SOCKET)
     {
         Ok(_) => {
-            let _ = s.broadcast().emit("awareness-update", &update).await;
+            let origin = Origin::Socket(s.id);
+            deliver(&io, &ctx.ydocs, &y.doc, Kind::Awareness, 0, update, origin).await;
         }
         Err(e) => refuse(&s, &e),
     }
@@ -249,15 +376,23 @@ async fn disconnected<A: Adapter>(s: SocketRef<A>, io: SocketIo<A>, State(ctx): 
     ctx.namespaces.remove_if_empty(&io, s.ns(), Some(s.id));
     let Some(y) = ysocket(&s) else { return };
     ctx.expiries.untrack(y.expiry);
-    if let Some(removal) = y.doc.awareness_remove(&s.id.to_string())
-        && let Some(ns) = io.of(s.ns())
-    {
-        let _ = ns.emit("awareness-update", &Bytes::from(removal)).await;
+    if let Some(removal) = y.doc.awareness_remove(&s.id.to_string()) {
+        let removal = Bytes::from(removal);
+        deliver(
+            &io,
+            &ctx.ydocs,
+            &y.doc,
+            Kind::Awareness,
+            0,
+            removal,
+            Origin::Socket(s.id),
+        )
+        .await;
     }
 }
 
-/// Ends a socket whose message the server will not take: logged, counted,
-/// and the client reconnects and syncs from what is stored.
+/// Ends a socket whose message the server will not take: logged, counted
+/// (the provider stays disconnected until the app connects it again).
 fn refuse<A: Adapter>(s: &SocketRef<A>, why: &dyn std::fmt::Display) {
     tracing::info!(ns = s.ns(), sid = %s.id, "yjs message refused: {why}; disconnecting");
     crate::metrics::yjs_refused();

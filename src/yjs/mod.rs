@@ -9,6 +9,7 @@
 //! module knows nothing of sockets.
 
 pub mod check;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,6 +25,30 @@ use crate::store::StoreError;
 
 /// Stored updates between two snapshots.
 pub const COMPACT_EVERY: u64 = 100;
+
+/// Messages waiting for a document's slowest local y-websocket peer; one
+/// that falls further behind is closed (it syncs again when it returns).
+pub const FANOUT_QUEUE: usize = 256;
+
+/// Awareness entries of clients that have gone (yrs keeps each one's last
+/// clock) beyond which the awareness is rebuilt from the live ones.
+const MAX_GONE_CLIENTS: usize = 256;
+
+/// What a document's local listeners (y-websocket peers) are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Update,
+    Awareness,
+}
+
+/// One update or awareness change for the local listeners of a document.
+#[derive(Debug, Clone)]
+pub struct Relayed {
+    pub kind: Kind,
+    pub bytes: bytes::Bytes,
+    /// The local peer it came from (it is not sent back), 0 if none.
+    pub from: u64,
+}
 
 /// The bounds on what clients may make the server hold.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +79,21 @@ pub enum YError {
     Store(#[from] StoreError),
 }
 
+/// An update (with its seq in the store) or awareness change for the
+/// other nodes, or from one (see `cluster::yjs_relay`).
+#[derive(Debug, Clone)]
+pub struct YRelayed {
+    pub key: DocKey,
+    pub kind: Kind,
+    pub seq: u64,
+    pub bytes: bytes::Bytes,
+}
+
+/// The way to the other nodes.
+pub trait YRelay: Send + Sync {
+    fn send(&self, m: YRelayed);
+}
+
 /// Every loaded document of this node.
 pub struct YDocs {
     store: Arc<dyn DocStore>,
@@ -61,6 +101,8 @@ pub struct YDocs {
     loaded: Mutex<HashMap<DocKey, Arc<YDoc>>>,
     /// Bytes the loaded documents take (see [`YDoc::bytes`]).
     held: AtomicUsize,
+    /// With several nodes, the way to the others.
+    relay: std::sync::OnceLock<Box<dyn YRelay>>,
 }
 
 /// One loaded document.
@@ -70,9 +112,13 @@ pub struct YDoc {
     awareness: Mutex<Awareness>,
     /// Which socket brought each awareness client in (it alone removes it).
     owners: Mutex<HashMap<u64, String>>,
-    /// Serialises this node's writes of the document: stored in the order
-    /// applied, and the seq of the last one.
+    /// Serialises this node's writes of the document, and holds the seq
+    /// through which every stored update is applied to this copy (updates
+    /// other nodes store arrive through the relay, or are read back by
+    /// [`YDocs::catch_up`]).
     writing: tokio::sync::Mutex<u64>,
+    /// The document's local listeners (y-websocket peers).
+    fanout: tokio::sync::broadcast::Sender<Relayed>,
     /// Sockets holding it.
     users: AtomicUsize,
     /// Roughly what it takes: the snapshot and every update applied since.
@@ -88,6 +134,25 @@ impl YDocs {
             limits,
             loaded: Mutex::new(HashMap::new()),
             held: AtomicUsize::new(0),
+            relay: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sends what this node's clients send to the other nodes too.
+    pub fn relay_to(&self, relay: Box<dyn YRelay>) {
+        let _ = self.relay.set(relay);
+    }
+
+    /// Hands an update (with its seq) or awareness change to the other
+    /// nodes, if there are any.
+    pub fn relay(&self, key: &DocKey, kind: Kind, seq: u64, bytes: bytes::Bytes) {
+        if let Some(r) = self.relay.get() {
+            r.send(YRelayed {
+                key: key.clone(),
+                kind,
+                seq,
+                bytes,
+            });
         }
     }
 
@@ -115,7 +180,7 @@ impl YDocs {
             crate::metrics::limit_hit("yjs_max_memory_bytes");
             return Err(YError::Busy);
         }
-        let stored = self.store.yjs_load(key).await?;
+        let stored = self.store.yjs_load(key, 0).await?;
         let doc = yrs::Doc::new();
         let bytes = apply_stored(&doc, &stored.snapshot, &stored.updates);
         let loaded = Arc::new(YDoc {
@@ -124,6 +189,7 @@ impl YDocs {
             owners: Mutex::new(HashMap::new()),
             doc,
             writing: tokio::sync::Mutex::new(stored.seq),
+            fanout: tokio::sync::broadcast::channel(FANOUT_QUEUE).0,
             users: AtomicUsize::new(0),
             bytes: AtomicUsize::new(bytes),
             snapshot_seq: std::sync::atomic::AtomicU64::new(stored.snapshot_seq),
@@ -178,9 +244,11 @@ impl YDocs {
         }
     }
 
-    /// Checks `update`, applies it, then stores it. Returns whether it was
-    /// stored (an empty or malformed one is refused before).
-    pub async fn apply(&self, doc: &YDoc, update: &[u8]) -> Result<(), YError> {
+    /// Checks `update`, applies it, then stores it; returns its seq in the
+    /// store (a malformed or too large one is refused before), or None when
+    /// it brought nothing new (what a provider that is up to date answers
+    /// to a sync step 1: nothing to store or relay).
+    pub async fn apply(&self, doc: &YDoc, update: &[u8]) -> Result<Option<u64>, YError> {
         if update.len() > self.limits.max_update_bytes {
             crate::metrics::limit_hit("yjs_max_update_bytes");
             return Err(YError::UpdateTooLarge(self.limits.max_update_bytes));
@@ -204,16 +272,32 @@ impl YDocs {
         // Applied before it is stored: an update that decodes but that Yjs
         // will not integrate (a parent it does not have) never reaches the
         // log, where it would make the document fail to load.
+        // Nothing new: no insertion, no deletion, and nothing waiting for a
+        // missing parent (that one is stored: it integrates later).
         let applied = {
             let mut txn = doc.doc.transact_mut();
-            txn.apply_update(decoded)
+            txn.apply_update(decoded).map(|()| {
+                txn.insert_set().is_empty()
+                    && txn.delete_set().is_empty()
+                    && !txn.has_missing_updates()
+            })
         };
-        if let Err(e) = applied {
-            self.forget(doc);
-            return Err(YError::Malformed(e.to_string()));
+        match applied {
+            Err(e) => {
+                self.forget(doc);
+                return Err(YError::Malformed(e.to_string()));
+            }
+            Ok(true) => return Ok(None),
+            Ok(false) => {}
         }
-        match self.store.yjs_append(&doc.key, update).await {
-            Ok(s) => *seq = s,
+        let stored = match self.store.yjs_append(&doc.key, update).await {
+            // Those between are other nodes': this copy gets them later.
+            Ok(s) => {
+                if s == *seq + 1 {
+                    *seq = s;
+                }
+                s
+            }
             Err(e) => {
                 // This copy holds what the store does not: the next socket
                 // loads what is stored (the sender still has the update,
@@ -221,33 +305,87 @@ impl YDocs {
                 self.forget(doc);
                 return Err(e.into());
             }
-        }
-        doc.bytes.fetch_add(update.len(), Ordering::Relaxed);
-        self.held.fetch_add(update.len(), Ordering::Relaxed);
+        };
+        self.count(doc, update.len());
         crate::metrics::yjs_update(update.len());
-        if *seq >= doc.snapshot_seq.load(Ordering::Relaxed) + COMPACT_EVERY {
+        if stored >= doc.snapshot_seq.load(Ordering::Relaxed) + COMPACT_EVERY {
             self.compact(doc).await;
+        }
+        Ok(Some(stored))
+    }
+
+    fn count(&self, doc: &YDoc, bytes: usize) {
+        doc.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.held.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Applies what the store has of the document after what this copy
+    /// holds: updates other nodes stored that their relay did not bring
+    /// (Redis away, or a message lost). One indexed read, usually empty.
+    pub async fn catch_up(&self, doc: &YDoc) -> Result<(), YError> {
+        let mut seq = doc.writing.lock().await;
+        self.read_tail(doc, &mut seq).await
+    }
+
+    async fn read_tail(&self, doc: &YDoc, seq: &mut u64) -> Result<(), YError> {
+        let stored = self.store.yjs_load(&doc.key, *seq).await?;
+        if stored.seq > *seq {
+            let bytes = apply_stored(&doc.doc, &stored.snapshot, &stored.updates);
+            self.count(doc, bytes);
+            *seq = stored.seq;
         }
         Ok(())
     }
 
-    /// Applies what the store has of the document that this node's copy
-    /// may lack: updates other nodes stored (their sockets got them through
-    /// Redis; this copy did not). Yjs skips what it already has.
-    pub async fn catch_up(&self, doc: &YDoc) -> Result<(), YError> {
-        let _writing = doc.writing.lock().await;
-        let stored = self.store.yjs_load(&doc.key).await?;
-        apply_stored(&doc.doc, &stored.snapshot, &stored.updates);
-        Ok(())
+    /// An update another node stored as `stored` (brought by the relay):
+    /// applied to this copy if it is loaded here; one that skips past a
+    /// missing seq reads the store's tail instead. Returns the document if
+    /// it is loaded (its local clients are to be sent the update).
+    pub async fn apply_relayed(
+        &self,
+        key: &DocKey,
+        update: &[u8],
+        stored: u64,
+    ) -> Option<Arc<YDoc>> {
+        let doc = self.loaded.lock().ok()?.get(key).cloned()?;
+        let mut seq = doc.writing.lock().await;
+        if stored == *seq + 1 {
+            let applied = decode_update(update).and_then(|u| {
+                doc.doc
+                    .transact_mut()
+                    .apply_update(u)
+                    .map_err(|e| YError::Malformed(e.to_string()))
+            });
+            match applied {
+                Ok(()) => {
+                    *seq = stored;
+                    self.count(&doc, update.len());
+                }
+                Err(e) => {
+                    tracing::warn!(doc = key.key(), "a relayed yjs update did not apply: {e}")
+                }
+            }
+        } else if stored > *seq
+            && let Err(e) = self.read_tail(&doc, &mut seq).await
+        {
+            tracing::warn!(doc = key.key(), "yjs document not caught up: {e}");
+        }
+        drop(seq);
+        Some(doc)
+    }
+
+    /// The loaded copy of `key`, if any (not held: for a relayed message).
+    pub fn get_loaded(&self, key: &DocKey) -> Option<Arc<YDoc>> {
+        self.loaded.lock().ok()?.get(key).cloned()
     }
 
     /// Folds what the store has (its snapshot and every update after it,
     /// whichever node wrote them) into a new snapshot.
     async fn compact(&self, doc: &YDoc) {
         let result = async {
-            let stored = self.store.yjs_load(&doc.key).await?;
+            let stored = self.store.yjs_load(&doc.key, 0).await?;
             let state = merged(&stored.snapshot, &stored.updates)?;
-            let through = stored.snapshot_seq + stored.updates.len() as u64;
+            let through = stored.seq;
             self.store.yjs_compact(&doc.key, &state, through).await?;
             Ok::<_, YError>((state.len(), through))
         }
@@ -297,6 +435,24 @@ fn apply_stored(doc: &yrs::Doc, snapshot: &[u8], updates: &[Vec<u8>]) -> usize {
     bytes
 }
 
+/// yrs keeps an entry (its last clock) for every client that ever had an
+/// awareness state, and for any id a removal names: past
+/// [`MAX_GONE_CLIENTS`] of those, the awareness keeps only the live ones.
+/// (A removal that arrives late for a forgotten client is then a no-op,
+/// and a stale state it brings back expires in the clients after 30 s.)
+fn prune_gone(a: &mut Awareness) {
+    let gone = a.iter().filter(|(_, s)| s.data.is_none()).count();
+    if gone <= MAX_GONE_CLIENTS {
+        return;
+    }
+    let live = a.update();
+    let mut fresh = Awareness::new(a.doc().clone());
+    if let Ok(live) = live {
+        let _ = fresh.apply_update(live);
+    }
+    *a = fresh;
+}
+
 /// Reads a lib0 varuint at the start of `bytes`: (value, bytes it took).
 fn leading_varuint(bytes: &[u8]) -> Option<(u64, usize)> {
     let mut value: u64 = 0;
@@ -327,6 +483,16 @@ fn decode_update(bytes: &[u8]) -> Result<Update, YError> {
 }
 
 impl YDoc {
+    /// Listens to what the document's other clients send (see [`Relayed`]).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Relayed> {
+        self.fanout.subscribe()
+    }
+
+    /// Hands an update or awareness change to the local listeners.
+    pub fn publish(&self, kind: Kind, bytes: bytes::Bytes, from: u64) {
+        let _ = self.fanout.send(Relayed { kind, bytes, from });
+    }
+
     /// The state vector (a sync step 1).
     pub fn state_vector(&self) -> Vec<u8> {
         self.doc.transact().state_vector().encode_v1()
@@ -339,6 +505,12 @@ impl YDoc {
         }
         let sv = StateVector::decode_v1(sv).map_err(|e| YError::Malformed(e.to_string()))?;
         Ok(self.doc.transact().encode_state_as_update_v1(&sv))
+    }
+
+    /// Whether nothing was ever written to the document.
+    pub fn is_empty(&self) -> bool {
+        let txn = self.doc.transact();
+        txn.state_vector() == StateVector::default()
     }
 
     /// The whole state as one update.
@@ -391,7 +563,24 @@ impl YDoc {
         for c in &new {
             owners.insert(*c, owner.to_string());
         }
+        crate::metrics::yjs_awareness(new.len() as i64);
+        prune_gone(&mut a);
         Ok(new)
+    }
+
+    /// Applies an awareness update another node relayed (its socket owns
+    /// the clients there; their removal comes the same way).
+    pub fn awareness_apply_relayed(&self, bytes: &[u8]) -> Result<(), YError> {
+        if !plausible_count(bytes, 3) {
+            return Err(YError::Malformed("implausible count".into()));
+        }
+        let update =
+            AwarenessUpdate::decode_v1(bytes).map_err(|e| YError::Malformed(e.to_string()))?;
+        let mut a = self.awareness.lock().unwrap_or_else(|p| p.into_inner());
+        a.apply_update(update)
+            .map_err(|e| YError::Malformed(e.to_string()))?;
+        prune_gone(&mut a);
+        Ok(())
     }
 
     /// Every client's awareness state, encoded (none when nobody has one).
@@ -414,6 +603,7 @@ impl YDoc {
         for c in &mine {
             owners.remove(c);
         }
+        crate::metrics::yjs_awareness(-(mine.len() as i64));
         let known: Vec<yrs::block::ClientID> = mine
             .iter()
             .map(|c| yrs::block::ClientID::new(*c))
@@ -425,7 +615,15 @@ impl YDoc {
         for c in &known {
             a.remove_state(*c);
         }
-        a.update_with_clients(known).ok().map(|u| u.encode_v1())
+        let removal = a.update_with_clients(known).ok().map(|u| u.encode_v1());
+        prune_gone(&mut a);
+        removal
+    }
+
+    /// Clients with an awareness state now.
+    pub fn awareness_clients(&self) -> usize {
+        let a = self.awareness.lock().unwrap_or_else(|p| p.into_inner());
+        a.iter().filter(|(_, s)| s.data.is_some()).count()
     }
 
     /// The text of the `Y.Text` named `name` (empty if there is none).
