@@ -1,13 +1,17 @@
-// The switchboard demo page: plain DOM and socket.io-client, nothing else.
+// The switchboard demo page: plain DOM and socket.io-client, nothing else
+// (and, for the shared notes in editor.js, Yjs and its y-socket.io provider).
 // The events are those of the README's "A tour of the events". Everything a
 // user wrote is put on the page as text (textContent), never as markup.
 import { io } from "socket.io-client";
+import { openEditor } from "./editor.js";
 
 const params = new URLSearchParams(location.search);
 // The server: the origin that served this page (--static-dir), or ?server=.
 const SERVER = params.get("server") || location.origin;
 // Messages per history page; ?page=3 makes "load older" easy to try.
 const PAGE = Math.min(Math.max(Number(params.get("page")) || 30, 1), 100);
+// The Yjs document of the shared notes; ?doc= opens another one.
+const DOC = params.get("doc") || "demo";
 const ACK_TIMEOUT_MS = 5000;
 // The server drops a typing:start after 6 s unless refreshed.
 const TYPING_REFRESH_MS = 3000;
@@ -27,6 +31,7 @@ const STORE_KEY = "switchboard-demo";
 const saved = JSON.parse(sessionStorage.getItem(STORE_KEY) || "null");
 
 let socket = null;
+let editor = null; // the shared notes, open while signed in
 let me = null; // { token, userId, name, minted } (minted: signed in by name, can mint again)
 let current = null; // the room on screen
 const rooms = new Map(); // roomId -> { id, messages: Map(seq -> msg), more, members, typing: Map(userId -> name), unread }
@@ -91,6 +96,9 @@ function start(session, roomIds = [], room = null) {
   $("whoami").textContent = me.name === me.userId ? me.name : `${me.name} (${me.userId})`;
   render();
   connect();
+  editor?.close();
+  editor = openEditor({ server: SERVER, doc: DOC, token: () => me.token, name: me.name });
+  $("editor-doc").textContent = DOC;
 }
 
 function signOut(error) {
@@ -101,6 +109,8 @@ function signOut(error) {
     socket.disconnect();
     socket = null;
   }
+  editor?.close();
+  editor = null;
   me = null;
   current = null;
   rooms.clear();
@@ -155,6 +165,7 @@ function connect() {
         if (!socket) return; // signed out meanwhile
         me.token = token;
         persist();
+        editor?.tokenChanged();
         return socket.connect();
       } catch {
         // fall through to signing out
@@ -221,6 +232,7 @@ async function refreshToken() {
     if (await ask("auth:refresh", { token }, "Token refresh")) {
       me.token = token;
       persist();
+      editor?.tokenChanged();
     }
   } catch (err) {
     notice(`Token refresh: ${err.message}`);
