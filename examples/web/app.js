@@ -406,7 +406,6 @@ function renderRoom({ keepPosition = false } = {}) {
   const switched = list.dataset.room !== (current ?? "");
   list.dataset.room = current ?? "";
   const fromBottom = list.scrollHeight - list.scrollTop;
-  const atBottom = fromBottom - list.clientHeight < 40;
   const messages = room ? [...room.messages.values()].sort((a, b) => a.seq - b.seq) : [];
   list.replaceChildren(...messages.map(messageItem));
   if (room && messages.length === 0) list.append(el("li", { className: "empty" }, "No messages yet. Say hi!"));
@@ -416,6 +415,15 @@ function renderRoom({ keepPosition = false } = {}) {
   else if (atBottom || switched) list.scrollTop = list.scrollHeight;
   renderTyping();
 }
+
+// Whether the reader is at the newest message, as of their last scroll: the
+// list also gets shorter without scrolling (a notice above it), and the
+// reader who was at the bottom still is.
+let atBottom = true;
+$("messages").addEventListener("scroll", () => {
+  const list = $("messages");
+  atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+});
 
 function messageItem(m) {
   const when = new Date(m.timestamp);
