@@ -8,7 +8,7 @@
 // UPDATE_SCREENSHOT=1, in docs/images/demo.png, the README's picture).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, copyFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
@@ -36,19 +36,17 @@ function freePort() {
   });
 }
 
-// Dev mode (no JWT key), a throwaway store, the built page at /, and the
-// Yjs documents of its shared notes (--yjs-socketio where --help lists it:
-// builds from before it is on by default).
+// Dev mode (no JWT key), a throwaway store, the built page at / (the Yjs
+// documents of its shared notes are served by default).
 async function startServer(port) {
   assert.ok(existsSync(BIN), `no server binary at ${BIN} (cargo build, or set SWITCHBOARD_BIN)`);
   assert.ok(existsSync(path.join(DIST, "index.html")), "no dist/index.html: run npm run build first");
-  const yjsFlag = execFileSync(BIN, ["--help"], { encoding: "utf8" }).includes("--yjs-socketio") ? ["--yjs-socketio"] : [];
   port ??= await freePort();
   const env = { ...process.env, RUST_LOG: "info" };
   for (const k of ["SWITCHBOARD_JWT_SECRET", "SWITCHBOARD_JWT_PUBLIC_KEY", "SWITCHBOARD_LISTEN"]) delete env[k];
   const child = spawn(
     BIN,
-    ["--listen", `127.0.0.1:${port}`, "--database-url", "memory", "--static-dir", DIST, ...yjsFlag],
+    ["--listen", `127.0.0.1:${port}`, "--database-url", "memory", "--static-dir", DIST],
     { env, stdio: ["ignore", "ignore", "pipe"] },
   );
   const log = [];

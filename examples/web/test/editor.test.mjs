@@ -8,7 +8,7 @@
 // (CHROMIUM, default /usr/bin/chromium).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
@@ -38,19 +38,16 @@ function freePort() {
   });
 }
 
-// Dev mode, a throwaway store, the built page at /. The Yjs namespace is
-// behind --yjs-socketio on builds that still have the flag (before it is on
-// by default): passed only where --help lists it.
+// Dev mode, a throwaway store, the built page at / (Yjs is served by default).
 async function startServer(port) {
   assert.ok(existsSync(BIN), `no server binary at ${BIN} (cargo build, or set SWITCHBOARD_BIN)`);
   assert.ok(existsSync(path.join(DIST, "index.html")), "no dist/index.html: run npm run build first");
-  const yjsFlag = execFileSync(BIN, ["--help"], { encoding: "utf8" }).includes("--yjs-socketio") ? ["--yjs-socketio"] : [];
   port ??= await freePort();
   const env = { ...process.env, RUST_LOG: "info" };
   for (const k of ["SWITCHBOARD_JWT_SECRET", "SWITCHBOARD_JWT_PUBLIC_KEY", "SWITCHBOARD_LISTEN"]) delete env[k];
   const child = spawn(
     BIN,
-    ["--listen", `127.0.0.1:${port}`, "--database-url", "memory", "--static-dir", DIST, ...yjsFlag],
+    ["--listen", `127.0.0.1:${port}`, "--database-url", "memory", "--static-dir", DIST],
     { env, stdio: ["ignore", "ignore", "pipe"] },
   );
   const log = [];
