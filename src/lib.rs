@@ -96,6 +96,7 @@ impl Switchboard {
                 max_awareness_bytes: config.yjs_max_awareness_bytes,
                 max_doc_bytes: config.yjs_max_doc_bytes,
                 max_memory_bytes: config.yjs_max_memory_bytes,
+                unload_grace: std::time::Duration::from_millis(config.yjs_unload_grace_ms),
             },
         ));
         let docs = Arc::new(
@@ -256,7 +257,11 @@ impl Switchboard {
                     &config.redis_prefix,
                     cluster.node_id.clone(),
                     config.max_redis_queue_bytes,
-                    on_io!(&io, io => realtime::yjs::from_other_nodes(io.clone(), ctx.clone())),
+                    on_io!(&io, io => realtime::yjs::from_other_nodes(
+                        io.clone(),
+                        ctx.clone(),
+                        config.max_redis_queue_bytes,
+                    )),
                 );
                 ctx.ydocs.relay_to(Box::new(relay));
             }

@@ -9,6 +9,7 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import { io } from "socket.io-client";
+import WebSocket from "ws";
 import { startServer, token, next, metric, signatureValid } from "./server.mjs";
 
 const SECRET = "hooks-test-secret";
@@ -56,7 +57,7 @@ describe("hooks that decide", () => {
       if (mode === "garbage") return [200, path === "/rpc" ? "[not json" : { allow: "yes" }];
       if (mode === "huge") return [200, { allow: true, pad: "x".repeat(200_000) }];
       if (mode === "error") return [500, { oops: true }];
-      if (path === "/join") return j.roomId === "vip" ? [200, { allow: false, code: "members_only", message: "VIP members only" }] : [200, { allow: true }];
+      if (path === "/join") return ["vip", "yjs:secret"].includes(j.roomId) ? [200, { allow: false, code: "members_only", message: "VIP members only" }] : [200, { allow: true }];
       if (path === "/publish") {
         if (j.content.includes("badword")) return [200, { allow: false, code: "moderated", message: "watch your language" }];
         if (j.content.includes("darn")) return [200, { allow: true, content: j.content.replaceAll("darn", "d**n") }];
@@ -95,6 +96,22 @@ describe("hooks that decide", () => {
     assert.deepEqual(call.json, { namespace: "/", userId: "alice", roomId: "lobby" });
     assert.ok(call.signed, "signed with the secret");
     assert.ok(!call.wrongSecret, "a receiver with another secret refuses it");
+  });
+
+  it("join: Yjs documents are rooms `yjs:<doc>` to the hook, on both providers", async () => {
+    const yjs = (doc) =>
+      new Promise((resolve) => {
+        const s = io(`${srv.url}/yjs|${doc}`, { auth: { token: token("alice") }, transports: ["websocket"], reconnection: false, forceNew: true });
+        sockets.push(s);
+        s.on("connect", () => resolve("connected"));
+        s.on("connect_error", (e) => resolve(e.message));
+      });
+    assert.equal(await yjs("open-notes"), "connected");
+    assert.equal(await yjs("secret"), "Forbidden: VIP members only");
+    const ws = new WebSocket(`${srv.url.replace(/^http/, "ws")}/yjs/secret?token=${token("alice")}`);
+    const closed = await new Promise((r) => ws.on("close", (code, reason) => r([code, reason.toString()])));
+    assert.deepEqual(closed, [4403, "Forbidden: VIP members only"]);
+    assert.ok(be.calls.some((c) => c.path === "/join" && c.json.roomId === "yjs:secret" && c.json.namespace === "/"));
   });
 
   it("publish: refused, replaced (the room sees the new content), private messages too", async () => {

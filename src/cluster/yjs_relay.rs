@@ -23,7 +23,7 @@ use socketioxide_redis::drivers::Driver;
 use tokio::sync::mpsc;
 
 use super::{ReconnectingDriver, dropped};
-use crate::yjs::{Kind, YRelay, YRelayed};
+use crate::yjs::{Kind, RelayEvent, YRelay, YRelayed};
 
 /// Most messages waiting to be published, whatever their size.
 pub const QUEUE_MESSAGES: usize = 4096;
@@ -73,14 +73,14 @@ impl YRelay for RedisYRelay {
 }
 
 /// Starts the publisher and the subscriber; `deliver` gets what the other
-/// nodes publish.
+/// nodes publish, and each (re)subscription.
 pub fn start(
     client: redis::Client,
     driver: ReconnectingDriver,
     prefix: &str,
     node_id: String,
     max_bytes: usize,
-    deliver: Arc<dyn Fn(YRelayed) + Send + Sync>,
+    deliver: Arc<dyn Fn(RelayEvent) + Send + Sync>,
 ) -> RedisYRelay {
     let channel = format!("{prefix}:yjs");
     let (tx, mut rx) = mpsc::channel::<YRelayed>(QUEUE_MESSAGES);
@@ -120,12 +120,13 @@ pub fn start(
             match client.get_async_pubsub().await {
                 Ok(mut pubsub) => {
                     if pubsub.subscribe(&channel).await.is_ok() {
+                        deliver(RelayEvent::Subscribed);
                         let mut messages = pubsub.on_message();
                         while let Some(msg) = messages.next().await {
                             if let Some(m) =
                                 parse(&msg.get_payload::<String>().unwrap_or_default(), &node_id)
                             {
-                                deliver(m);
+                                deliver(RelayEvent::Message(m));
                             }
                         }
                     }

@@ -207,6 +207,14 @@ pub struct Config {
         default_value_t = 268_435_456
     )]
     pub yjs_max_memory_bytes: usize,
+    /// How long (ms) a Yjs document stays loaded after its last client
+    /// left, unless memory is needed (0: unloaded at once).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_YJS_UNLOAD_GRACE_MS",
+        default_value_t = 30_000
+    )]
+    pub yjs_unload_grace_ms: u64,
     /// A document's `document.changed` is sent this long (ms) after the
     /// first edit it reports; edits meanwhile fold into it (latest version).
     #[arg(
@@ -620,6 +628,7 @@ impl Default for Config {
             yjs_max_awareness_bytes: 65_536,
             yjs_max_doc_bytes: 16_777_216,
             yjs_max_memory_bytes: 268_435_456,
+            yjs_unload_grace_ms: 30_000,
             jwks_refresh_secs: 300,
             jwks_min_refresh_secs: 10,
             jwt_algorithm: None,

@@ -135,6 +135,17 @@ pub mod refusals {
     #[derive(ToResponse)]
     pub struct DocTooLarge(ErrorBody);
 
+    /// `not_found`: nothing was ever stored for this Yjs document.
+    #[derive(ToResponse)]
+    pub struct YDocNotFound(ErrorBody);
+
+    /// `invalid_update`: the body is not a Yjs update (v1 encoding).
+    /// `too_large`: the update is larger than `--yjs-max-update-bytes` or
+    /// `--max-payload-bytes`, or the document would grow beyond
+    /// `--yjs-max-doc-bytes`.
+    #[derive(ToResponse)]
+    pub struct YRefused(ErrorBody);
+
     /// `api_disabled`: the server was started without `--api-key`.
     /// `unavailable`: the message store does not answer. `cluster_unavailable`:
     /// other nodes are out of reach (an emit was delivered on this node only).

@@ -44,6 +44,8 @@ use crate::hub::Hub;
         api::refusals::DocNotFound,
         api::refusals::StaleVersion,
         api::refusals::DocTooLarge,
+        api::refusals::YDocNotFound,
+        api::refusals::YRefused,
     )),
     tags(
         (name = "events", description = "Emit events to sockets and SSE streams"),

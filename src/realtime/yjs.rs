@@ -29,7 +29,7 @@ use super::Ctx;
 use super::user_conns::{TooMany, UserConn};
 use crate::auth::AuthError;
 use crate::documents::store::DocKey;
-use crate::yjs::{Kind, YDoc, YDocs, YError, YRelayed};
+use crate::yjs::{Kind, RelayEvent, YDoc, YDocs, YError, YRelayed};
 
 /// The namespace pattern of y-socket.io's documents.
 pub const NAMESPACE: &str = "/yjs|{doc}";
@@ -105,44 +105,145 @@ pub(crate) async fn deliver<A: Adapter>(
 }
 
 /// The handler of what other nodes relay: one task takes the messages in
-/// order (an update that finds this copy behind reads the store's tail);
-/// beyond [`RELAYED_QUEUE`] waiting, one is dropped and counted (a later
-/// update's seq shows the gap).
+/// order (an update that finds this copy behind reads the store's tail).
+/// Beyond `max_bytes` waiting, a message is dropped and counted (a later
+/// update's seq shows the gap). Once the relay has subscribed again after
+/// Redis was away, every loaded document reads the store's tail.
 pub fn from_other_nodes<A: Adapter>(
     io: SocketIo<A>,
     ctx: Arc<Ctx>,
-) -> Arc<dyn Fn(YRelayed) + Send + Sync> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<YRelayed>(RELAYED_QUEUE);
+    max_bytes: usize,
+) -> Arc<dyn Fn(RelayEvent) + Send + Sync> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<RelayEvent>();
+    let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let taken = waiting.clone();
     tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            relayed(io.clone(), ctx.clone(), m).await;
+        while let Some(event) = rx.recv().await {
+            let n = event_size(&event);
+            // A task per message: a panic in one does not end the relay.
+            let (io, ctx) = (io.clone(), ctx.clone());
+            let _ = tokio::spawn(async move {
+                match event {
+                    RelayEvent::Message(m) => relayed(&io, &ctx, m).await,
+                    RelayEvent::Subscribed => catch_up_all(&io, &ctx).await,
+                }
+            })
+            .await;
+            taken.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
         }
     });
-    Arc::new(move |m| {
-        if tx.try_send(m).is_err() {
+    Arc::new(move |event| {
+        let n = event_size(&event);
+        let before = waiting.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        if (before > 0 && before + n > max_bytes) || tx.send(event).is_err() {
+            waiting.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
             metrics::counter!("switchboard_redis_dropped_total", "path" => "yjs", "reason" => "consumer_behind")
                 .increment(1);
         }
     })
 }
 
-/// Relayed messages waiting for this node to take them.
-pub const RELAYED_QUEUE: usize = 4096;
+fn event_size(event: &RelayEvent) -> usize {
+    match event {
+        RelayEvent::Message(m) => m.bytes.len() + 128,
+        RelayEvent::Subscribed => 128,
+    }
+}
 
 /// What another node relayed: applied to this node's copy if it has the
-/// document loaded, and handed to its clients here.
-pub(crate) async fn relayed<A: Adapter>(io: SocketIo<A>, ctx: Arc<Ctx>, m: YRelayed) {
-    let doc = match m.kind {
-        Kind::Update => ctx.ydocs.apply_relayed(&m.key, &m.bytes, m.seq).await,
-        Kind::Awareness => ctx.ydocs.get_loaded(&m.key).filter(|d| {
-            d.awareness_apply_relayed(&m.bytes)
+/// document loaded, and what changed handed to its clients here.
+async fn relayed<A: Adapter>(io: &SocketIo<A>, ctx: &Ctx, m: YRelayed) {
+    let send = match m.kind {
+        Kind::Update => ctx.ydocs.apply_relayed(&m.key, m.bytes, m.seq).await,
+        Kind::Awareness => ctx.ydocs.get_loaded(&m.key).and_then(|d| {
+            let changed = d
+                .awareness_apply_relayed(&m.bytes)
                 .inspect_err(|e| tracing::debug!("a relayed awareness update was skipped: {e}"))
-                .is_ok()
+                .ok()
+                .flatten()?;
+            Some((d, Bytes::from(changed)))
         }),
     };
-    if let Some(doc) = doc {
-        deliver(&io, &ctx.ydocs, &doc, m.kind, m.seq, m.bytes, Origin::Node).await;
+    if let Some((doc, bytes)) = send {
+        deliver(io, &ctx.ydocs, &doc, m.kind, m.seq, bytes, Origin::Node).await;
     }
+}
+
+/// Every loaded document reads what the store holds after its copy (the
+/// relay was away), and this node's clients get what it brought.
+async fn catch_up_all<A: Adapter>(io: &SocketIo<A>, ctx: &Ctx) {
+    for doc in ctx.ydocs.all_loaded() {
+        catch_up(io, ctx, &doc, true).await;
+    }
+}
+
+/// With several nodes, this node's copy may lack what the others stored:
+/// the store's tail, handed to this node's clients (`now`: even if it was
+/// read moments ago).
+pub(crate) async fn catch_up<A: Adapter>(io: &SocketIo<A>, ctx: &Ctx, doc: &YDoc, now: bool) {
+    if ctx.cluster.is_none() {
+        return;
+    }
+    match ctx.ydocs.catch_up(doc, now).await {
+        Ok(Some(brought)) => {
+            deliver(io, &ctx.ydocs, doc, Kind::Update, 0, brought, Origin::Node).await;
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(doc = doc.key.key(), "yjs document not caught up: {e}"),
+    }
+}
+
+/// Whether an awareness message is within the connection's event rate.
+/// One that changed nothing (a provider's echo of what it received) is
+/// charged one time in [`QUIET_ECHOES`]: every client echoes every change,
+/// so charging each would cut off the clients of a busy document.
+pub(crate) fn awareness_within_rate(
+    limits: &super::limits::SocketLimits,
+    changed: bool,
+    echoes: &std::sync::atomic::AtomicU32,
+) -> bool {
+    let nth = echoes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if changed || nth.is_multiple_of(QUIET_ECHOES) {
+        return limits.event();
+    }
+    true
+}
+
+/// See [`awareness_within_rate`].
+pub const QUIET_ECHOES: u32 = 10;
+
+/// Who may open document `name`: a valid name, a valid token whose `rooms`
+/// claim covers `yjs:<name>`, the join hook's yes (if one is set), and a
+/// connection within the user's cap. The same for both providers.
+pub(crate) async fn admit_identity(
+    ctx: &Ctx,
+    name: &str,
+    token: Option<&str>,
+) -> Result<(crate::auth::Identity, Arc<UserConn>, DocKey), YRefused> {
+    if !crate::names::valid_room_id(name) {
+        return Err(YRefused::Name);
+    }
+    let identity = ctx
+        .verifier
+        .verify_fresh(token.ok_or(AuthError::Missing)?)
+        .await?;
+    let room = claim_room(name);
+    if !identity.may_join(&room) {
+        return Err(YRefused::Forbidden);
+    }
+    let key = doc_key(identity.tenant.as_deref(), name);
+    if let Some(hooks) = &ctx.hooks {
+        match hooks.join(&key.namespace, &identity.user_id, &room).await {
+            Ok(crate::hooks::Verdict::Refuse { message, .. }) => {
+                return Err(YRefused::ByHook(message));
+            }
+            Ok(_) => {}
+            Err(_) if hooks.join_fails_open() => {}
+            Err(e) => return Err(YRefused::HookUnavailable(e.to_string())),
+        }
+    }
+    let conn = ctx.user_conns.acquire(&identity.user_id)?;
+    Ok((identity, conn, key))
 }
 
 /// Why a y-socket.io connection was refused (the client's `err.message`).
@@ -154,6 +255,10 @@ pub enum YRefused {
     Auth(#[from] AuthError),
     #[error("Forbidden: your token does not allow this document")]
     Forbidden,
+    #[error("Forbidden: {0}")]
+    ByHook(String),
+    #[error("the join hook did not answer: {0}")]
+    HookUnavailable(String),
     #[error(transparent)]
     TooMany(#[from] TooMany),
     #[error("{0}")]
@@ -168,13 +273,20 @@ pub struct YSocket {
     pub doc: Arc<YDoc>,
     /// The socket's key in the token-expiry schedule.
     expiry: u64,
+    expiries: Arc<super::expiry::Expiries>,
     /// The socket's event bucket (`--events-per-sec`, `--event-burst`).
     limits: super::limits::SocketLimits,
+    /// Awareness messages that changed nothing (see [`awareness_within_rate`]).
+    echoes: std::sync::atomic::AtomicU32,
     _conn: Arc<UserConn>,
 }
 
+/// However the socket ends (socketioxide drops a socket whose CONNECT could
+/// not be sent without running its disconnect handlers).
 impl Drop for YSocket {
     fn drop(&mut self) {
+        self.expiries.untrack(self.expiry);
+        crate::metrics::yjs_connections(-1);
         self.docs.release(&self.doc);
     }
 }
@@ -206,17 +318,8 @@ async fn admit<A: Adapter>(
     io: &SocketIo<A>,
 ) -> Result<(), YRefused> {
     let name = s.ns().strip_prefix(PREFIX).unwrap_or_default();
-    if !crate::names::valid_room_id(name) {
-        return Err(YRefused::Name);
-    }
-    let token = super::socket_token(s, auth.as_ref()).ok_or(AuthError::Missing)?;
-    let identity = ctx.verifier.verify_fresh(&token).await?;
-    if !identity.may_join(&claim_room(name)) {
-        return Err(YRefused::Forbidden);
-    }
-    let conn = ctx.user_conns.acquire(&identity.user_id)?;
-    // A tenant's documents are apart from the others'.
-    let key = doc_key(identity.tenant.as_deref(), name);
+    let token = super::socket_token(s, auth.as_ref());
+    let (identity, conn, key) = admit_identity(ctx, name, token.as_deref()).await?;
     let doc = ctx.ydocs.open(&key).await?;
     s.join(scope_room(&key));
     // Ended when its token expires, like any socket (the provider cannot
@@ -231,7 +334,9 @@ async fn admit<A: Adapter>(
         docs: ctx.ydocs.clone(),
         doc,
         expiry,
+        expiries: ctx.expiries.clone(),
         limits: ctx.limits.socket(),
+        echoes: Default::default(),
         _conn: conn,
     }));
     s.on("sync-step-1", sync_step_1::<A>);
@@ -257,7 +362,7 @@ pub(crate) async fn connected<A: Adapter>(
         return;
     }
     let Some(y) = ysocket(&s) else { return };
-    catch_up(&ctx, &y).await;
+    catch_up(&io, &ctx, &y.doc, true).await;
     let sv = Bytes::from(y.doc.state_vector());
     if let Ok(answer) = s.emit_with_ack::<_, Bytes>("sync-step-1", &sv) {
         let s = s.clone();
@@ -274,28 +379,20 @@ pub(crate) async fn connected<A: Adapter>(
     }
 }
 
-/// With several nodes, this node's copy may lack what the others stored.
-async fn catch_up(ctx: &Ctx, y: &YSocket) {
-    if ctx.cluster.is_some()
-        && let Err(e) = ctx.ydocs.catch_up(&y.doc).await
-    {
-        tracing::warn!(doc = y.doc.key.key(), "yjs document not caught up: {e}");
-    }
-}
-
 /// The client's sync step 1: answered with what it lacks.
 async fn sync_step_1<A: Adapter>(
     s: SocketRef<A>,
     Data(sv): Data<Bytes>,
     ack: AckSender<A>,
     State(ctx): State<Arc<Ctx>>,
+    io: SocketIo<A>,
 ) {
     let Some(y) = ysocket(&s) else { return };
     if !y.limits.event() {
         crate::metrics::limit_hit("events_per_sec");
         return refuse(&s, &"too many events: slow down");
     }
-    catch_up(&ctx, &y).await;
+    catch_up(&io, &ctx, &y.doc, false).await;
     match y.doc.diff(&sv) {
         Ok(update) => {
             let _ = ack.send(&Bytes::from(update));
@@ -352,30 +449,30 @@ async fn awareness_update<A: Adapter>(
     io: SocketIo<A>,
 ) {
     let Some(y) = ysocket(&s) else { return };
-    if !y.limits.event() {
-        crate::metrics::limit_hit("events_per_sec");
-        return refuse(&s, &"too many events: slow down");
-    }
     let limit = y.docs.limits().max_awareness_bytes;
     let owner = s.id.to_string();
-    match y
+    let changed = match y
         .doc
         .awareness_apply(&update, limit, &owner, MAX_CLIENTS_PER_SOCKET)
     {
-        Ok(_) => {
-            let origin = Origin::Socket(s.id);
-            deliver(&io, &ctx.ydocs, &y.doc, Kind::Awareness, 0, update, origin).await;
-        }
-        Err(e) => refuse(&s, &e),
+        Ok(changed) => changed,
+        Err(e) => return refuse(&s, &e),
+    };
+    if !awareness_within_rate(&y.limits, changed.is_some(), &y.echoes) {
+        crate::metrics::limit_hit("events_per_sec");
+        return refuse(&s, &"too many events: slow down");
+    }
+    if let Some(changed) = changed {
+        let origin = Origin::Socket(s.id);
+        let changed = Bytes::from(changed);
+        deliver(&io, &ctx.ydocs, &y.doc, Kind::Awareness, 0, changed, origin).await;
     }
 }
 
 /// Gone: its awareness clients are removed, and the others told at once.
 async fn disconnected<A: Adapter>(s: SocketRef<A>, io: SocketIo<A>, State(ctx): State<Arc<Ctx>>) {
-    crate::metrics::yjs_connections(-1);
     ctx.namespaces.remove_if_empty(&io, s.ns(), Some(s.id));
     let Some(y) = ysocket(&s) else { return };
-    ctx.expiries.untrack(y.expiry);
     if let Some(removal) = y.doc.awareness_remove(&s.id.to_string()) {
         let removal = Bytes::from(removal);
         deliver(

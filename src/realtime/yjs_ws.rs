@@ -22,10 +22,10 @@ use socketioxide::adapter::Adapter;
 
 use super::Ctx;
 use super::user_conns::UserConn;
-use super::yjs::{Origin, claim_room, deliver, doc_key};
+use super::yjs::{Origin, YRefused, admit_identity, awareness_within_rate, catch_up, deliver};
 use crate::auth::AuthError;
 use crate::yjs::wire::{self, Message};
-use crate::yjs::{Kind, YDoc, YError};
+use crate::yjs::{Held, Kind, YError};
 
 /// Longest a write to a peer may take before it is closed as not reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,13 +46,19 @@ impl Close {
     }
 }
 
-impl From<YError> for Close {
-    fn from(e: YError) -> Self {
+impl Close {
+    fn from_doc(e: &YError) -> Self {
         match e {
             YError::Busy | YError::Store(_) => Close(1013, e.to_string()),
             YError::UpdateTooLarge(_) | YError::DocTooLarge(_) => Close(4413, e.to_string()),
             YError::Malformed(_) => Close(4400, e.to_string()),
         }
+    }
+}
+
+impl From<YError> for Close {
+    fn from(e: YError) -> Self {
+        Close::from_doc(&e)
     }
 }
 
@@ -82,29 +88,28 @@ pub async fn serve<A: Adapter>(
             return;
         }
     };
-    crate::metrics::yjs_connections(1);
-    let expired = Arc::new(tokio::sync::Notify::new());
-    let expiry = ctx.expiries.track(
-        peer.expires_at,
-        Arc::new(Expiry(expired.clone())) as Arc<dyn super::expiry::Expiring>,
-    );
-    let end = run(&io, &ctx, &peer, &mut tx, &mut rx, &expired).await;
-    ctx.expiries.untrack(expiry);
-    crate::metrics::yjs_connections(-1);
-    if let Some(Close(code, why)) = end {
-        tracing::info!(doc = name, "y-websocket peer closed: {why}");
-        if code != 1000 {
-            crate::metrics::yjs_refused();
+    let end = run(&io, &ctx, &peer, &mut tx, &mut rx).await;
+    match end {
+        Some(Close(code, why)) => {
+            tracing::info!(doc = name, "y-websocket peer closed: {why}");
+            if code != 1000 {
+                crate::metrics::yjs_refused();
+            }
+            close(&mut tx, &mut rx, code, &why).await;
         }
-        close(&mut tx, &mut rx, code, &why).await;
+        // The peer closed: tungstenite's answer to its close goes out on a
+        // flush.
+        None => {
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, tx.close()).await;
+        }
     }
     // Its cursor goes at once, for everyone.
-    if let Some(removal) = peer.doc.awareness_remove(&peer.owner()) {
+    if let Some(removal) = peer.held.doc.awareness_remove(&peer.owner()) {
         let removal = Bytes::from(removal);
         deliver(
             &io,
             &ctx.ydocs,
-            &peer.doc,
+            &peer.held.doc,
             Kind::Awareness,
             0,
             removal,
@@ -112,16 +117,29 @@ pub async fn serve<A: Adapter>(
         )
         .await;
     }
-    ctx.ydocs.release(&peer.doc);
 }
 
-/// An admitted peer: its document (held until it goes) and its bounds.
+/// An admitted peer: its document, its place in the expiry schedule and
+/// its connection count, all given back when it is dropped (however the
+/// task ends), and its bounds.
 struct Peer {
     id: u64,
-    doc: Arc<YDoc>,
-    expires_at: u64,
+    held: Held,
+    expiry: u64,
+    expiries: Arc<super::expiry::Expiries>,
+    expired: Arc<tokio::sync::Notify>,
     limits: super::limits::SocketLimits,
+    /// Awareness messages that changed nothing (see
+    /// `yjs::awareness_within_rate`).
+    echoes: std::sync::atomic::AtomicU32,
     _conn: Arc<UserConn>,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.expiries.untrack(self.expiry);
+        crate::metrics::yjs_connections(-1);
+    }
 }
 
 impl Peer {
@@ -141,52 +159,72 @@ async fn admit(
     token: Option<String>,
 ) -> Result<Peer, Close> {
     if !crate::names::valid_room_id(name) {
-        return Err(Close::stop(4400, super::yjs::YRefused::Name));
+        return Err(Close::stop(4400, YRefused::Name));
     }
     let token = match token {
         Some(t) => t,
-        None => {
-            let wait = Duration::from_millis(ctx.config.connect_timeout_ms);
-            match tokio::time::timeout(wait, rx.next()).await {
-                Ok(Some(Ok(WsMessage::Binary(b)))) => match wire::decode(&b) {
-                    Ok(Message::Auth(t)) => t.to_string(),
-                    _ => return Err(Close::stop(4401, auth_failed(AuthError::Missing))),
-                },
-                Ok(_) => return Err(Close::stop(4401, auth_failed(AuthError::Missing))),
-                Err(_) => {
-                    crate::metrics::limit_hit("connect_timeout_ms");
-                    return Err(Close::stop(4408, "no token in time (--connect-timeout-ms)"));
-                }
-            }
-        }
+        None => read_token(ctx, rx).await?,
     };
-    let identity = ctx
-        .verifier
-        .verify_fresh(&token)
-        .await
-        .map_err(|e| Close::stop(4401, auth_failed(e)))?;
-    if !identity.may_join(&claim_room(name)) {
-        return Err(Close::stop(4403, super::yjs::YRefused::Forbidden));
-    }
-    let conn = ctx
-        .user_conns
-        .acquire(&identity.user_id)
-        .map_err(|e| Close(1013, e.to_string()))?;
-    let doc = ctx
-        .ydocs
-        .open(&doc_key(identity.tenant.as_deref(), name))
-        .await?;
+    let (identity, conn, key) = admit_identity(ctx, name, Some(&token)).await?;
+    let held = ctx.ydocs.open_held(&key).await?;
+    crate::metrics::yjs_connections(1);
+    let expired = Arc::new(tokio::sync::Notify::new());
+    let expiry = ctx.expiries.track(
+        identity.expires_at,
+        Arc::new(Expiry(expired.clone())) as Arc<dyn super::expiry::Expiring>,
+    );
     Ok(Peer {
         id: NEXT_PEER.fetch_add(1, Ordering::Relaxed),
-        doc,
-        expires_at: identity.expires_at,
+        held,
+        expiry,
+        expiries: ctx.expiries.clone(),
+        expired,
         limits: ctx.limits.socket(),
+        echoes: Default::default(),
         _conn: conn,
     })
 }
 
-fn auth_failed(e: AuthError) -> String {
-    super::yjs::YRefused::Auth(e).to_string()
+/// The token of a peer that did not put it in the URL: its first message
+/// (pings aside), an auth message, within `--connect-timeout-ms`.
+async fn read_token(
+    ctx: &Ctx,
+    rx: &mut futures_util::stream::SplitStream<WebSocket>,
+) -> Result<String, Close> {
+    let wait = Duration::from_millis(ctx.config.connect_timeout_ms);
+    let first = tokio::time::timeout(wait, async {
+        loop {
+            match rx.next().await {
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await;
+    match first {
+        Ok(Some(Ok(WsMessage::Binary(b)))) => match wire::decode(&b) {
+            Ok(Message::Auth(t)) => Ok(t.to_string()),
+            _ => Err(Close::stop(4401, YRefused::Auth(AuthError::Missing))),
+        },
+        Ok(_) => Err(Close::stop(4401, YRefused::Auth(AuthError::Missing))),
+        Err(_) => {
+            crate::metrics::limit_hit("connect_timeout_ms");
+            Err(Close::stop(4408, "no token in time (--connect-timeout-ms)"))
+        }
+    }
+}
+
+impl From<YRefused> for Close {
+    fn from(r: YRefused) -> Self {
+        let code = match &r {
+            YRefused::Name => 4400,
+            YRefused::Auth(_) => 4401,
+            YRefused::Forbidden | YRefused::ByHook(_) => 4403,
+            YRefused::HookUnavailable(_) | YRefused::TooMany(_) => 1013,
+            YRefused::Doc(e) => return Close::from_doc(e),
+        };
+        Close(code, r.to_string())
+    }
 }
 
 /// The connected peer: the server's sync step 1 and the awareness of the
@@ -198,19 +236,13 @@ async fn run<A: Adapter>(
     peer: &Peer,
     tx: &mut futures_util::stream::SplitSink<WebSocket, WsMessage>,
     rx: &mut futures_util::stream::SplitStream<WebSocket>,
-    expired: &tokio::sync::Notify,
 ) -> Option<Close> {
+    let doc = &peer.held.doc;
     // Subscribed first: nothing applied from here on is missed.
-    let mut others = peer.doc.subscribe();
-    if ctx.cluster.is_some()
-        && let Err(e) = ctx.ydocs.catch_up(&peer.doc).await
-    {
-        tracing::warn!(doc = peer.doc.key.key(), "yjs document not caught up: {e}");
-    }
-    send(tx, wire::sync_step1(&peer.doc.state_vector()))
-        .await
-        .ok()?;
-    if let Some(all) = peer.doc.awareness_all() {
+    let mut others = doc.subscribe();
+    catch_up(io, ctx, doc, true).await;
+    send(tx, wire::sync_step1(&doc.state_vector())).await.ok()?;
+    if let Some(all) = doc.awareness_all() {
         send(tx, wire::awareness(&all)).await.ok()?;
     }
     let ping_every = ctx.config.ping_interval();
@@ -220,6 +252,25 @@ async fn run<A: Adapter>(
     let mut heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
+            // The others' first: a peer's own updates take places in the
+            // fanout too, and reading its next message only after those
+            // keeps a fast writer from being taken for a slow reader.
+            biased;
+            relayed = others.recv() => match relayed {
+                Ok(m) if m.from == peer.id => {}
+                Ok(m) => {
+                    let frame = match m.kind {
+                        Kind::Update => wire::update(&m.bytes),
+                        Kind::Awareness => wire::awareness(&m.bytes),
+                    };
+                    send(tx, frame).await.ok()?;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    crate::metrics::server_disconnect("slow_consumer");
+                    return Some(Close(1013, "too slow to read the document's updates".into()));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            },
             msg = rx.next() => {
                 heard = tokio::time::Instant::now();
                 match msg {
@@ -237,21 +288,6 @@ async fn run<A: Adapter>(
                     Some(Ok(_)) => {}
                 }
             }
-            relayed = others.recv() => match relayed {
-                Ok(m) if m.from == peer.id => {}
-                Ok(m) => {
-                    let frame = match m.kind {
-                        Kind::Update => wire::update(&m.bytes),
-                        Kind::Awareness => wire::awareness(&m.bytes),
-                    };
-                    send(tx, frame).await.ok()?;
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    crate::metrics::server_disconnect("slow_consumer");
-                    return Some(Close(1013, "too slow to read the document's updates".into()));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            },
             _ = pings.tick() => {
                 if heard.elapsed() > dead_after {
                     crate::metrics::server_disconnect("ping_timeout");
@@ -262,7 +298,7 @@ async fn run<A: Adapter>(
                     .ok()?
                     .ok()?;
             }
-            _ = expired.notified() => {
+            _ = peer.expired.notified() => {
                 crate::metrics::server_disconnect("token_expired");
                 return Some(Close(4401, "token expired: connect again with a fresh one".into()));
             }
@@ -277,50 +313,57 @@ async fn take<A: Adapter>(
     peer: &Peer,
     bytes: &[u8],
 ) -> Result<Option<Vec<u8>>, Close> {
-    if !peer.limits.event() {
+    let too_fast = || {
         crate::metrics::limit_hit("events_per_sec");
-        return Err(Close(1008, "too many messages: slow down".into()));
-    }
+        Close(1008, "too many messages: slow down".into())
+    };
     let msg = wire::decode(bytes).map_err(|e| Close::stop(4400, e))?;
+    // Awareness is charged once applied (an echo that changes nothing
+    // counts less); everything else before.
+    if !matches!(msg, Message::Awareness(_)) && !peer.limits.event() {
+        return Err(too_fast());
+    }
+    let doc = &peer.held.doc;
     match msg {
         Message::SyncStep1(sv) => {
-            if ctx.cluster.is_some()
-                && let Err(e) = ctx.ydocs.catch_up(&peer.doc).await
-            {
-                tracing::warn!(doc = peer.doc.key.key(), "yjs document not caught up: {e}");
-            }
-            Ok(Some(wire::sync_step2(&peer.doc.diff(sv)?)))
+            catch_up(io, ctx, doc, false).await;
+            Ok(Some(wire::sync_step2(&doc.diff(sv)?)))
         }
         Message::SyncStep2(update) | Message::Update(update) => {
-            if let Some(seq) = ctx.ydocs.apply(&peer.doc, update).await? {
+            if let Some(seq) = ctx.ydocs.apply(doc, update).await? {
                 let update = Bytes::copy_from_slice(update);
                 let origin = Origin::Peer(peer.id);
-                deliver(io, &ctx.ydocs, &peer.doc, Kind::Update, seq, update, origin).await;
+                deliver(io, &ctx.ydocs, doc, Kind::Update, seq, update, origin).await;
             }
             Ok(None)
         }
         Message::Awareness(update) => {
             let limit = ctx.ydocs.limits().max_awareness_bytes;
             let max_new = super::yjs::MAX_CLIENTS_PER_SOCKET;
-            peer.doc
-                .awareness_apply(update, limit, &peer.owner(), max_new)?;
+            let changed = doc.awareness_apply(update, limit, &peer.owner(), max_new)?;
+            if !awareness_within_rate(&peer.limits, changed.is_some(), &peer.echoes) {
+                return Err(too_fast());
+            }
             // Back to the sender too, as y-websocket's own server does: a
             // provider alone on a document hears from the server that way
-            // (it reconnects after 30 s of silence).
-            let update = Bytes::copy_from_slice(update);
-            deliver(
-                io,
-                &ctx.ydocs,
-                &peer.doc,
-                Kind::Awareness,
-                0,
-                update,
-                Origin::Peer(0),
-            )
-            .await;
+            // (it reconnects after 30 s of silence). Its renewals (every
+            // 15 s) change the clock, so they are passed on.
+            if let Some(changed) = changed {
+                let changed = Bytes::from(changed);
+                deliver(
+                    io,
+                    &ctx.ydocs,
+                    doc,
+                    Kind::Awareness,
+                    0,
+                    changed,
+                    Origin::Peer(0),
+                )
+                .await;
+            }
             Ok(None)
         }
-        Message::QueryAwareness => Ok(peer.doc.awareness_all().map(|a| wire::awareness(&a))),
+        Message::QueryAwareness => Ok(doc.awareness_all().map(|a| wire::awareness(&a))),
         Message::Auth(_) => Ok(None),
     }
 }

@@ -11,10 +11,16 @@
 /// store shallow JSON-like attributes; 64 is far beyond them).
 pub const MAX_DEPTH: usize = 64;
 
+/// The largest client id: Yjs's ids are 53-bit (JavaScript's safe
+/// integers); yrs masks a larger one to 53 bits (and asserts on it in debug
+/// builds), and lib0 refuses to read one.
+pub const MAX_CLIENT_ID: u64 = (1 << 53) - 1;
+
 /// Why an update was refused.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refused {
     TooDeep,
+    ClientId,
     Truncated,
     Implausible,
     Unknown(&'static str),
@@ -24,6 +30,7 @@ impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Refused::TooDeep => write!(f, "values nested deeper than {MAX_DEPTH}"),
+            Refused::ClientId => write!(f, "a client id larger than 2^53 - 1"),
             Refused::Truncated => write!(f, "truncated"),
             Refused::Implausible => write!(f, "a count larger than the bytes left"),
             Refused::Unknown(what) => write!(f, "unknown {what}"),
@@ -68,6 +75,15 @@ impl Reader<'_> {
             }
         }
         Err(Refused::Truncated)
+    }
+
+    /// A client id.
+    fn client(&mut self) -> Result<u64, Refused> {
+        let id = self.var()?;
+        if id > MAX_CLIENT_ID {
+            return Err(Refused::ClientId);
+        }
+        Ok(id)
     }
 
     /// A count whose items take at least `min` bytes each.
@@ -151,18 +167,18 @@ impl Reader<'_> {
             10 | 0 => self.var().map(drop),
             _ => {
                 if info & 0x80 != 0 {
-                    self.var()?;
+                    self.client()?;
                     self.var()?;
                 }
                 if info & 0x40 != 0 {
-                    self.var()?;
+                    self.client()?;
                     self.var()?;
                 }
                 if info & 0xc0 == 0 {
                     if self.var()? == 1 {
                         self.bytes()?;
                     } else {
-                        self.var()?;
+                        self.client()?;
                         self.var()?;
                     }
                     if info & 0x20 != 0 {
@@ -181,7 +197,7 @@ pub fn update(buf: &[u8]) -> Result<(), Refused> {
     let clients = r.count(3)?;
     for _ in 0..clients {
         let blocks = r.count(1)?;
-        r.var()?; // client
+        r.client()?;
         r.var()?; // clock
         for _ in 0..blocks {
             r.block()?;
@@ -190,12 +206,36 @@ pub fn update(buf: &[u8]) -> Result<(), Refused> {
     // The delete set.
     let clients = r.count(2)?;
     for _ in 0..clients {
-        r.var()?;
+        r.client()?;
         let ranges = r.count(2)?;
         for _ in 0..ranges {
             r.var()?;
             r.var()?;
         }
+    }
+    Ok(())
+}
+
+/// Checks a state vector (a sync step 1): its count and client ids.
+pub fn state_vector(buf: &[u8]) -> Result<(), Refused> {
+    let mut r = Reader { buf, at: 0 };
+    let clients = r.count(2)?;
+    for _ in 0..clients {
+        r.client()?;
+        r.var()?;
+    }
+    Ok(())
+}
+
+/// Checks an awareness update: its count and client ids (each entry a
+/// client id, a clock and a JSON string).
+pub fn awareness(buf: &[u8]) -> Result<(), Refused> {
+    let mut r = Reader { buf, at: 0 };
+    let clients = r.count(3)?;
+    for _ in 0..clients {
+        r.client()?;
+        r.var()?;
+        r.bytes()?;
     }
     Ok(())
 }
@@ -264,5 +304,34 @@ mod tests {
         for cut in 1..full.len() {
             assert!(update(&full[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn client_ids_past_53_bits_are_refused() {
+        let big = |n: u64| {
+            let mut out = Vec::new();
+            let mut n = n;
+            while n >= 0x80 {
+                out.push((n as u8 & 0x7f) | 0x80);
+                n >>= 7;
+            }
+            out.push(n as u8);
+            out
+        };
+        // A state vector: one client at clock 1.
+        let sv = |id: u64| [vec![1], big(id), vec![1]].concat();
+        assert_eq!(state_vector(&sv(MAX_CLIENT_ID)), Ok(()));
+        assert_eq!(state_vector(&sv(MAX_CLIENT_ID + 1)), Err(Refused::ClientId));
+        // An awareness entry: id, clock, "{}".
+        let aw = |id: u64| [vec![1], big(id), vec![1, 2, b'{', b'}']].concat();
+        assert_eq!(awareness(&aw(7)), Ok(()));
+        assert_eq!(awareness(&aw(1 << 60)), Err(Refused::ClientId));
+        // An update's delete set naming such a client.
+        let ds = [vec![0, 1], big(1 << 54), vec![1, 0, 1]].concat();
+        assert_eq!(update(&ds), Err(Refused::ClientId));
+        assert_eq!(
+            update(&[vec![0, 1], big(3), vec![1, 0, 1]].concat()),
+            Ok(())
+        );
     }
 }

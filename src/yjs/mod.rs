@@ -8,6 +8,7 @@
 //! The providers' wire (y-socket.io events) is in `realtime::yjs`; this
 //! module knows nothing of sockets.
 
+pub mod awareness;
 pub mod check;
 pub mod wire;
 
@@ -15,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use yrs::sync::awareness::{Awareness, AwarenessUpdate};
+use yrs::sync::awareness::Awareness;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{ReadTxn, StateVector, Transact, Update};
@@ -26,13 +27,13 @@ use crate::store::StoreError;
 /// Stored updates between two snapshots.
 pub const COMPACT_EVERY: u64 = 100;
 
+/// Reads of the store's tail a sync step may cause, at most one per this
+/// many ms per document (the relay brings the rest).
+pub const CATCH_UP_EVERY_MS: u64 = 250;
+
 /// Messages waiting for a document's slowest local y-websocket peer; one
 /// that falls further behind is closed (it syncs again when it returns).
-pub const FANOUT_QUEUE: usize = 256;
-
-/// Awareness entries of clients that have gone (yrs keeps each one's last
-/// clock) beyond which the awareness is rebuilt from the live ones.
-const MAX_GONE_CLIENTS: usize = 256;
+pub const FANOUT_QUEUE: usize = 64;
 
 /// What a document's local listeners (y-websocket peers) are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +62,9 @@ pub struct YLimits {
     pub max_doc_bytes: usize,
     /// Most bytes all loaded documents may take together.
     pub max_memory_bytes: usize,
+    /// How long a document stays loaded after its last client left (a
+    /// reload, or a client that comes straight back, reads nothing).
+    pub unload_grace: std::time::Duration,
 }
 
 /// Why an update or a document was refused; the text is what the client
@@ -89,6 +93,14 @@ pub struct YRelayed {
     pub bytes: bytes::Bytes,
 }
 
+/// What the relay hands this node.
+#[derive(Debug)]
+pub enum RelayEvent {
+    Message(YRelayed),
+    /// Subscribed (again): messages may have been missed meanwhile.
+    Subscribed,
+}
+
 /// The way to the other nodes.
 pub trait YRelay: Send + Sync {
     fn send(&self, m: YRelayed);
@@ -108,7 +120,9 @@ pub struct YDocs {
 /// One loaded document.
 pub struct YDoc {
     pub key: DocKey,
-    doc: yrs::Doc,
+    /// This node's copy (replaced by a fresh load from the store when an
+    /// update fails half way, see [`YDocs::reload`]).
+    doc: std::sync::RwLock<yrs::Doc>,
     awareness: Mutex<Awareness>,
     /// Which socket brought each awareness client in (it alone removes it).
     owners: Mutex<HashMap<u64, String>>,
@@ -116,7 +130,7 @@ pub struct YDoc {
     /// through which every stored update is applied to this copy (updates
     /// other nodes store arrive through the relay, or are read back by
     /// [`YDocs::catch_up`]).
-    writing: tokio::sync::Mutex<u64>,
+    writing: tokio::sync::Mutex<Applied>,
     /// The document's local listeners (y-websocket peers).
     fanout: tokio::sync::broadcast::Sender<Relayed>,
     /// Sockets holding it.
@@ -125,6 +139,60 @@ pub struct YDoc {
     bytes: AtomicUsize,
     /// The seq of the stored snapshot.
     snapshot_seq: std::sync::atomic::AtomicU64,
+    /// When the store's tail was last read (ms since the epoch).
+    caught_up_ms: std::sync::atomic::AtomicU64,
+}
+
+/// What this node's copy holds of the stored updates.
+#[derive(Debug, Default)]
+struct Applied {
+    /// Every stored update through this seq is applied.
+    seq: u64,
+    /// Seqs above it this node stored itself (applied already): the
+    /// relay's updates fill the gaps between.
+    own: std::collections::BTreeSet<u64>,
+}
+
+impl Applied {
+    /// Most own seqs remembered past a gap (beyond, the tail is read).
+    const MAX_OWN: usize = 4096;
+
+    /// `stored` is applied: moves `seq` past it and the own seqs after.
+    fn mark(&mut self, stored: u64) {
+        if stored == self.seq + 1 {
+            self.seq = stored;
+            while self.own.remove(&(self.seq + 1)) {
+                self.seq += 1;
+            }
+        } else if stored > self.seq && self.own.len() < Self::MAX_OWN {
+            self.own.insert(stored);
+        }
+    }
+
+    /// Everything through `seq` is applied (a tail read).
+    fn through(&mut self, seq: u64) {
+        self.seq = self.seq.max(seq);
+        self.own.retain(|s| *s > seq);
+        while self.own.remove(&(self.seq + 1)) {
+            self.seq += 1;
+        }
+    }
+}
+
+/// A document held open (released when dropped, however the holder ends).
+pub struct Held {
+    docs: Arc<YDocs>,
+    pub doc: Arc<YDoc>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.docs.release(&self.doc);
+    }
+}
+
+fn now_ms() -> u64 {
+    crate::store::now_ms()
 }
 
 impl YDocs {
@@ -177,6 +245,9 @@ impl YDocs {
             return Ok(d);
         }
         if self.held_bytes() >= self.limits.max_memory_bytes {
+            self.unload_idle();
+        }
+        if self.held_bytes() >= self.limits.max_memory_bytes {
             crate::metrics::limit_hit("yjs_max_memory_bytes");
             return Err(YError::Busy);
         }
@@ -187,8 +258,12 @@ impl YDocs {
             key: key.clone(),
             awareness: Mutex::new(Awareness::new(doc.clone())),
             owners: Mutex::new(HashMap::new()),
-            doc,
-            writing: tokio::sync::Mutex::new(stored.seq),
+            doc: std::sync::RwLock::new(doc),
+            writing: tokio::sync::Mutex::new(Applied {
+                seq: stored.seq,
+                own: Default::default(),
+            }),
+            caught_up_ms: std::sync::atomic::AtomicU64::new(now_ms()),
             fanout: tokio::sync::broadcast::channel(FANOUT_QUEUE).0,
             users: AtomicUsize::new(0),
             bytes: AtomicUsize::new(bytes),
@@ -208,6 +283,21 @@ impl YDocs {
         Ok(d)
     }
 
+    /// [`YDocs::open`], released when the holder drops it.
+    pub async fn open_held(self: &Arc<Self>, key: &DocKey) -> Result<Held, YError> {
+        let doc = self.open(key).await?;
+        Ok(Held {
+            docs: self.clone(),
+            doc,
+        })
+    }
+
+    /// Every document loaded now (to catch up after the relay was away).
+    pub fn all_loaded(&self) -> Vec<Arc<YDoc>> {
+        let map = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().cloned().collect()
+    }
+
     fn hold_loaded(&self, key: &DocKey) -> Option<Arc<YDoc>> {
         let map = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         let d = map.get(key)?.clone();
@@ -215,11 +305,31 @@ impl YDocs {
         Some(d)
     }
 
-    /// A socket is done with the document; the last one unloads it (the
-    /// store has it).
-    pub fn release(&self, doc: &Arc<YDoc>) {
+    /// A client is done with the document; after the last one, it is
+    /// unloaded once [`YLimits::unload_grace`] has passed with nobody
+    /// opening it again (the store has it), or sooner when memory is needed.
+    pub fn release(self: &Arc<Self>, doc: &Arc<YDoc>) {
+        if doc.users.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let grace = self.limits.unload_grace;
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) if !grace.is_zero() => {
+                let (docs, doc) = (self.clone(), doc.clone());
+                rt.spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    docs.unload_if_idle(&doc);
+                });
+            }
+            _ => self.unload_if_idle(doc),
+        }
+    }
+
+    /// Unloads `doc` if nobody holds it (checked under the map's lock,
+    /// which opening takes too).
+    fn unload_if_idle(&self, doc: &Arc<YDoc>) {
         let mut map = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if doc.users.fetch_sub(1, Ordering::AcqRel) == 1
+        if doc.users.load(Ordering::Acquire) == 0
             && map.get(&doc.key).is_some_and(|d| Arc::ptr_eq(d, doc))
         {
             map.remove(&doc.key);
@@ -229,18 +339,39 @@ impl YDocs {
         }
     }
 
-    /// Drops this node's copy from the loaded ones (its sockets keep it
-    /// until they go); the next socket loads the document from the store.
-    fn forget(&self, doc: &YDoc) {
+    /// Unloads every document nobody holds (memory is needed).
+    fn unload_idle(&self) {
         let mut map = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if map
-            .get(&doc.key)
-            .is_some_and(|d| std::ptr::eq(Arc::as_ptr(d), doc))
-        {
-            map.remove(&doc.key);
-            self.held
-                .fetch_sub(doc.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
-            crate::metrics::yjs_loaded(-1);
+        let mut freed = 0;
+        map.retain(|_, d| {
+            let idle = d.users.load(Ordering::Acquire) == 0;
+            if idle {
+                freed += d.bytes.load(Ordering::Relaxed);
+                crate::metrics::yjs_loaded(-1);
+            }
+            !idle
+        });
+        self.held.fetch_sub(freed, Ordering::Relaxed);
+    }
+
+    /// Replaces this node's copy with what the store holds (an update
+    /// that yrs refused half way may have left part of itself behind). The
+    /// clients keep what they have; the next sync evens it out.
+    async fn reload(&self, doc: &YDoc, applied: &mut Applied) {
+        match self.store.yjs_load(&doc.key, 0).await {
+            Ok(stored) => {
+                let fresh = yrs::Doc::new();
+                let bytes = apply_stored(&fresh, &stored.snapshot, &stored.updates);
+                *doc.doc.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+                *applied = Applied {
+                    seq: stored.seq,
+                    own: Default::default(),
+                };
+                let before = doc.bytes.swap(bytes, Ordering::Relaxed);
+                self.held.fetch_add(bytes, Ordering::Relaxed);
+                self.held.fetch_sub(before, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(doc = doc.key.key(), "yjs document not reloaded: {e}"),
         }
     }
 
@@ -254,7 +385,7 @@ impl YDocs {
             return Err(YError::UpdateTooLarge(self.limits.max_update_bytes));
         }
         let decoded = decode_update(update)?;
-        let mut seq = doc.writing.lock().await;
+        let mut applied = doc.writing.lock().await;
         // Counted bytes include what later updates deleted or replaced: a
         // snapshot measures the document as it is before refusing.
         if doc.bytes.load(Ordering::Relaxed) + update.len() > self.limits.max_doc_bytes {
@@ -266,25 +397,30 @@ impl YDocs {
             return Err(YError::DocTooLarge(self.limits.max_doc_bytes));
         }
         if self.held_bytes() + update.len() > self.limits.max_memory_bytes {
+            self.unload_idle();
+        }
+        if self.held_bytes() + update.len() > self.limits.max_memory_bytes {
             crate::metrics::limit_hit("yjs_max_memory_bytes");
             return Err(YError::Busy);
         }
         // Applied before it is stored: an update that decodes but that Yjs
         // will not integrate (a parent it does not have) never reaches the
         // log, where it would make the document fail to load.
-        // Nothing new: no insertion, no deletion, and nothing waiting for a
-        // missing parent (that one is stored: it integrates later).
-        let applied = {
-            let mut txn = doc.doc.transact_mut();
+        // Nothing new: no insertion, no deletion, and nothing more waiting
+        // for a missing parent (that one is stored: it integrates later).
+        let outcome = {
+            let ydoc = doc.ydoc();
+            let mut txn = ydoc.transact_mut();
+            let pending = pending_of(&txn);
             txn.apply_update(decoded).map(|()| {
                 txn.insert_set().is_empty()
                     && txn.delete_set().is_empty()
-                    && !txn.has_missing_updates()
+                    && pending_of(&txn) == pending
             })
         };
-        match applied {
+        match outcome {
             Err(e) => {
-                self.forget(doc);
+                self.reload(doc, &mut applied).await;
                 return Err(YError::Malformed(e.to_string()));
             }
             Ok(true) => return Ok(None),
@@ -293,16 +429,13 @@ impl YDocs {
         let stored = match self.store.yjs_append(&doc.key, update).await {
             // Those between are other nodes': this copy gets them later.
             Ok(s) => {
-                if s == *seq + 1 {
-                    *seq = s;
-                }
+                applied.mark(s);
                 s
             }
             Err(e) => {
-                // This copy holds what the store does not: the next socket
-                // loads what is stored (the sender still has the update,
-                // and sends it again when it syncs).
-                self.forget(doc);
+                // This copy holds what the store does not (nor is it sent
+                // on): the sender still has it, and every client sends it
+                // again when it next syncs, once the store is back.
                 return Err(e.into());
             }
         };
@@ -321,57 +454,84 @@ impl YDocs {
 
     /// Applies what the store has of the document after what this copy
     /// holds: updates other nodes stored that their relay did not bring
-    /// (Redis away, or a message lost). One indexed read, usually empty.
-    pub async fn catch_up(&self, doc: &YDoc) -> Result<(), YError> {
-        let mut seq = doc.writing.lock().await;
-        self.read_tail(doc, &mut seq).await
+    /// (Redis away, or a message lost). One indexed read, usually empty;
+    /// reads within [`CATCH_UP_EVERY_MS`] of the last one are skipped
+    /// unless `now`. Returns what it brought, for this node's clients.
+    pub async fn catch_up(&self, doc: &YDoc, now: bool) -> Result<Option<bytes::Bytes>, YError> {
+        let last = doc.caught_up_ms.load(Ordering::Relaxed);
+        if !now && now_ms().saturating_sub(last) < CATCH_UP_EVERY_MS {
+            return Ok(None);
+        }
+        let mut applied = doc.writing.lock().await;
+        self.read_tail(doc, &mut applied).await
     }
 
-    async fn read_tail(&self, doc: &YDoc, seq: &mut u64) -> Result<(), YError> {
-        let stored = self.store.yjs_load(&doc.key, *seq).await?;
-        if stored.seq > *seq {
-            let bytes = apply_stored(&doc.doc, &stored.snapshot, &stored.updates);
-            self.count(doc, bytes);
-            *seq = stored.seq;
+    async fn read_tail(
+        &self,
+        doc: &YDoc,
+        applied: &mut Applied,
+    ) -> Result<Option<bytes::Bytes>, YError> {
+        doc.caught_up_ms.store(now_ms(), Ordering::Relaxed);
+        let stored = self.store.yjs_load(&doc.key, applied.seq).await?;
+        if stored.seq <= applied.seq {
+            return Ok(None);
         }
-        Ok(())
+        let ydoc = doc.ydoc();
+        let before = ydoc.transact().state_vector();
+        apply_stored(&ydoc, &stored.snapshot, &stored.updates);
+        // A snapshot read here holds mostly what this copy has: only the
+        // updates count.
+        self.count(doc, stored.updates.iter().map(Vec::len).sum());
+        applied.through(stored.seq);
+        let txn = ydoc.transact();
+        let brought = txn.encode_state_as_update_v1(&before);
+        Ok(Some(brought.into()))
     }
 
     /// An update another node stored as `stored` (brought by the relay):
     /// applied to this copy if it is loaded here; one that skips past a
-    /// missing seq reads the store's tail instead. Returns the document if
-    /// it is loaded (its local clients are to be sent the update).
+    /// missing seq reads the store's tail instead. Returns the document and
+    /// what its clients here are to be sent: the update, the tail that was
+    /// missing, or nothing when this copy had it already.
     pub async fn apply_relayed(
         &self,
         key: &DocKey,
-        update: &[u8],
+        update: bytes::Bytes,
         stored: u64,
-    ) -> Option<Arc<YDoc>> {
-        let doc = self.loaded.lock().ok()?.get(key).cloned()?;
-        let mut seq = doc.writing.lock().await;
-        if stored == *seq + 1 {
-            let applied = decode_update(update).and_then(|u| {
-                doc.doc
+    ) -> Option<(Arc<YDoc>, bytes::Bytes)> {
+        let doc = self.get_loaded(key)?;
+        let mut applied = doc.writing.lock().await;
+        if stored <= applied.seq || applied.own.contains(&stored) {
+            return None;
+        }
+        let send = if stored == applied.seq + 1 {
+            let result = decode_update(&update).and_then(|u| {
+                doc.ydoc()
                     .transact_mut()
                     .apply_update(u)
                     .map_err(|e| YError::Malformed(e.to_string()))
             });
-            match applied {
+            match result {
                 Ok(()) => {
-                    *seq = stored;
+                    applied.mark(stored);
                     self.count(&doc, update.len());
+                    Some(update)
                 }
                 Err(e) => {
-                    tracing::warn!(doc = key.key(), "a relayed yjs update did not apply: {e}")
+                    tracing::warn!(doc = key.key(), "a relayed yjs update did not apply: {e}");
+                    self.reload(&doc, &mut applied).await;
+                    None
                 }
             }
-        } else if stored > *seq
-            && let Err(e) = self.read_tail(&doc, &mut seq).await
-        {
-            tracing::warn!(doc = key.key(), "yjs document not caught up: {e}");
-        }
-        drop(seq);
-        Some(doc)
+        } else {
+            self.read_tail(&doc, &mut applied)
+                .await
+                .inspect_err(|e| tracing::warn!(doc = key.key(), "yjs document not caught up: {e}"))
+                .ok()
+                .flatten()
+        };
+        drop(applied);
+        send.map(|s| (doc, s))
     }
 
     /// The loaded copy of `key`, if any (not held: for a relayed message).
@@ -405,6 +565,18 @@ impl YDocs {
     }
 }
 
+/// What waits in a document for a missing parent (compared before and
+/// after an update: one that adds to it is new).
+fn pending_of<T: ReadTxn>(txn: &T) -> (Option<(StateVector, StateVector)>, Option<yrs::IdSet>) {
+    let store = txn.store();
+    (
+        store
+            .pending_update()
+            .map(|p| (p.missing.clone(), p.update.state_vector())),
+        store.pending_ds().cloned(),
+    )
+}
+
 /// One update holding a snapshot and the updates after it.
 fn merged(snapshot: &[u8], updates: &[Vec<u8>]) -> Result<Vec<u8>, YError> {
     let doc = yrs::Doc::new();
@@ -435,47 +607,6 @@ fn apply_stored(doc: &yrs::Doc, snapshot: &[u8], updates: &[Vec<u8>]) -> usize {
     bytes
 }
 
-/// yrs keeps an entry (its last clock) for every client that ever had an
-/// awareness state, and for any id a removal names: past
-/// [`MAX_GONE_CLIENTS`] of those, the awareness keeps only the live ones.
-/// (A removal that arrives late for a forgotten client is then a no-op,
-/// and a stale state it brings back expires in the clients after 30 s.)
-fn prune_gone(a: &mut Awareness) {
-    let gone = a.iter().filter(|(_, s)| s.data.is_none()).count();
-    if gone <= MAX_GONE_CLIENTS {
-        return;
-    }
-    let live = a.update();
-    let mut fresh = Awareness::new(a.doc().clone());
-    if let Ok(live) = live {
-        let _ = fresh.apply_update(live);
-    }
-    *a = fresh;
-}
-
-/// Reads a lib0 varuint at the start of `bytes`: (value, bytes it took).
-fn leading_varuint(bytes: &[u8]) -> Option<(u64, usize)> {
-    let mut value: u64 = 0;
-    for (i, b) in bytes.iter().enumerate().take(10) {
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((value, i + 1));
-        }
-    }
-    None
-}
-
-/// Whether the count a message starts with could be true: each of its
-/// entries takes at least `min_entry` bytes. yrs reserves room for the
-/// declared count before reading the entries, so a 5-byte message could
-/// otherwise make it reserve gigabytes.
-fn plausible_count(bytes: &[u8], min_entry: usize) -> bool {
-    match leading_varuint(bytes) {
-        Some((n, used)) => n.saturating_mul(min_entry as u64) <= (bytes.len() - used) as u64,
-        None => false,
-    }
-}
-
 /// Decodes a Yjs update (v1) once [`check::update`] passed it.
 fn decode_update(bytes: &[u8]) -> Result<Update, YError> {
     check::update(bytes).map_err(|e| YError::Malformed(e.to_string()))?;
@@ -483,6 +614,11 @@ fn decode_update(bytes: &[u8]) -> Result<Update, YError> {
 }
 
 impl YDoc {
+    /// This node's copy (a handle: cloning it is cheap).
+    fn ydoc(&self) -> yrs::Doc {
+        self.doc.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Listens to what the document's other clients send (see [`Relayed`]).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Relayed> {
         self.fanout.subscribe()
@@ -495,141 +631,35 @@ impl YDoc {
 
     /// The state vector (a sync step 1).
     pub fn state_vector(&self) -> Vec<u8> {
-        self.doc.transact().state_vector().encode_v1()
+        self.ydoc().transact().state_vector().encode_v1()
     }
 
     /// What a peer with state vector `sv` lacks (a sync step 2).
     pub fn diff(&self, sv: &[u8]) -> Result<Vec<u8>, YError> {
-        if !plausible_count(sv, 2) {
-            return Err(YError::Malformed("implausible count".into()));
-        }
+        check::state_vector(sv).map_err(|e| YError::Malformed(e.to_string()))?;
         let sv = StateVector::decode_v1(sv).map_err(|e| YError::Malformed(e.to_string()))?;
-        Ok(self.doc.transact().encode_state_as_update_v1(&sv))
+        Ok(self.ydoc().transact().encode_state_as_update_v1(&sv))
     }
 
     /// Whether nothing was ever written to the document.
     pub fn is_empty(&self) -> bool {
-        let txn = self.doc.transact();
+        let ydoc = self.ydoc();
+        let txn = ydoc.transact();
         txn.state_vector() == StateVector::default()
     }
 
     /// The whole state as one update.
     pub fn state_as_update(&self) -> Vec<u8> {
-        self.doc
+        self.ydoc()
             .transact()
             .encode_state_as_update_v1(&StateVector::default())
-    }
-
-    /// Applies an awareness update from socket `owner`; returns the client
-    /// ids it now owns (those it brought in first). A client's provider
-    /// also sends the states of others (echoes of what it received, and
-    /// their removal when it disconnects): those are applied like any
-    /// update (a newer clock wins) but stay their owners'. Ids nobody had
-    /// count against the socket's `max_new` (the states map only grows
-    /// while the document is loaded).
-    pub fn awareness_apply(
-        &self,
-        bytes: &[u8],
-        max: usize,
-        owner: &str,
-        max_new: usize,
-    ) -> Result<Vec<u64>, YError> {
-        if bytes.len() > max {
-            crate::metrics::limit_hit("yjs_max_awareness_bytes");
-            return Err(YError::UpdateTooLarge(max));
-        }
-        if !plausible_count(bytes, 3) {
-            return Err(YError::Malformed("implausible count".into()));
-        }
-        let update =
-            AwarenessUpdate::decode_v1(bytes).map_err(|e| YError::Malformed(e.to_string()))?;
-        let mut a = self.awareness.lock().unwrap_or_else(|p| p.into_inner());
-        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
-        let new: Vec<u64> = update
-            .clients
-            .keys()
-            .filter(|c| a.meta(**c).is_none())
-            .map(|c| c.get())
-            .collect();
-        let owned_before = owners.values().filter(|o| o.as_str() == owner).count();
-        if owned_before + new.len() > max_new {
-            crate::metrics::limit_hit("yjs_awareness_clients");
-            return Err(YError::Malformed(format!(
-                "more than {max_new} awareness clients on one socket"
-            )));
-        }
-        a.apply_update(update)
-            .map_err(|e| YError::Malformed(e.to_string()))?;
-        for c in &new {
-            owners.insert(*c, owner.to_string());
-        }
-        crate::metrics::yjs_awareness(new.len() as i64);
-        prune_gone(&mut a);
-        Ok(new)
-    }
-
-    /// Applies an awareness update another node relayed (its socket owns
-    /// the clients there; their removal comes the same way).
-    pub fn awareness_apply_relayed(&self, bytes: &[u8]) -> Result<(), YError> {
-        if !plausible_count(bytes, 3) {
-            return Err(YError::Malformed("implausible count".into()));
-        }
-        let update =
-            AwarenessUpdate::decode_v1(bytes).map_err(|e| YError::Malformed(e.to_string()))?;
-        let mut a = self.awareness.lock().unwrap_or_else(|p| p.into_inner());
-        a.apply_update(update)
-            .map_err(|e| YError::Malformed(e.to_string()))?;
-        prune_gone(&mut a);
-        Ok(())
-    }
-
-    /// Every client's awareness state, encoded (none when nobody has one).
-    pub fn awareness_all(&self) -> Option<Vec<u8>> {
-        let a = self.awareness.lock().unwrap_or_else(|p| p.into_inner());
-        let update = a.update().ok()?;
-        (!update.clients.is_empty()).then(|| update.encode_v1())
-    }
-
-    /// Removes the awareness of the clients socket `owner` owns (it is
-    /// gone); returns the update that tells the others, if it owned any.
-    pub fn awareness_remove(&self, owner: &str) -> Option<Vec<u8>> {
-        let mut a = self.awareness.lock().unwrap_or_else(|p| p.into_inner());
-        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
-        let mine: Vec<u64> = owners
-            .iter()
-            .filter(|(_, o)| o.as_str() == owner)
-            .map(|(c, _)| *c)
-            .collect();
-        for c in &mine {
-            owners.remove(c);
-        }
-        crate::metrics::yjs_awareness(-(mine.len() as i64));
-        let known: Vec<yrs::block::ClientID> = mine
-            .iter()
-            .map(|c| yrs::block::ClientID::new(*c))
-            .filter(|c| a.meta(*c).is_some())
-            .collect();
-        if known.is_empty() {
-            return None;
-        }
-        for c in &known {
-            a.remove_state(*c);
-        }
-        let removal = a.update_with_clients(known).ok().map(|u| u.encode_v1());
-        prune_gone(&mut a);
-        removal
-    }
-
-    /// Clients with an awareness state now.
-    pub fn awareness_clients(&self) -> usize {
-        let a = self.awareness.lock().unwrap_or_else(|p| p.into_inner());
-        a.iter().filter(|(_, s)| s.data.is_some()).count()
     }
 
     /// The text of the `Y.Text` named `name` (empty if there is none).
     pub fn text(&self, name: &str) -> String {
         use yrs::GetString;
-        let txn = self.doc.transact();
+        let ydoc = self.ydoc();
+        let txn = ydoc.transact();
         txn.get_text(name)
             .map(|t| t.get_string(&txn))
             .unwrap_or_default()

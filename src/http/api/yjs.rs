@@ -9,10 +9,10 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::refusals::{BadRequest, Internal, Unauthorized, Unavailable};
+use super::refusals::{BadRequest, Internal, Unauthorized, Unavailable, YDocNotFound, YRefused};
 use super::{ApiError, ApiPath, ApiQuery, RoomId};
 use crate::hub::Hub;
-use crate::realtime::yjs::{Origin, deliver, doc_key};
+use crate::realtime::yjs::{Origin, catch_up, deliver, doc_key};
 use crate::yjs::{Kind, YError};
 
 #[derive(Deserialize, IntoParams)]
@@ -65,20 +65,6 @@ pub struct YApplied {
     /// False when the document had all of it already (nothing stored).
     applied: bool,
 }
-
-// Never built (the bodies are `ApiError`s): these only name the refusals.
-/// `not_found`: nothing was ever stored for this document.
-#[allow(dead_code)]
-#[derive(utoipa::ToResponse)]
-pub(super) struct YDocNotFound(super::ErrorBody);
-
-/// `invalid_update`: the body is not a Yjs update (v1 encoding).
-/// `too_large`: the update is larger than `--yjs-max-update-bytes` or
-/// `--max-payload-bytes`, or the document would grow beyond
-/// `--yjs-max-doc-bytes`.
-#[allow(dead_code)]
-#[derive(utoipa::ToResponse)]
-pub(super) struct YRefused(super::ErrorBody);
 
 fn checked(doc_id: &str, tenant: Option<&str>) -> Result<(), ApiError> {
     if !crate::names::valid_room_id(doc_id) {
@@ -136,8 +122,14 @@ pub(super) async fn get_ydoc(
     ApiQuery(q): ApiQuery<YReadQuery>,
 ) -> Result<Response, ApiError> {
     checked(&doc_id, q.tenant.as_deref())?;
-    let ydocs = hub.ctx().ydocs.clone();
-    let doc = ydocs.open(&doc_key(q.tenant.as_deref(), &doc_id)).await?;
+    let ctx = hub.ctx().clone();
+    let held = ctx
+        .ydocs
+        .open_held(&doc_key(q.tenant.as_deref(), &doc_id))
+        .await?;
+    let doc = &held.doc;
+    // With several nodes, what the others stored since this copy's last seq.
+    crate::on_io!(hub.io(), io => catch_up(io, &ctx, doc, false).await);
     let read = (
         doc.is_empty(),
         match &q.text {
@@ -145,7 +137,7 @@ pub(super) async fn get_ydoc(
             None => Ok(doc.state_as_update()),
         },
     );
-    ydocs.release(&doc);
+    drop(held);
     match read {
         (true, _) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -193,8 +185,17 @@ pub(super) async fn post_yupdate(
 ) -> Result<Response, ApiError> {
     checked(&doc_id, q.tenant.as_deref())?;
     let ctx = hub.ctx().clone();
-    let limit = ctx.ydocs.limits().max_update_bytes;
-    let update = axum::body::to_bytes(body, limit).await.map_err(|_| {
+    let limit = ctx
+        .ydocs
+        .limits()
+        .max_update_bytes
+        .min(ctx.config.max_payload_bytes as usize);
+    let update = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if !too_large {
+            return ApiError::new(StatusCode::BAD_REQUEST, "invalid_payload", e.to_string());
+        }
         crate::metrics::limit_hit("yjs_max_update_bytes");
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -202,19 +203,21 @@ pub(super) async fn post_yupdate(
             YError::UpdateTooLarge(limit).to_string(),
         )
     })?;
-    let doc = ctx
-        .ydocs
-        .open(&doc_key(q.tenant.as_deref(), &doc_id))
-        .await?;
-    let applied = ctx.ydocs.apply(&doc, &update).await;
-    if let Ok(Some(seq)) = &applied {
-        crate::on_io!(hub.io(), io => {
-            deliver(io, &ctx.ydocs, &doc, Kind::Update, *seq, update, Origin::Backend).await
-        });
-    }
-    ctx.ydocs.release(&doc);
-    Ok(axum::Json(YApplied {
-        applied: applied?.is_some(),
+    let key = doc_key(q.tenant.as_deref(), &doc_id);
+    // Its own task: a caller that hangs up does not stop an update half
+    // way (applied but not stored, or stored but not sent).
+    let applied = tokio::spawn(async move {
+        let held = ctx.ydocs.open_held(&key).await?;
+        let applied = ctx.ydocs.apply(&held.doc, &update).await?;
+        if let Some(seq) = applied {
+            crate::on_io!(hub.io(), io => {
+                let doc = &held.doc;
+                deliver(io, &ctx.ydocs, doc, Kind::Update, seq, update, Origin::Backend).await
+            });
+        }
+        Ok::<_, YError>(applied.is_some())
     })
-    .into_response())
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    Ok(axum::Json(YApplied { applied }).into_response())
 }
