@@ -157,6 +157,13 @@ function threadSecs(before, after) {
   for (const [tid, t1] of after) if (!before.has(tid)) ns += t1;
   return Number.isFinite(ns) && before.size > 0 ? ns / 1e9 : null; // null too where schedstat is missing
 }
+/** Busy CPU seconds of the whole machine so far (all CPUs, /proc/stat): what
+ * neither the server nor the driver used in a window was someone else's. */
+function machineBusySecs() {
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal
+  return (f[0] + f[1] + f[2] + f[5] + f[6]) / CLK_TCK;
+}
 const rssKiB = (pid) => Number(readFileSync(`/proc/${pid}/statm`, "utf8").split(" ")[1]) * (PAGE / 1024);
 
 // ---------------------------------------------------------------- tokens
@@ -342,7 +349,7 @@ async function editorsStep(srv, n, RATE) {
   measuredEnd = measuredStart + SECS * 1000;
   let sent = 0;
   let late = 0; // sends made more than 5 ms after their intended time
-  let cpu0, cpu1, thr0, thr1, drv0, drv1, wall0, wall1;
+  let cpu0, cpu1, thr0, thr1, busy0, busy1, drv0, drv1, wall0, wall1;
   await new Promise((resolve) => {
     const tick = () => {
       const now = performance.now();
@@ -350,6 +357,7 @@ async function editorsStep(srv, n, RATE) {
         measuring = true;
         cpu0 = cpuTicks(srv.pid);
         thr0 = threadNs(srv.pid);
+        busy0 = machineBusySecs();
         drv0 = process.cpuUsage();
         wall0 = now;
       }
@@ -380,6 +388,7 @@ async function editorsStep(srv, n, RATE) {
           if (t < measuredEnd) return setTimeout(stop, Math.max(1, measuredEnd - t));
           cpu1 = cpuTicks(srv.pid);
           thr1 = threadNs(srv.pid);
+          busy1 = machineBusySecs();
           drv1 = process.cpuUsage(drv0);
           wall1 = t;
           measuring = false;
@@ -429,6 +438,8 @@ async function editorsStep(srv, n, RATE) {
     server_cpu_us_per_delivery: expected ? r2((serverCpuSecs * 1e6) / expected) : null,
     server_cpu_us_per_update_stat: sent ? Math.round((statSecs * 1e6) / sent) : null,
     driver_cpu_share: r2(driverCpu),
+    // CPU (in cores) that neither the server nor the driver used in the window: other processes on the VM.
+    others_cpu_share: r2(Math.max(0, busy1 - busy0 - serverCpuSecs - driverCpu * windowSecs) / windowSecs),
     converged,
     doc_chars: want.length,
     connect_errors: eds.reduce((a, e) => a + e.errors.length, 0),
@@ -626,7 +637,7 @@ function table(rows) {
       ["updates/s delivered", (r) => fmt(r?.delivered_per_sec)],
       ["p50 / p99 ms", (r) => `${fmt(r?.p50_ms, 2)} / ${fmt(r?.p99_ms, 2)}`],
       ["server CPU µs/update", (r) => fmt(r?.server_cpu_us_per_update)],
-      ["driver CPU share", (r) => `${fmt(r && r.driver_cpu_share * 100)}%`],
+      ["driver CPU share (others on the VM)", (r) => `${fmt(r && r.driver_cpu_share * 100)}% (${fmt(r && r.others_cpu_share * 100)}%)`],
       ["awareness msgs delivered per cursor move", (r) => fmt(r?.awareness_msgs_per_change)],
       ["server CPU µs per cursor move", (r) => fmt(r?.awareness_server_cpu_us_per_change)],
       ["valid", (r) => (r ? (r.valid ? "yes" : `NO (${[!r.converged && "diverged", r.undelivered && `${r.undelivered} undelivered`, r.disconnects && `${r.disconnects} disconnects`, r.driver_cpu_share > 0.8 && "driver-bound"].filter(Boolean).join(", ")})`) : "—")],
