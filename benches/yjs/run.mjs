@@ -611,9 +611,13 @@ function machine() {
       return null;
     }
   };
+  let commit = null;
+  try {
+    commit = execFileSync("git", ["-C", ROOT, "rev-parse", "--short", "HEAD"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+  } catch {}
   return {
     machine: { cpu, cores: NCPU, memory_kib: Math.round(totalmem() / 1024), kernel, pinned: PIN ? "server CPU 0, driver CPU 1" : "not pinned" },
-    versions: { switchboard: sbVersion, node: process.version, "socket.io": ver("socket.io"), "socket.io-client": ver("socket.io-client"), "y-socket.io": ver("y-socket.io"), yjs: ver("yjs") },
+    versions: { switchboard: sbVersion, tree_commit: commit, node: process.version, "socket.io": ver("socket.io"), "socket.io-client": ver("socket.io-client"), "y-socket.io": ver("y-socket.io"), yjs: ver("yjs") },
   };
 }
 
