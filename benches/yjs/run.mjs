@@ -211,8 +211,9 @@ async function startServer(kind) {
     const db = kind === "switchboard-sqlite" ? `sqlite://${dir}/switchboard.db` : "memory";
     cmd = BIN;
     args = ["--listen", `127.0.0.1:${port}`, "--database-url", db];
-    // On by default soon, when the flag may go away.
-    if (/--yjs-socketio\b/.test(switchboardHelp())) args.push("--yjs-socketio");
+    // Only where --help lists the flag itself: newer builds serve Yjs by
+    // default and list --no-yjs-socketio instead.
+    if (/^\s*--yjs-socketio\b/m.test(switchboardHelp())) args.push("--yjs-socketio");
     env = { ...process.env, SWITCHBOARD_JWT_SECRET: SECRET };
     cwd = dir;
   }
