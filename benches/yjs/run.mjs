@@ -446,7 +446,9 @@ async function editorsStep(srv, n, RATE) {
     connect_errors: eds.reduce((a, e) => a + e.errors.length, 0),
     disconnects: eds.reduce((a, e) => a + e.disconnects(), 0),
   };
-  row.valid = row.converged && undelivered === 0 && row.driver_cpu_share <= 0.8 && row.disconnects === 0;
+  // Other processes on this shared VM took more than a third of a CPU in the window: the figures are not this server's alone.
+  row.noisy = row.others_cpu_share > 0.33;
+  row.valid = row.converged && undelivered === 0 && row.driver_cpu_share <= 0.8 && row.disconnects === 0 && !row.noisy;
   Object.assign(row, await awarenessProbe(srv, eds));
   eds.forEach(closeEditor);
   await sleep(300);
@@ -645,7 +647,7 @@ function table(rows) {
       ["driver CPU share (others on the VM)", (r) => `${fmt(r && r.driver_cpu_share * 100)}% (${fmt(r && r.others_cpu_share * 100)}%)`],
       ["awareness msgs delivered per cursor move", (r) => fmt(r?.awareness_msgs_per_change)],
       ["server CPU µs per cursor move", (r) => fmt(r?.awareness_server_cpu_us_per_change)],
-      ["valid", (r) => (r ? (r.valid ? "yes" : `NO (${[!r.converged && "diverged", r.undelivered && `${r.undelivered} undelivered`, r.disconnects && `${r.disconnects} disconnects`, r.driver_cpu_share > 0.8 && "driver-bound"].filter(Boolean).join(", ")})`) : "—")],
+      ["valid", (r) => (r ? (r.valid ? "yes" : `NO (${[!r.converged && "diverged", r.undelivered && `${r.undelivered} undelivered`, r.disconnects && `${r.disconnects} disconnects`, r.driver_cpu_share > 0.8 && "driver-bound", r.noisy && "other processes busy"].filter(Boolean).join(", ")})`) : "—")],
     ];
     const label = `${n} × ${RATES[EDITORS.indexOf(n)]}/s`;
     for (const [name, f] of figures) out.push(`| ${label} | ${name} | ${kinds.map((k) => cell(k, f)).join(" | ")} |`);
