@@ -91,12 +91,7 @@ impl YDoc {
             }
         }
         crate::metrics::yjs_awareness(owners.len() as i64 - before as i64);
-        let changed = summary.map(|s| s.all_changes()).unwrap_or_default();
-        let out = (!changed.is_empty())
-            .then(|| a.update_with_clients(changed).ok().map(|u| u.encode_v1()))
-            .flatten();
-        prune_gone(&mut a);
-        Ok(out)
+        Ok(what_changed(&mut a, summary))
     }
 
     /// Applies an awareness update another node relayed (its connection
@@ -108,12 +103,7 @@ impl YDoc {
         let summary = a
             .apply_update_summary(update)
             .map_err(|e| YError::Malformed(e.to_string()))?;
-        let changed = summary.map(|s| s.all_changes()).unwrap_or_default();
-        let out = (!changed.is_empty())
-            .then(|| a.update_with_clients(changed).ok().map(|u| u.encode_v1()))
-            .flatten();
-        prune_gone(&mut a);
-        Ok(out)
+        Ok(what_changed(&mut a, summary))
     }
 
     /// Every client's awareness state, encoded (none when nobody has one).
@@ -159,6 +149,20 @@ impl YDoc {
         let a = self.awareness.lock().unwrap_or_else(|p| p.into_inner());
         a.iter().filter(|(_, s)| s.data.is_some()).count()
     }
+}
+
+/// The entries an applied update changed, encoded to pass on (None: it
+/// changed nothing); then the gone entries pruned.
+fn what_changed(
+    a: &mut Awareness,
+    summary: Option<yrs::sync::awareness::AwarenessUpdateSummary>,
+) -> Option<Vec<u8>> {
+    let changed = summary.map(|s| s.all_changes()).unwrap_or_default();
+    let out = (!changed.is_empty())
+        .then(|| a.update_with_clients(changed).ok().map(|u| u.encode_v1()))
+        .flatten();
+    prune_gone(a);
+    out
 }
 
 /// yrs keeps an entry (its last clock) for every client that ever had an

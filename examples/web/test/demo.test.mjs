@@ -8,83 +8,22 @@
 // UPDATE_SCREENSHOT=1, in docs/images/demo.png, the README's picture).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, copyFileSync } from "node:fs";
-import net from "node:net";
+import { mkdirSync, copyFileSync } from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
-
-const WEB = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const REPO = path.resolve(WEB, "../..");
-const BIN = process.env.SWITCHBOARD_BIN || path.join(REPO, "target/debug/switchboard");
-const DIST = path.join(WEB, "dist");
-const WAIT_MS = 10_000;
+import { REPO, WAIT_MS, startServer, stopServer, launchBrowser } from "./server.mjs";
 
 let server; // { child, url, log }
 let browser;
 const pageErrors = [];
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-// Dev mode (no JWT key), a throwaway store, the built page at / (the Yjs
-// documents of its shared notes are served by default).
-async function startServer(port) {
-  assert.ok(existsSync(BIN), `no server binary at ${BIN} (cargo build, or set SWITCHBOARD_BIN)`);
-  assert.ok(existsSync(path.join(DIST, "index.html")), "no dist/index.html: run npm run build first");
-  port ??= await freePort();
-  const env = { ...process.env, RUST_LOG: "info" };
-  for (const k of ["SWITCHBOARD_JWT_SECRET", "SWITCHBOARD_JWT_PUBLIC_KEY", "SWITCHBOARD_LISTEN"]) delete env[k];
-  const child = spawn(
-    BIN,
-    ["--listen", `127.0.0.1:${port}`, "--database-url", "memory", "--static-dir", DIST],
-    { env, stdio: ["ignore", "ignore", "pipe"] },
-  );
-  const log = [];
-  await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${log.join("")}`)), WAIT_MS);
-    child.stderr.setEncoding("utf8");
-    child.stderr.on("data", (chunk) => {
-      log.push(chunk);
-      if (log.join("").includes("listening on http://")) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.on("exit", (code) => reject(new Error(`server exited (${code}):\n${log.join("")}`)));
-  });
-  return { child, port, url: `http://127.0.0.1:${port}`, log };
-}
-
-// SIGTERM by pid, and wait for the process to be gone.
-async function stopServer() {
-  const child = server?.child;
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  process.kill(child.pid, "SIGTERM");
-  await exited;
-}
-
 before(async () => {
   server = await startServer();
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  browser = await launchBrowser();
 });
 
 after(async () => {
   await browser?.close();
-  await stopServer();
+  await stopServer(server);
 });
 
 // One person: a browser context of their own (own storage), signed in by name.
@@ -236,7 +175,7 @@ test("the demo page, as three people use it", async (t) => {
   await t.test("when the server goes away the page says it is reconnecting", async () => {
     // Checked first: the refused reconnects that follow are logged as errors.
     assert.deepEqual(pageErrors, [], "errors in the pages");
-    await stopServer();
+    await stopServer(server);
     await see(alice, "#conn-state", "reconnecting");
   });
 

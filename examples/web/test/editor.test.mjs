@@ -8,18 +8,8 @@
 // (CHROMIUM, default /usr/bin/chromium).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
-import net from "node:net";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { WAIT_MS, startServer, stopServer as stop, launchBrowser } from "./server.mjs";
 
-const WEB = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const REPO = path.resolve(WEB, "../..");
-const BIN = process.env.SWITCHBOARD_BIN || path.join(REPO, "target/debug/switchboard");
-const DIST = path.join(WEB, "dist");
-const WAIT_MS = 10_000;
 const NOTES = "#editor-text";
 
 let server; // { child, port, url, log }
@@ -27,62 +17,17 @@ const serverLogs = []; // what each server logged after it started
 let browser;
 const pageErrors = [];
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-// Dev mode, a throwaway store, the built page at / (Yjs is served by default).
-async function startServer(port) {
-  assert.ok(existsSync(BIN), `no server binary at ${BIN} (cargo build, or set SWITCHBOARD_BIN)`);
-  assert.ok(existsSync(path.join(DIST, "index.html")), "no dist/index.html: run npm run build first");
-  port ??= await freePort();
-  const env = { ...process.env, RUST_LOG: "info" };
-  for (const k of ["SWITCHBOARD_JWT_SECRET", "SWITCHBOARD_JWT_PUBLIC_KEY", "SWITCHBOARD_LISTEN"]) delete env[k];
-  const child = spawn(
-    BIN,
-    ["--listen", `127.0.0.1:${port}`, "--database-url", "memory", "--static-dir", DIST],
-    { env, stdio: ["ignore", "ignore", "pipe"] },
-  );
-  const log = [];
-  child.stderr.setEncoding("utf8");
-  child.stderr.on("data", (chunk) => log.push(chunk));
-  await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${log.join("")}`)), WAIT_MS);
-    child.stderr.on("data", () => {
-      if (log.join("").includes("listening on http://")) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.on("exit", (code) => reject(new Error(`server exited (${code}):\n${log.join("")}`)));
-  });
-  return { child, port, url: `http://127.0.0.1:${port}`, log };
-}
-
-// SIGTERM by pid, and wait for the process to be gone.
+// Stops the server and keeps what it logged after starting (its dev-mode
+// warning comes before "listening").
 async function stopServer() {
-  const child = server?.child;
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  process.kill(child.pid, "SIGTERM");
-  await exited;
-  // Its dev-mode warning comes before "listening".
+  if (!server?.child || server.child.exitCode !== null || server.child.signalCode !== null) return;
+  await stop(server);
   serverLogs.push(server.log.join("").split("listening on http://")[1]);
 }
 
 before(async () => {
   server = await startServer();
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  browser = await launchBrowser();
 });
 
 after(async () => {
