@@ -496,6 +496,28 @@ describe("yjs: the edges", () => {
     }
   });
 
+  it("a client that drops and comes straight back is seen again at once (not after 30 s), on both providers", async () => {
+    const srv = await startServer(undefined, undefined, YJS);
+    try {
+      const watcher = await editor(srv.url, "blip", "watcher");
+      for (const [name, open] of [["walt", wsEditor], ["sid", editor]]) {
+        const e = await open(srv.url, "blip", name);
+        e.p.awareness.setLocalStateField("user", name);
+        const seen = () => [...watcher.p.awareness.getStates().values()].some((st) => st.user === name);
+        assert.ok(await until(seen), `${name} seen`);
+        e.p.disconnect();
+        assert.ok(await until(() => !seen()), `${name} removed when it drops`);
+        e.p.connect();
+        const back = Date.now();
+        assert.ok(await until(seen, 5000), `${name} seen again after it came back`);
+        assert.ok(Date.now() - back < 3000, `${name} seen again after ${Date.now() - back} ms`);
+      }
+    } finally {
+      closeAll();
+      await srv.stop();
+    }
+  });
+
   it("ten editors' cursors: each sees the others, nobody is cut off, and one leaving takes only its own", async () => {
     const srv = await startServer(undefined, undefined, YJS);
     try {

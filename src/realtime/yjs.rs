@@ -451,13 +451,17 @@ async fn awareness_update<A: Adapter>(
     let Some(y) = ysocket(&s) else { return };
     let limit = y.docs.limits().max_awareness_bytes;
     let owner = s.id.to_string();
-    let changed = match y
-        .doc
-        .awareness_apply(&update, limit, &owner, MAX_CLIENTS_PER_SOCKET)
-    {
-        Ok(changed) => changed,
-        Err(e) => return refuse(&s, &e),
-    };
+    let (changed, reply) =
+        match y
+            .doc
+            .awareness_apply(&update, limit, &owner, MAX_CLIENTS_PER_SOCKET)
+        {
+            Ok(applied) => (applied.changed, applied.reply),
+            Err(e) => return refuse(&s, &e),
+        };
+    if let Some(reply) = reply {
+        let _ = s.emit("awareness-update", &Bytes::from(reply));
+    }
     if !awareness_within_rate(&y.limits, changed.is_some(), &y.echoes) {
         crate::metrics::limit_hit("events_per_sec");
         return refuse(&s, &"too many events: slow down");

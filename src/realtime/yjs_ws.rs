@@ -340,7 +340,8 @@ async fn take<A: Adapter>(
         Message::Awareness(update) => {
             let limit = ctx.ydocs.limits().max_awareness_bytes;
             let max_new = super::yjs::MAX_CLIENTS_PER_SOCKET;
-            let changed = doc.awareness_apply(update, limit, &peer.owner(), max_new)?;
+            let applied = doc.awareness_apply(update, limit, &peer.owner(), max_new)?;
+            let changed = applied.changed;
             if !awareness_within_rate(&peer.limits, changed.is_some(), &peer.echoes) {
                 return Err(too_fast());
             }
@@ -361,7 +362,7 @@ async fn take<A: Adapter>(
                 )
                 .await;
             }
-            Ok(None)
+            Ok(applied.reply.map(|r| wire::awareness(&r)))
         }
         Message::QueryAwareness => Ok(doc.awareness_all().map(|a| wire::awareness(&a))),
         Message::Auth(_) => Ok(None),

@@ -39,6 +39,16 @@ fn decode(bytes: &[u8], max: usize) -> Result<AwarenessUpdate, YError> {
     Ok(update)
 }
 
+/// What a connection's awareness update did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// The entries it changed, to pass on (None: nothing changed).
+    pub changed: Option<Vec<u8>>,
+    /// For the sender alone: the removal of clients it spoke for with an
+    /// older clock than the server's (see [`YDoc::awareness_apply`]).
+    pub reply: Option<Vec<u8>>,
+}
+
 impl YDoc {
     /// Applies an awareness update from connection `owner` (at most
     /// `max` bytes, and at most `max_new` clients of its own). Returns the
@@ -49,13 +59,19 @@ impl YDoc {
     /// and yrs would keep an entry for each). A client whose state this
     /// update sets, and that nobody here owns (new, or back on a new
     /// connection), becomes `owner`'s.
+    ///
+    /// A client back on a new connection soon after it went still has the
+    /// clock it had: its state is older than the removal the server keeps,
+    /// and yrs ignores it. The sender is then told of that removal
+    /// ([`Applied::reply`]); y-protocols answers the removal of its own
+    /// state with the state and a newer clock, which is taken.
     pub fn awareness_apply(
         &self,
         bytes: &[u8],
         max: usize,
         owner: &str,
         max_new: usize,
-    ) -> Result<Option<Vec<u8>>, YError> {
+    ) -> Result<Applied, YError> {
         let mut update = decode(bytes, max)?;
         let mut a = self.awareness.lock().unwrap_or_else(|p| p.into_inner());
         let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
@@ -71,6 +87,17 @@ impl YDoc {
                     && a.meta(**id).is_none_or(|(clock, _)| e.clock > clock)
             })
             .map(|(id, _)| id.get())
+            .collect();
+        let stale: Vec<ClientID> = update
+            .clients
+            .iter()
+            .filter(|(id, e)| {
+                e.json.as_ref() != NULL
+                    && !owners.contains_key(&id.get())
+                    && a.state::<serde::de::IgnoredAny>(**id).is_none()
+                    && a.meta(**id).is_some_and(|(clock, _)| e.clock <= clock)
+            })
+            .map(|(id, _)| *id)
             .collect();
         let owned = owners.values().filter(|o| o.as_str() == owner).count();
         if owned + claims.len() > max_new {
@@ -91,7 +118,13 @@ impl YDoc {
             }
         }
         crate::metrics::yjs_awareness(owners.len() as i64 - before as i64);
-        Ok(what_changed(&mut a, summary))
+        let reply = (!stale.is_empty())
+            .then(|| a.update_with_clients(stale).ok().map(|u| u.encode_v1()))
+            .flatten();
+        Ok(Applied {
+            changed: what_changed(&mut a, summary),
+            reply,
+        })
     }
 
     /// Applies an awareness update another node relayed (its connection
