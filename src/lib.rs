@@ -264,6 +264,9 @@ impl Switchboard {
                     )),
                 );
                 ctx.ydocs.relay_to(Box::new(relay));
+                on_io!(&io, io => {
+                    tokio::spawn(realtime::yjs::expire_remote_awareness(io.clone(), ctx.clone()));
+                });
             }
             cluster::emitter::start(
                 io.clone(),

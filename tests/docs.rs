@@ -234,11 +234,12 @@ fn help(args: &[&str]) -> String {
 }
 
 /// Flags of other programs that the docs show: cargo's, `systemctl --now`,
-/// `valgrind --tool`, `cargo fmt --check`, the load generator's
-/// (`benches/loadgen`) and the examples' `--port`.
+/// `valgrind --tool`, `cargo fmt --check`, the load generators'
+/// (`benches/loadgen`, `benches/yjs`) and the examples' `--port`.
 const OTHER_PROGRAMS_FLAGS: &[&str] = &[
     "--all-targets",
     "--bench",
+    "--bin",
     "--check",
     "--example",
     "--generators",
@@ -248,6 +249,7 @@ const OTHER_PROGRAMS_FLAGS: &[&str] = &[
     "--port",
     "--profile",
     "--quick",
+    "--rates",
     "--release",
     "--root",
     "--servers",

@@ -193,6 +193,37 @@ pub(crate) async fn catch_up<A: Adapter>(io: &SocketIo<A>, ctx: &Ctx, doc: &YDoc
     }
 }
 
+/// How often other nodes' awareness states are checked for age.
+const EXPIRE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// The age past which another node's client's state is dropped: the
+/// providers' own timeout (30 s, renewed every 15 s) and some slack.
+pub const REMOTE_AWARENESS_MAX_AGE_MS: u64 = 35_000;
+
+/// With several nodes: the cursors of another node's clients that were not
+/// renewed in time (that node died) are removed, and this node's clients
+/// told, so that newcomers are not sent them.
+pub async fn expire_remote_awareness<A: Adapter>(io: SocketIo<A>, ctx: Arc<Ctx>) {
+    let mut tick = tokio::time::interval(EXPIRE_EVERY);
+    loop {
+        tick.tick().await;
+        for doc in ctx.ydocs.all_loaded() {
+            if let Some(removal) = doc.awareness_expire(REMOTE_AWARENESS_MAX_AGE_MS) {
+                let removal = Bytes::from(removal);
+                deliver(
+                    &io,
+                    &ctx.ydocs,
+                    &doc,
+                    Kind::Awareness,
+                    0,
+                    removal,
+                    Origin::Node,
+                )
+                .await;
+            }
+        }
+    }
+}
+
 /// Whether an awareness message is within the connection's event rate.
 /// One that changed nothing (a provider's echo of what it received) is
 /// charged one time in [`QUIET_ECHOES`]: every client echoes every change,

@@ -177,6 +177,32 @@ impl YDoc {
         removal
     }
 
+    /// Removes the states nobody on this node owns (another node's clients)
+    /// that were not renewed within `max_age_ms`: providers renew theirs
+    /// every 15 s, so these are clients of a node that died (or whose
+    /// renewals Redis lost). Returns the update that tells this node's
+    /// clients, if any went.
+    pub fn awareness_expire(&self, max_age_ms: u64) -> Option<Vec<u8>> {
+        let mut a = self.awareness.lock().unwrap_or_else(|p| p.into_inner());
+        let owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        let oldest = crate::store::now_ms().saturating_sub(max_age_ms);
+        let stale: Vec<ClientID> = a
+            .iter()
+            .filter(|(id, st)| {
+                st.data.is_some() && st.last_updated < oldest && !owners.contains_key(&id.get())
+            })
+            .map(|(id, _)| id)
+            .collect();
+        drop(owners);
+        if stale.is_empty() {
+            return None;
+        }
+        for id in &stale {
+            a.remove_state(*id);
+        }
+        a.update_with_clients(stale).ok().map(|u| u.encode_v1())
+    }
+
     /// Clients with an awareness state now.
     pub fn awareness_clients(&self) -> usize {
         let a = self.awareness.lock().unwrap_or_else(|p| p.into_inner());
