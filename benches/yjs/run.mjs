@@ -97,7 +97,8 @@ const SETTLE_MS = QUICK ? 1000 : 1500; // before each RSS reading of the memory 
 const DOC_UPDATES = 20; // updates typed into each document of the memory step
 const DOC_CHUNK = 50; // characters per update there (~1 KB per document)
 const OUT = opt("--out", QUICK ? null : path.join(ROOT, "benches", "results", "yjs.json"));
-const BIN = process.env.SWITCHBOARD_BIN || path.join(ROOT, "target", "release", "switchboard");
+// Resolved here: the servers run in a temporary directory.
+const BIN = process.env.SWITCHBOARD_BIN ? path.resolve(process.env.SWITCHBOARD_BIN) : path.join(ROOT, "target", "release", "switchboard");
 const SECRET = "yjs-bench-secret-yjs-bench-secret-yjs-bench";
 const CLK_TCK = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
 const PAGE = Number(execFileSync("getconf", ["PAGESIZE"], { encoding: "utf8" }).trim()) || 4096;
@@ -469,8 +470,10 @@ async function rssAfterGc(srv) {
 /** Types ~1 KB into each editor's document, as DOC_UPDATES updates (one
  * round over all documents every max(20, M/5) ms, so that no socket nears a
  * rate limit); then asks the server for each whole document (a sync-step-1
- * with an empty state vector, answered in its ack after the socket's earlier
- * updates) and returns how many came back short. */
+ * with an empty state vector, answered in its ack) until each is whole.
+ * Returns how many were still short at the deadline, and how long after the
+ * last round the server's copies were all whole (catchUpMs; polls: 1 means
+ * every document read whole at the first ask). */
 async function typeDocs(eds) {
   for (let u = 0; u < DOC_UPDATES; u++) {
     for (const e of eds) e.text.insert(e.text.length, `${u % 10}`.repeat(DOC_CHUNK));
@@ -481,10 +484,14 @@ async function typeDocs(eds) {
   // (SQLite: one transaction per update): each document gets until the
   // deadline to be whole; short means missing then, not late.
   const deadline = Date.now() + 15000;
+  const typed = performance.now();
   let short = 0;
+  let polls = 0;
   for (const e of eds) {
     let whole = false;
+    let asks = 0;
     while (!whole) {
+      asks++;
       try {
         const full = await e.p.socket.timeout(10000).emitWithAck("sync-step-1", Y.encodeStateVector(new Y.Doc()));
         const d = new Y.Doc();
@@ -495,8 +502,9 @@ async function typeDocs(eds) {
       await sleep(100);
     }
     if (!whole) short++;
+    polls = Math.max(polls, asks);
   }
-  return short;
+  return { short, catchUpMs: Math.round(performance.now() - typed), polls };
 }
 
 /**
@@ -570,7 +578,7 @@ async function memoryStep(srv, m) {
   await sleep(SETTLE_MS);
   const rssOpen = rssKiB(srv.pid);
 
-  const short = await typeDocs(eds);
+  const { short, catchUpMs, polls } = await typeDocs(eds);
   const wantLen = DOC_UPDATES * DOC_CHUNK;
   await sleep(SETTLE_MS + 500);
   const rssFull = rssKiB(srv.pid);
@@ -593,6 +601,10 @@ async function memoryStep(srv, m) {
     // ...and what V8's heap (JS objects) grew by per document after that GC.
     heap_used_kib_per_loaded_doc: rss0gc === null ? null : r2((rssFullGc.heapUsed - rss0gc.heapUsed) / m),
     docs_short: short,
+    // From the last round of typing until every document had read whole;
+    // catch_up_polls 1: all whole at the first ask (the time is the reads').
+    catch_up_ms: catchUpMs,
+    catch_up_polls: polls,
     disconnects: eds.reduce((a, e) => a + e.disconnects(), 0),
   };
   row.valid = short === 0 && row.disconnects === 0;
@@ -664,6 +676,7 @@ function table(rows) {
   out.push(`| ${DOCS} docs | KiB RSS per open doc, empty (its connection included) | ${kinds.map((k) => fmt(mem(k)?.kib_per_open_doc, 1)).join(" | ")} |`);
   out.push(`| ${DOCS} docs | KiB RSS per doc with ${fmt(DOC_UPDATES * DOC_CHUNK)} chars in ${DOC_UPDATES} updates | ${kinds.map((k) => fmt(mem(k)?.kib_per_loaded_doc, 1)).join(" | ")} |`);
   out.push(`| ${DOCS} docs | Node only: KiB RSS per doc after a full GC; V8 heap used per doc | ${kinds.map((k) => { const r = mem(k); return r?.kib_per_loaded_doc_after_gc != null ? `${fmt(r.kib_per_loaded_doc_after_gc, 1)}; ${fmt(r.heap_used_kib_per_loaded_doc, 1)}` : "—"; }).join(" | ")} |`);
+  out.push(`| ${DOCS} docs | server's copies all whole, ms after the last update | ${kinds.map((k) => { const r = mem(k); return r ? (r.docs_short ? `${r.docs_short} docs short after ${fmt(r.catch_up_ms)}` : r.catch_up_polls > 1 ? fmt(r.catch_up_ms) : `at once (${fmt(r.catch_up_ms)})`) : "—"; }).join(" | ")} |`);
   out.push(`| ${DOCS} docs | RSS MiB before → open → loaded | ${kinds.map((k) => { const r = mem(k); return r ? `${fmt(r.rss_before_kib / 1024, 1)} → ${fmt(r.rss_open_kib / 1024, 1)} → ${fmt(r.rss_loaded_kib / 1024, 1)}` : "—"; }).join(" | ")} |`);
   return out.join("\n");
 }
