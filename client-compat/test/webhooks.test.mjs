@@ -99,6 +99,9 @@ describe("webhooks", () => {
       bobTab.disconnect();
       await sleep(200);
       bob.disconnect();
+      // Bob's going is reported before Alice acts (they race otherwise: CI
+      // once saw her member.left first).
+      assert.ok(await until(() => rx.events.some((e) => e.type === "user.offline" && e.data.userId === "bob")), "bob offline");
       await ack(alice, "room:leave", { roomId: "w" });
       alice.disconnect();
       assert.ok(await until(() => rx.events.length >= 15), `got ${JSON.stringify(rx.events.map((e) => e.type))}`);

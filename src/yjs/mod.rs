@@ -406,16 +406,18 @@ impl YDocs {
         // Applied before it is stored: an update that decodes but that Yjs
         // will not integrate (a parent it does not have) never reaches the
         // log, where it would make the document fail to load.
-        // Nothing new: no insertion, no deletion, and nothing more waiting
-        // for a missing parent (that one is stored: it integrates later).
+        // Nothing new: no insertion, no deletion, and nothing waiting for
+        // a missing parent. (Updates of one socket may be applied out of
+        // order: one whose parent has not come yet waits with the others
+        // that wait, and may not change what is seen waiting. So while
+        // anything waits, every update is stored.)
         let outcome = {
             let ydoc = doc.ydoc();
             let mut txn = ydoc.transact_mut();
-            let pending = pending_of(&txn);
             txn.apply_update(decoded).map(|()| {
                 txn.insert_set().is_empty()
                     && txn.delete_set().is_empty()
-                    && pending_of(&txn) == pending
+                    && !txn.has_missing_updates()
             })
         };
         match outcome {
@@ -563,18 +565,6 @@ impl YDocs {
             Err(e) => tracing::warn!(doc = doc.key.key(), "yjs snapshot not written: {e}"),
         }
     }
-}
-
-/// What waits in a document for a missing parent (compared before and
-/// after an update: one that adds to it is new).
-fn pending_of<T: ReadTxn>(txn: &T) -> (Option<(StateVector, StateVector)>, Option<yrs::IdSet>) {
-    let store = txn.store();
-    (
-        store
-            .pending_update()
-            .map(|p| (p.missing.clone(), p.update.state_vector())),
-        store.pending_ds().cloned(),
-    )
 }
 
 /// One update holding a snapshot and the updates after it.
