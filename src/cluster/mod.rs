@@ -1,5 +1,6 @@
 //! Running several nodes: the Redis adapter and its driver.
 
+pub mod channel;
 pub mod driver;
 pub mod emitter;
 pub mod feeds;

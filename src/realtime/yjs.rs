@@ -419,9 +419,8 @@ async fn sync_step_1<A: Adapter>(
     io: SocketIo<A>,
 ) {
     let Some(y) = ysocket(&s) else { return };
-    if !y.limits.event() {
-        crate::metrics::limit_hit("events_per_sec");
-        return refuse(&s, &"too many events: slow down");
+    if !within_rate(&s, &y) {
+        return;
     }
     catch_up(&io, &ctx, &y.doc, false).await;
     match y.doc.diff(&sv) {
@@ -439,9 +438,8 @@ async fn sync_update<A: Adapter>(
     io: SocketIo<A>,
 ) {
     let Some(y) = ysocket(&s) else { return };
-    if !y.limits.event() {
-        crate::metrics::limit_hit("events_per_sec");
-        return refuse(&s, &"too many events: slow down");
+    if !within_rate(&s, &y) {
+        return;
     }
     take_update(&ctx, &io, &s, &y, update).await;
 }
@@ -494,8 +492,7 @@ async fn awareness_update<A: Adapter>(
         let _ = s.emit("awareness-update", &Bytes::from(reply));
     }
     if !awareness_within_rate(&y.limits, changed.is_some(), &y.echoes) {
-        crate::metrics::limit_hit("events_per_sec");
-        return refuse(&s, &"too many events: slow down");
+        return too_fast(&s);
     }
     if let Some(changed) = changed {
         let origin = Origin::Socket(s.id);
@@ -521,6 +518,21 @@ async fn disconnected<A: Adapter>(s: SocketRef<A>, io: SocketIo<A>, State(ctx): 
         )
         .await;
     }
+}
+
+/// Whether the socket's event is within `--events-per-sec`; past it the
+/// socket is ended.
+fn within_rate<A: Adapter>(s: &SocketRef<A>, y: &YSocket) -> bool {
+    let within = y.limits.event();
+    if !within {
+        too_fast(s);
+    }
+    within
+}
+
+fn too_fast<A: Adapter>(s: &SocketRef<A>) {
+    crate::metrics::limit_hit("events_per_sec");
+    refuse(s, &"too many events: slow down");
 }
 
 /// Ends a socket whose message the server will not take: logged, counted

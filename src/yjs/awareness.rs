@@ -202,12 +202,6 @@ impl YDoc {
         }
         a.update_with_clients(stale).ok().map(|u| u.encode_v1())
     }
-
-    /// Clients with an awareness state now.
-    pub fn awareness_clients(&self) -> usize {
-        let a = self.awareness.lock().unwrap_or_else(|p| p.into_inner());
-        a.iter().filter(|(_, s)| s.data.is_some()).count()
-    }
 }
 
 /// The entries an applied update changed, encoded to pass on (None: it

@@ -228,11 +228,6 @@ impl YDocs {
         self.limits
     }
 
-    /// Documents loaded now.
-    pub fn loaded(&self) -> usize {
-        self.loaded.lock().map(|l| l.len()).unwrap_or(0)
-    }
-
     /// Bytes the loaded documents take.
     pub fn held_bytes(&self) -> usize {
         self.held.load(Ordering::Relaxed)
