@@ -11,17 +11,13 @@ import { WebsocketProvider } from "y-websocket";
 import WebSocket from "ws";
 import { io, Manager } from "socket.io-client";
 import { startServer, token, tempDb, freePort, metric, freshPgDatabase } from "./server.mjs";
-import { PG, REDIS, CI, YJS, sleep, until, closeAll, editor, wsEditor, rawWs, wsUrl, varuint, awarenessBytes, raws, wsProviders } from "./yjs-helpers.mjs";
+import { PG, REDIS, CI, YJS, sleep, until, closeAll, editor, wsEditor, rawWs, wsUrl, varuint, awarenessBytes, raws, wsProviders, twoNodes } from "./yjs-helpers.mjs";
 
 after(closeAll);
 
 describe("yjs on two nodes (PostgreSQL + Redis)", { skip: PG && REDIS ? false : CI ? false : "set SWITCHBOARD_TEST_POSTGRES_URL and SWITCHBOARD_TEST_REDIS (scripts/services.sh does)" }, () => {
   it("an edit on one node reaches a client on the other, and a client joining later loads it all", async () => {
-    assert.ok(PG && REDIS, "CI=true, but SWITCHBOARD_TEST_POSTGRES_URL or SWITCHBOARD_TEST_REDIS is not set");
-    const db = freshPgDatabase(PG, "yjs_cluster");
-    const redisUrl = /^rediss?:\/\//.test(REDIS) ? REDIS : `redis://${REDIS}`;
-    const extra = [...YJS, "--redis-url", redisUrl, "--redis-prefix", `yjs-${process.pid}-${Date.now()}`];
-    const nodes = [await startServer(undefined, db.url, extra), await startServer(undefined, db.url, extra)];
+    const nodes = await twoNodes("yjs_cluster");
     try {
       const a = await editor(nodes[0].url, "shared", "alice");
       const b = await editor(nodes[1].url, "shared", "bob");
@@ -47,21 +43,13 @@ describe("yjs on two nodes (PostgreSQL + Redis)", { skip: PG && REDIS ? false : 
       const want = ">> [ws B] from A and B";
       assert.ok(await until(() => c.text.toString() === want && d.text.toString() === want), `C has ${JSON.stringify(c.text.toString())}, D ${JSON.stringify(d.text.toString())}`);
     } finally {
-      closeAll();
-      await Promise.all(nodes.map((n) => n.stop()));
-      try {
-        db.drop();
-      } catch {}
+      await nodes.stop();
     }
   });
 
   it("a node that missed relayed updates (a full queue to Redis) reads the store's tail and sends it to its clients", async () => {
-    assert.ok(PG && REDIS, "CI=true, but SWITCHBOARD_TEST_POSTGRES_URL or SWITCHBOARD_TEST_REDIS is not set");
-    const db = freshPgDatabase(PG, "yjs_gaps");
-    const redisUrl = /^rediss?:\/\//.test(REDIS) ? REDIS : `redis://${REDIS}`;
-    const extra = [...YJS, "--redis-url", redisUrl, "--redis-prefix", `yjs-gap-${process.pid}-${Date.now()}`];
     // Node A's queue to Redis holds one message: a burst loses most.
-    const nodes = [await startServer(undefined, db.url, [...extra, "--max-redis-queue-bytes", "1", "--events-per-sec", "1000", "--event-burst", "1000"]), await startServer(undefined, db.url, extra)];
+    const nodes = await twoNodes("yjs_gaps", [], ["--max-redis-queue-bytes", "1", "--events-per-sec", "1000", "--event-burst", "1000"]);
     try {
       const a = await editor(nodes[0].url, "gaps", "alice");
       const b = await editor(nodes[1].url, "gaps", "bob");
@@ -74,11 +62,7 @@ describe("yjs on two nodes (PostgreSQL + Redis)", { skip: PG && REDIS ? false : 
       const want = a.text.toString();
       assert.ok(await until(() => b.text.toString() === want && bw.text.toString() === want, 10000), `B's clients have ${b.text.length} and ${bw.text.length} of ${want.length} characters`);
     } finally {
-      closeAll();
-      await Promise.all(nodes.map((n) => n.stop()));
-      try {
-        db.drop();
-      } catch {}
+      await nodes.stop();
     }
   });
 });

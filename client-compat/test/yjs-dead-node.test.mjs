@@ -10,20 +10,16 @@ import { WebsocketProvider } from "y-websocket";
 import WebSocket from "ws";
 import { io, Manager } from "socket.io-client";
 import { startServer, token, tempDb, freePort, metric, freshPgDatabase } from "./server.mjs";
-import { PG, REDIS, CI, YJS, sleep, until, closeAll, editor, wsEditor, rawWs, wsUrl, varuint, awarenessBytes, raws, wsProviders } from "./yjs-helpers.mjs";
+import { PG, REDIS, CI, YJS, sleep, until, closeAll, editor, wsEditor, rawWs, wsUrl, varuint, awarenessBytes, raws, wsProviders, twoNodes } from "./yjs-helpers.mjs";
 
 after(closeAll);
 
 describe("yjs: a node that died", { skip: PG && REDIS ? false : CI ? false : "set SWITCHBOARD_TEST_POSTGRES_URL and SWITCHBOARD_TEST_REDIS (scripts/services.sh does)" }, () => {
   // Waits out the 35 s the server gives another node's cursors.
   it("the cursors of a node that died are dropped by the others (newcomers are not sent them)", { timeout: 150_000 }, async () => {
-    assert.ok(PG && REDIS, "CI=true, but SWITCHBOARD_TEST_POSTGRES_URL or SWITCHBOARD_TEST_REDIS is not set");
-    const db = freshPgDatabase(PG, "yjs_dead_node");
-    const redisUrl = /^rediss?:\/\//.test(REDIS) ? REDIS : `redis://${REDIS}`;
     // Node B keeps the document loaded with nobody on it (a long grace):
     // no client's own awareness timeout removes the dead node's cursor there.
-    const extra = [...YJS, "--redis-url", redisUrl, "--redis-prefix", `yjs-dead-${process.pid}-${Date.now()}`, "--yjs-unload-grace-ms", "120000"];
-    const nodes = [await startServer(undefined, db.url, extra), await startServer(undefined, db.url, extra)];
+    const nodes = await twoNodes("yjs_dead_node", ["--yjs-unload-grace-ms", "120000"]);
     try {
       const bob = await wsEditor(nodes[0].url, "wake", "bob");
       const carol = await editor(nodes[1].url, "wake", "carol");
@@ -40,11 +36,7 @@ describe("yjs: a node that died", { skip: PG && REDIS ? false : CI ? false : "se
       await sleep(500);
       assert.ok(!hasBob(dave), "a newcomer on node B is not sent the dead node's cursor");
     } finally {
-      closeAll();
-      await Promise.all(nodes.map((n) => n.stop()));
-      try {
-        db.drop();
-      } catch {}
+      await nodes.stop();
     }
   });
 });

@@ -7,7 +7,7 @@ import { SocketIOProvider } from "y-socket.io";
 import { WebsocketProvider } from "y-websocket";
 import WebSocket from "ws";
 import * as bc from "lib0/broadcastchannel";
-import { token } from "./server.mjs";
+import { token, startServer, freshPgDatabase } from "./server.mjs";
 
 export const PG = process.env.SWITCHBOARD_TEST_POSTGRES_URL;
 export const REDIS = process.env.SWITCHBOARD_TEST_REDIS;
@@ -96,4 +96,23 @@ export function rawWs(url, doc, query = "") {
   const closed = new Promise((r) => ws.on("close", (code, reason) => r({ code, reason: reason.toString() })));
   const open = new Promise((r) => ws.on("open", r));
   return { ws, got, closed, open };
+}
+
+/** Two nodes sharing a fresh PostgreSQL database and Redis (a prefix of
+ * their own); `extra` for both, `extraA` for the first only. `stop()` ends
+ * them and drops the database. */
+export async function twoNodes(name, extra = [], extraA = []) {
+  assert.ok(PG && REDIS, "CI=true, but SWITCHBOARD_TEST_POSTGRES_URL or SWITCHBOARD_TEST_REDIS is not set");
+  const db = freshPgDatabase(PG, name);
+  const redisUrl = /^rediss?:\/\//.test(REDIS) ? REDIS : `redis://${REDIS}`;
+  const args = [...YJS, "--redis-url", redisUrl, "--redis-prefix", `${name}-${process.pid}-${Date.now()}`, ...extra];
+  const nodes = [await startServer(undefined, db.url, [...args, ...extraA]), await startServer(undefined, db.url, args)];
+  nodes.stop = async () => {
+    closeAll();
+    await Promise.all(nodes.map((n) => n.stop()));
+    try {
+      db.drop();
+    } catch {}
+  };
+  return nodes;
 }
