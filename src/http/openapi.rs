@@ -105,9 +105,39 @@ pub fn routes(hub: Hub, key: ApiKey, max_body: usize) -> Router {
 /// router the server runs (the key and body limit given here do not show in
 /// the description).
 pub fn document() -> utoipa::openapi::OpenApi {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let mut doc = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest(api::PREFIX, router(ApiKey::Disabled, 0))
-        .into_openapi()
+        .into_openapi();
+    head_too_large(&mut doc);
+    doc
+}
+
+/// Every operation may get `431` from the HTTP layer before any route sees
+/// the request: a request line and headers over 8 KiB (`edge::serve`'s
+/// `HTTP1_MAX_BUF`), answered without a body.
+fn head_too_large(doc: &mut utoipa::openapi::OpenApi) {
+    let response = utoipa::openapi::ResponseBuilder::new()
+        .description(format!(
+            "The request line and headers are larger than {} bytes (the HTTP layer answers, without a body)",
+            crate::edge::serve::HTTP1_MAX_BUF
+        ))
+        .build();
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            op.responses
+                .responses
+                .insert("431".into(), response.clone().into());
+        }
+    }
 }
 
 /// [`document`] as pretty JSON with a final newline: the text of
