@@ -15,6 +15,7 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod names;
+pub mod plain;
 pub mod presence;
 pub mod realtime;
 pub mod recovery;
@@ -23,6 +24,7 @@ pub mod webhooks;
 pub mod yjs;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use socketioxide::SocketIo;
@@ -206,9 +208,14 @@ impl Switchboard {
             }
         };
         // The adapter is chosen once, here; everything after is generic.
-        let (io, socketio_layer): (IoHandle, Box<dyn FnOnce(Router) -> Router>) = match driver {
+        let (io, socketio_layer, open_plain): (
+            IoHandle,
+            Box<dyn FnOnce(Router) -> Router>,
+            plain::bridge::Open,
+        ) = match driver {
             None => {
                 let (layer, io) = builder.build_layer();
+                let open_plain = open_plain(&layer);
                 realtime::register(&io, &config)
                     .map_err(|e| ConfigError::Namespace(e.to_string()))?;
                 if let Some(admin) = &ctx.admin {
@@ -217,6 +224,7 @@ impl Switchboard {
                 (
                     IoHandle::Local(io),
                     Box::new(move |r: Router| r.layer(layer)),
+                    open_plain,
                 )
             }
             Some(driver) => {
@@ -227,6 +235,7 @@ impl Switchboard {
                 let (layer, io) = builder
                     .with_adapter::<cluster::ClusterAdapter>(ctr)
                     .build_layer();
+                let open_plain = open_plain(&layer);
                 cluster::register(&io, &config)
                     .await
                     .map_err(ConfigError::Redis)?;
@@ -236,6 +245,7 @@ impl Switchboard {
                 (
                     IoHandle::Cluster(io),
                     Box::new(move |r: Router| r.layer(layer)),
+                    open_plain,
                 )
             }
         };
@@ -284,7 +294,20 @@ impl Switchboard {
         // route gives a token to anyone who can reach it.
         let loopback = config.listen_addr().is_ok_and(|a| a.ip().is_loopback());
         let dev_token_secret = opts.dev_secret.filter(|_| config.dev_mode() && loopback);
-        let router = socketio_layer(http::routes(hub.clone(), key, dev_token_secret))
+        let plain = config.plain_websocket().then(|| http::plain_ws::Plain {
+            open: open_plain,
+            settings: plain::bridge::Settings {
+                ping_interval: Duration::from_millis(config.ping_interval_ms),
+                ping_timeout: Duration::from_millis(config.ping_timeout_ms),
+                connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+                events_per_sec: config.events_per_sec,
+                event_burst: config.event_burst,
+                max_rate_refusals: config.max_rate_refusals,
+                read_buffer: WS_READ_BUFFER,
+            },
+            max_message: config.max_payload_bytes as usize,
+        });
+        let router = socketio_layer(http::routes(hub.clone(), key, dev_token_secret, plain))
             .layer(axum::middleware::map_response(http::json_payload_too_large))
             .layer(axum::middleware::from_fn_with_state(
                 http::PollingRules {
@@ -327,6 +350,21 @@ impl Switchboard {
 
 /// The configured namespaces, and the Yjs one when it is served: the
 /// patterns among them have children removed when empty.
+/// How a plain client's bridge opens its socket: a second Engine.IO
+/// service over the same Socket.IO server (rooms, namespaces, adapter),
+/// handed one end of an in-memory stream as an upgraded websocket.
+fn open_plain<A: socketioxide::adapter::Adapter>(
+    layer: &socketioxide::layer::SocketIoLayer<A>,
+) -> plain::bridge::Open {
+    use tower::Layer;
+    let svc = layer.layer(());
+    Arc::new(move |stream, req| {
+        hyper::service::Service::call(&svc, (stream, req))
+            .into_inner()
+            .is_ok()
+    })
+}
+
 fn namespace_patterns(config: &Config) -> Vec<String> {
     let mut all = config.namespaces.clone();
     if config.yjs_socketio() {

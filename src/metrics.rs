@@ -139,6 +139,7 @@ fn zero_series() {
     gauge!("switchboard_webhook_outbox").set(0.0);
     gauge!("switchboard_yjs_documents").set(0.0);
     gauge!("switchboard_yjs_connections").set(0.0);
+    gauge!("switchboard_plain_connections").set(0.0);
     counter!("switchboard_yjs_updates_total").increment(0);
     counter!("switchboard_yjs_update_bytes_total").increment(0);
     counter!("switchboard_yjs_refused_total").increment(0);
@@ -392,6 +393,11 @@ pub fn yjs_loaded(delta: i64) {
 }
 
 /// Yjs clients (y-socket.io sockets and y-websocket peers) on this node.
+/// Plain WebSocket clients connected (`/ws`), opened (+1) or closed (-1).
+pub fn plain_connection(delta: i64) {
+    metrics::gauge!("switchboard_plain_connections").increment(delta as f64);
+}
+
 pub fn yjs_connections(delta: i64) {
     metrics::gauge!("switchboard_yjs_connections").increment(delta as f64);
 }

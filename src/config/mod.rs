@@ -179,6 +179,10 @@ pub struct Config {
     /// at `/yjs/<doc>`; docs/protocol.md §18).
     #[arg(long, env = "SWITCHBOARD_NO_YJS_WEBSOCKET")]
     pub no_yjs_websocket: bool,
+    /// Do not serve plain WebSocket clients (the JSON protocol at `/ws`;
+    /// docs/protocol.md §19). With `--parser msgpack` it is off.
+    #[arg(long, env = "SWITCHBOARD_NO_PLAIN_WEBSOCKET")]
+    pub no_plain_websocket: bool,
     /// Largest Yjs update a client may send, in bytes.
     #[arg(
         long,
@@ -624,6 +628,7 @@ impl Default for Config {
             webhook_doc_debounce_ms: 2000,
             no_yjs_socketio: false,
             no_yjs_websocket: false,
+            no_plain_websocket: false,
             yjs_max_update_bytes: 1_048_576,
             yjs_max_awareness_bytes: 65_536,
             yjs_max_doc_bytes: 16_777_216,
@@ -770,6 +775,12 @@ impl Config {
     pub fn yjs_websocket(&self) -> bool {
         !self.no_yjs_websocket
     }
+    /// Whether plain WebSocket clients are served at `/ws`
+    /// (`--no-plain-websocket`; the bridge speaks the JSON parser).
+    pub fn plain_websocket(&self) -> bool {
+        !self.no_plain_websocket && self.parser == WireParser::Json
+    }
+
     /// Dev mode: no JWT key of any kind configured.
     pub fn dev_mode(&self) -> bool {
         self.jwt_secret.is_none() && self.jwt_public_key.is_none() && self.jwks_url.is_none()

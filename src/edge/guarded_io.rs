@@ -56,6 +56,9 @@ pub struct ConnShared {
     /// Success acks queued for this websocket and not yet written: they are
     /// counted once written (see `reply`).
     success_acks: Mutex<std::collections::HashSet<crate::edge::ws_frames::AckKey>>,
+    /// A plain client's websocket (`plain::bridge`): its frames are not
+    /// Socket.IO packets, and the bridge counts the acks it writes.
+    bridged: AtomicBool,
 }
 
 /// A handle to one connection (cheap to clone; does not keep it open).
@@ -89,6 +92,9 @@ impl ConnHandle {
     /// A success ack with this key is about to be queued: count it once its
     /// frame is written.
     pub fn expect_success_ack(&self, key: crate::edge::ws_frames::AckKey) {
+        if self.0.bridged.load(Ordering::Acquire) {
+            return;
+        }
         if let Ok(mut acks) = self.0.success_acks.lock() {
             acks.insert(key);
         }
@@ -99,6 +105,11 @@ impl ConnHandle {
         if let Ok(mut acks) = self.0.success_acks.lock() {
             acks.remove(key);
         }
+    }
+
+    /// Marks the connection as a plain client's (see `ConnShared::bridged`).
+    pub fn mark_bridged(&self) {
+        self.0.bridged.store(true, Ordering::Release);
     }
 
     /// How long writes have been blocked (the peer is not reading), if they are.

@@ -6,6 +6,7 @@ mod dev_token;
 mod events;
 mod health;
 pub mod openapi;
+pub mod plain_ws;
 pub mod static_files;
 mod yjs_ws;
 
@@ -24,7 +25,13 @@ pub use api::ApiKey;
 
 /// The server's HTTP routes. `dev_secret` is given only in dev mode on a
 /// loopback address, and mounts `POST /dev/token`.
-pub fn routes(hub: Hub, key: ApiKey, dev_secret: Option<String>) -> Router {
+/// `plain` is given when plain WebSocket clients are served (`/ws`).
+pub fn routes(
+    hub: Hub,
+    key: ApiKey,
+    dev_secret: Option<String>,
+    plain: Option<plain_ws::Plain>,
+) -> Router {
     let ctx: Arc<Ctx> = hub.ctx().clone();
     let max_body = ctx.config.max_payload_bytes as usize;
     let metrics = crate::metrics::init();
@@ -38,6 +45,12 @@ pub fn routes(hub: Hub, key: ApiKey, dev_secret: Option<String>) -> Router {
             .with_state(hub.clone())
     } else {
         Router::new()
+    };
+    let plain = match plain {
+        Some(plain) => Router::new()
+            .route(plain_ws::PATH, get(plain_ws::upgrade))
+            .with_state(plain),
+        None => Router::new(),
     };
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -61,6 +74,7 @@ pub fn routes(hub: Hub, key: ApiKey, dev_secret: Option<String>) -> Router {
         .nest(api::PREFIX, openapi::routes(hub, key, max_body))
         .merge(dev)
         .merge(yjs)
+        .merge(plain)
         .layer(middleware::from_fn(count_requests))
 }
 
