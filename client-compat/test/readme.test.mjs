@@ -98,6 +98,16 @@ describe("README, followed literally", () => {
     assert.match(run.stdout, /1 messages in history/);
   });
 
+  it("the plain WebSocket example joins, sends and gets its message back", async () => {
+    const server = servers[0];
+    const code = block("## Plain WebSocket clients", "js").replaceAll("ws://127.0.0.1:3000", server.url.replace("http", "ws"));
+    const run = runModule(`import WebSocket from "ws";\nconst token = process.env.TOKEN;\n${code}`, { TOKEN: server.token });
+    assert.equal(run.status, 0, run.stderr);
+    assert.match(run.stdout, /^connected /m);
+    assert.match(run.stdout, /^room_msg .*content: 'hi'/ms);
+    assert.match(run.stdout, /^ack .*id: 2/ms);
+  });
+
   it("the documents example's curl commands answer what the README says", async () => {
     const server = servers[0];
     const lines = block("## Collaborative documents", "sh").replaceAll("localhost:3000", server.url).split("\n");

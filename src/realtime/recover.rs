@@ -11,6 +11,7 @@ use socketioxide::extract::SocketRef;
 use socketioxide::socket::DisconnectReason;
 
 use super::session::{Job, Session};
+use crate::edge::guarded_io::ConnHandle;
 use crate::recovery::offset::Offset;
 use crate::recovery::written::Written;
 use crate::recovery::{Claim, Restored, SessionBody, new_pid};
@@ -42,6 +43,12 @@ pub async fn begin<A: Adapter>(s: &SocketRef<A>, auth: Option<&serde_json::Value
     let Some(recovery) = session.ctx.recovery.clone() else {
         return;
     };
+    // A plain client's socket (`plain::bridge`) is never recovered: its
+    // client catches up with history, so nothing is kept for it.
+    let bridged = s.req_parts().extensions.get::<ConnHandle>();
+    if bridged.is_some_and(ConnHandle::is_bridged) {
+        return;
+    }
     let fresh = || (new_pid(), Written::default(), None, crate::store::now_ms());
     let (pid, written, restored, since_ms) = match Claim::read(auth) {
         None => fresh(),
