@@ -48,6 +48,12 @@ const MAX_PENDING: usize = 2048;
 /// Events a backend sent with an ack request that the client may answer.
 const MAX_SERVER_ACKS: usize = 256;
 
+/// The largest request passed to the socket. The largest a client needs is
+/// far less (content is at most `--max-message-chars`, a token a few KiB),
+/// and the socket's websocket keeps a read buffer the size of the largest
+/// frame it was given.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
 /// Close codes (docs/protocol.md §19).
 pub const CLOSE_UNAUTHORIZED: u16 = 4001;
 pub const CLOSE_NO_NAMESPACE: u16 = 4004;
@@ -355,6 +361,15 @@ impl Bridge {
         outer: &mut WebSocket,
         inner: &mut WebSocketStream<DuplexStream>,
     ) -> Result<(), Option<End>> {
+        if text.len() > MAX_REQUEST_BYTES {
+            let e = protocol::error_value(
+                None,
+                None,
+                json!("too_large"),
+                json!(format!("a request is at most {MAX_REQUEST_BYTES} bytes")),
+            );
+            return self.refuse_here(e, outer).await;
+        }
         let parsed = protocol::parse(text);
         let kind = parsed.kind.clone().unwrap_or_default();
         let (event, data, answer) = match parsed.request {
