@@ -255,6 +255,14 @@ async fn close(mut outer: WebSocket, End(code, reason): End) {
     .await;
 }
 
+/// A refusal made by the bridge: the `error` message's parts.
+struct Refusal<'a> {
+    id: Option<&'a Value>,
+    kind: Option<&'a str>,
+    code: &'static str,
+    message: String,
+}
+
 /// A request sent to the socket, waiting for its ack.
 struct Pending {
     id: Option<Value>,
@@ -317,8 +325,8 @@ impl Bridge {
                         }
                     }
                     Some(Ok(Message::Binary(_))) => {
-                        let e = protocol::error_value(None, None, json!("invalid_payload"), json!("text JSON messages only"));
-                        if let Err(end) = self.refuse_here(e, outer).await {
+                        let r = Refusal { id: None, kind: None, code: "invalid_payload", message: "text JSON messages only".into() };
+                        if let Err(end) = self.refuse_here(r, outer).await {
                             return end;
                         }
                     }
@@ -362,13 +370,14 @@ impl Bridge {
         inner: &mut WebSocketStream<DuplexStream>,
     ) -> Result<(), Option<End>> {
         if text.len() > MAX_REQUEST_BYTES {
-            let e = protocol::error_value(
-                None,
-                None,
-                json!("too_large"),
-                json!(format!("a request is at most {MAX_REQUEST_BYTES} bytes")),
-            );
-            return self.refuse_here(e, outer).await;
+            let message = format!("a request is at most {MAX_REQUEST_BYTES} bytes");
+            let r = Refusal {
+                id: None,
+                kind: None,
+                code: "too_large",
+                message,
+            };
+            return self.refuse_here(r, outer).await;
         }
         let parsed = protocol::parse(text);
         let kind = parsed.kind.clone().unwrap_or_default();
@@ -386,32 +395,44 @@ impl Bridge {
                     let frame = events::ack(&self.ns, ack, &data);
                     return inner.send(Inner::text(frame)).await.map_err(|_| gone());
                 }
-                let e = protocol::error_value(
-                    parsed.id.as_ref(),
-                    Some(&kind),
-                    json!("invalid_payload"),
-                    json!("no event waits for this ackId"),
-                );
-                return self.refuse_here(e, outer).await;
+                return self
+                    .refuse_here(
+                        Refusal {
+                            id: parsed.id.as_ref(),
+                            kind: Some(&kind),
+                            code: "invalid_payload",
+                            message: "no event waits for this ackId".into(),
+                        },
+                        outer,
+                    )
+                    .await;
             }
             Err(refused) => {
-                let e = protocol::error_value(
-                    parsed.id.as_ref(),
-                    parsed.kind.as_deref(),
-                    json!(refused.code),
-                    json!(refused.message),
-                );
-                return self.refuse_here(e, outer).await;
+                return self
+                    .refuse_here(
+                        Refusal {
+                            id: parsed.id.as_ref(),
+                            kind: parsed.kind.as_deref(),
+                            code: refused.code,
+                            message: refused.message,
+                        },
+                        outer,
+                    )
+                    .await;
             }
         };
         if self.pending.len() >= MAX_PENDING {
-            let e = protocol::error_value(
-                parsed.id.as_ref(),
-                Some(&kind),
-                json!("rate_limited"),
-                json!("too many requests waiting for an answer"),
-            );
-            return self.refuse_here(e, outer).await;
+            return self
+                .refuse_here(
+                    Refusal {
+                        id: parsed.id.as_ref(),
+                        kind: Some(&kind),
+                        code: "rate_limited",
+                        message: "too many requests waiting for an answer".into(),
+                    },
+                    outer,
+                )
+                .await;
         }
         self.next_ack += 1;
         let ack = self.next_ack;
@@ -431,7 +452,7 @@ impl Bridge {
     /// that keeps sending what cannot be read is closed as a flooder.
     async fn refuse_here(
         &mut self,
-        mut error: Value,
+        mut r: Refusal<'_>,
         outer: &mut WebSocket,
     ) -> Result<(), Option<End>> {
         let now = Instant::now();
@@ -451,9 +472,10 @@ impl Bridge {
                 let _ = outer.send(text(&closing)).await;
                 return Err(Some(End::new(1008, "rate_limited")));
             }
-            error["code"] = json!("rate_limited");
-            error["message"] = json!("too many messages that could not be read");
+            r.code = "rate_limited";
+            r.message = "too many messages that could not be read".into();
         }
+        let error = protocol::error_value(r.id, r.kind, json!(r.code), json!(r.message));
         outer.send(text(&error)).await.map_err(|_| None)
     }
 

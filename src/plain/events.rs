@@ -156,6 +156,25 @@ fn typed(kind: &str, mut m: Map<String, Value>) -> Value {
     Value::Object(out)
 }
 
+/// `{ type: "presence", event, roomId, userId, username? }` from a presence
+/// event that names the user `id_key` (and `name_key`).
+fn presence(event: &str, mut m: Map<String, Value>, id_key: &str, name_key: Option<&str>) -> Value {
+    let mut out = Map::new();
+    out.insert("event".into(), json!(event));
+    out.insert("roomId".into(), field(&mut m, "roomId"));
+    out.insert("userId".into(), field(&mut m, id_key));
+    if let Some(key) = name_key {
+        out.insert("username".into(), field(&mut m, key));
+    }
+    typed("presence", out)
+}
+
+/// `{ type: "system", event, … }`.
+fn system(event: &str, mut m: Map<String, Value>) -> Value {
+    m.insert("event".into(), json!(event));
+    typed("system", m)
+}
+
 /// The plain message for event `name` of the bridged socket. `style` says
 /// how a room's messages are shaped for this client.
 pub fn to_plain(name: &str, mut args: Vec<Value>, style: impl Fn(&str) -> bool) -> Value {
@@ -190,32 +209,9 @@ pub fn to_plain(name: &str, mut args: Vec<Value>, style: impl Fn(&str) -> bool) 
             Value::Object(m) => typed("private_msg", m),
             _ => json!({ "type": "private_msg" }),
         },
-        "room:user-joined" => {
-            let mut m = obj(first);
-            let mut out = Map::new();
-            out.insert("event".into(), json!("join"));
-            out.insert("roomId".into(), field(&mut m, "roomId"));
-            out.insert("userId".into(), field(&mut m, "userId"));
-            out.insert("username".into(), field(&mut m, "username"));
-            typed("presence", out)
-        }
-        "chat:userJoined" => {
-            let mut m = obj(first);
-            let mut out = Map::new();
-            out.insert("event".into(), json!("join"));
-            out.insert("roomId".into(), field(&mut m, "roomId"));
-            out.insert("userId".into(), field(&mut m, "id"));
-            out.insert("username".into(), field(&mut m, "name"));
-            typed("presence", out)
-        }
-        "room:user-left" => {
-            let mut m = obj(first);
-            let mut out = Map::new();
-            out.insert("event".into(), json!("leave"));
-            out.insert("roomId".into(), field(&mut m, "roomId"));
-            out.insert("userId".into(), field(&mut m, "userId"));
-            typed("presence", out)
-        }
+        "room:user-joined" => presence("join", obj(first), "userId", Some("username")),
+        "chat:userJoined" => presence("join", obj(first), "id", Some("name")),
+        "room:user-left" => presence("leave", obj(first), "userId", None),
         "typing:user" | "typing:stopped" => {
             let mut m = obj(first);
             m.insert("typing".into(), json!(name == "typing:user"));
@@ -223,16 +219,8 @@ pub fn to_plain(name: &str, mut args: Vec<Value>, style: impl Fn(&str) -> bool) 
         }
         "pong" => typed("pong", obj(first)),
         "auth:expiring" => typed("token_expiring", obj(first)),
-        "server:closing" => {
-            let mut m = obj(first);
-            m.insert("event".into(), json!("closing"));
-            typed("system", m)
-        }
-        "room:left" => {
-            let mut m = obj(first);
-            m.insert("event".into(), json!("room_left"));
-            typed("system", m)
-        }
+        "server:closing" => system("closing", obj(first)),
+        "room:left" => system("room_left", obj(first)),
         _ => {
             let mut out = Map::new();
             out.insert("event".into(), json!(name));
