@@ -137,6 +137,13 @@ export function plainClient(url, query = {}, opts = {}) {
   return c;
 }
 
+/** Resolves with how `c` closed, or `{ code: "still open" }` after `ms` (its timer cleared either way). */
+export function closedWithin(c, ms) {
+  let timer;
+  const open = new Promise((r) => (timer = setTimeout(() => r({ code: "still open" }), ms)));
+  return Promise.race([c.closed, open]).finally(() => clearTimeout(timer));
+}
+
 /**
  * A plain client as `sub` (`?token=` unless `query` has other ideas), once
  * it got `connected`; checks that `connected` came first and names `sub`.

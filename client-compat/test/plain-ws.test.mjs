@@ -22,6 +22,7 @@ import {
   collect,
   api,
   closeClients,
+  closedWithin,
   fromSio,
   fromPlain,
 } from "./plain-helpers.mjs";
@@ -33,8 +34,6 @@ const hasFields = (m, fields, what) => {
   for (const f of fields) assert.ok(f in m, `${what} lacks ${f}: ${JSON.stringify(m)}`);
 };
 
-/** Resolves with what a socket's close was, or "still open" after `ms`. */
-const closedWithin = (c, ms) => Promise.race([c.closed, sleep(ms).then(() => ({ code: "still open" }))]);
 
 after(closeClients);
 
