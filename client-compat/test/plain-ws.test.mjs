@@ -203,6 +203,11 @@ describe("plain websocket clients beside Socket.IO (one server)", () => {
     await s1.none("message", () => true, 100, from);
     const h = await s1.request({ type: "history", roomId: room });
     assert.equal(h.messages.length, 5);
+    // unsubscribe (channel): `left`, and the others hear it.
+    sub.send({ type: "unsubscribe", channel: room });
+    assert.equal((await sub.nextOf("left")).roomId, room);
+    const pl = await s1.nextOf("presence", (m) => m.userId === "seed3" && m.event === "leave");
+    assert.deepEqual([pl.event, pl.roomId], ["leave", room]);
   });
 
   it("presence: both kinds of member are listed and announced, and a plain client that closes or dies is removed", async () => {
@@ -299,6 +304,63 @@ describe("plain websocket clients beside Socket.IO (one server)", () => {
     assert.equal(notIn.code, "not_in_room");
   });
 
+  it("clientMsgId: a retry from a plain client or the user's Socket.IO client returns the first message, stores and sends nothing", async () => {
+    const room = "retries";
+    const alice = await plain(srv.url, "alice");
+    const aliceSio = await sio(srv.url, "alice");
+    const bob = await sio(srv.url, "bob");
+    await joinPlain(alice, room);
+    await joinSio(aliceSio, room);
+    await joinSio(bob, room);
+    const atBob = collect(bob, "chat:message");
+    const first = await alice.request({ type: "room_msg", roomId: room, content: "once", clientMsgId: "c-1" });
+    assert.equal(first.success, true, JSON.stringify(first));
+    const again = await alice.request({ type: "room_msg", roomId: room, content: "once", clientMsgId: "c-1" });
+    assert.deepEqual([again.type, again.success, again.messageId, again.seq], ["ack", true, first.messageId, first.seq]);
+    const viaSio = await aliceSio.timeout(5000).emitWithAck("chat:send", { roomId: room, content: "once", clientMsgId: "c-1" });
+    assert.deepEqual([viaSio.messageId, viaSio.seq], [first.messageId, first.seq]);
+    const bad = await alice.request({ type: "room_msg", roomId: room, content: "x", clientMsgId: "c".repeat(129) });
+    assert.equal(bad.code, "invalid_payload", JSON.stringify(bad));
+    await sleep(300);
+    assert.equal(atBob.length, 1, JSON.stringify(atBob));
+    assert.equal(alice.msgs.filter((m) => m.type === "room_msg").length, 1);
+    assert.equal((await alice.request({ type: "history", roomId: room })).messages.length, 1);
+  });
+
+  it("the token's rooms claim: joins, members and history of other rooms are forbidden_room; a narrower refresh leaves the room first", async () => {
+    const narrow = token("rita", ["--room", "team-*", "--room", "lobby-r"]);
+    const rita = plainClient(srv.url, { token: narrow });
+    await rita.nextOf("connected");
+    const watcher = await sio(srv.url, "watcher");
+    await joinSio(watcher, "lobby-r");
+    await joinPlain(rita, "team-a");
+    await joinPlain(rita, "lobby-r");
+    for (const msg of [
+      { type: "join_room", roomId: "secret" },
+      { type: "members", roomId: "secret" },
+      { type: "history", roomId: "secret" },
+    ]) {
+      const e = await rita.request(msg);
+      assert.deepEqual([e.type, e.code], ["error", "forbidden_room"], JSON.stringify([msg, e]));
+    }
+    const left = next(watcher, "room:user-left");
+    const wider = token("rita", ["--room", "team-*"]);
+    const from = rita.mark();
+    const a = await rita.request({ type: "auth", token: wider });
+    assert.equal(a.type, "ack", JSON.stringify(a));
+    assert.equal(a.success, true);
+    assert.equal(a.expiresAt, claims(wider).exp * 1000);
+    const after = rita.msgs.slice(from);
+    const roomLeft = after.findIndex((m) => m.type === "system" && m.event === "room_left");
+    assert.ok(roomLeft >= 0, `system room_left: ${JSON.stringify(after)}`);
+    assert.deepEqual(after[roomLeft], { type: "system", event: "room_left", roomId: "lobby-r", reason: "token" });
+    assert.ok(roomLeft < after.indexOf(a), "before the refresh's answer");
+    assert.deepEqual(await left, { userId: "rita", roomId: "lobby-r" });
+    const e = await rita.request({ type: "room_msg", roomId: "lobby-r", content: "x" });
+    assert.equal(e.code, "not_in_room", JSON.stringify(e));
+    assert.equal((await rita.request({ type: "room_msg", roomId: "team-a", content: "still in" })).success, true);
+  });
+
   it("typing both ways", async () => {
     const room = "typing";
     const alice = await plain(srv.url, "alice");
@@ -385,7 +447,10 @@ describe("plain websocket clients beside Socket.IO (one server)", () => {
       [4, "pm-a", "pm-b", "via receiver"],
       [5, "pm-a", "pm-b", "via toUser"],
     ]);
-    for (const m of h.messages) hasFields(m, PRIVATE_MSG_FIELDS, "conversation entry");
+    for (const m of h.messages) {
+      hasFields(m, PRIVATE_MSG_FIELDS, "conversation entry");
+      assert.ok(!("type" in m), JSON.stringify(m));
+    }
     const sh = await b.timeout(5000).emitWithAck("chat:history", { withUserId: "pm-a" });
     assert.deepEqual(sh.messages.map((m) => m.id), h.messages.map((m) => m.id));
     a.send({ type: "history", withUserId: "pm-b", after: 3 });
@@ -816,6 +881,43 @@ describe("plain websocket clients: hostile and broken clients", () => {
     } finally {
       closeClients();
       await srv.stop();
+    }
+  });
+
+  it("the message rate is the user's, plain and Socket.IO together", async () => {
+    const srv = await startServer(undefined, undefined, ["--messages-per-sec", "1", "--message-burst", "3"]);
+    try {
+      const room = "quota";
+      const p = await plain(srv.url, "quota");
+      const s = await sio(srv.url, "quota");
+      await joinPlain(p, room);
+      await joinSio(s, room);
+      const answers = [];
+      answers.push((await s.timeout(5000).emitWithAck("chat:send", { roomId: room, content: "1" })).success);
+      answers.push((await p.request({ type: "room_msg", roomId: room, content: "2" })).success);
+      answers.push((await s.timeout(5000).emitWithAck("chat:send", { roomId: room, content: "3" })).success);
+      const fourth = await p.request({ type: "room_msg", roomId: room, content: "4" });
+      const fifth = await s.timeout(5000).emitWithAck("chat:send", { roomId: room, content: "5" });
+      assert.deepEqual(answers, [true, true, true]);
+      assert.deepEqual([fourth.type, fourth.code], ["error", "rate_limited"], JSON.stringify(fourth));
+      assert.equal(fifth.code, "rate_limited", JSON.stringify(fifth));
+      assert.ok(p.isOpen());
+    } finally {
+      closeClients();
+      await srv.stop();
+    }
+  });
+
+  it("a server shutting down closes plain clients with 1001", async () => {
+    const srv = await startServer();
+    let stopped;
+    try {
+      const c = await plain(srv.url, "alice");
+      stopped = srv.stop();
+      assert.deepEqual(await closedWithin(c, 10_000), { code: 1001, reason: "server going away" });
+    } finally {
+      closeClients();
+      await (stopped ?? srv.stop());
     }
   });
 
