@@ -6,6 +6,7 @@
 // not reading, not answering pings, an expiring token).
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { createServer } from "node:http";
 import { startServer, token, next, none, signHs256, metric } from "./server.mjs";
 import {
   API_KEY,
@@ -429,12 +430,14 @@ describe("plain websocket clients beside Socket.IO (one server)", () => {
     a.send({ type: "private_msg", to: "pm-b", content: "via to" });
     a.send({ type: "message", receiver: "pm-b", content: "via receiver" });
     a.send({ type: "private_msg", toUser: "pm-b", content: "via toUser" });
-    assert.ok(await until(() => atB.length === 4), `pm-b got ${JSON.stringify(atB.map((m) => m.content))}`);
+    a.send({ type: "message", toUserId: "pm-b", content: "message toUserId" });
+    assert.ok(await until(() => atB.length === 5), `pm-b got ${JSON.stringify(atB.map((m) => m.content))}`);
     assert.deepEqual(atB.map((m) => [m.seq, m.content]), [
       [1, "hi b"],
       [3, "via to"],
       [4, "via receiver"],
       [5, "via toUser"],
+      [6, "message toUserId"],
     ]);
 
     // The conversation, from both sides.
@@ -446,6 +449,7 @@ describe("plain websocket clients beside Socket.IO (one server)", () => {
       [3, "pm-a", "pm-b", "via to"],
       [4, "pm-a", "pm-b", "via receiver"],
       [5, "pm-a", "pm-b", "via toUser"],
+      [6, "pm-a", "pm-b", "message toUserId"],
     ]);
     for (const m of h.messages) {
       hasFields(m, PRIVATE_MSG_FIELDS, "conversation entry");
@@ -456,7 +460,7 @@ describe("plain websocket clients beside Socket.IO (one server)", () => {
     a.send({ type: "history", withUserId: "pm-b", after: 3 });
     const page = await a.nextOf("history");
     assert.equal(page.withUserId, "pm-b");
-    assert.deepEqual(page.messages.map((m) => m.seq), [4, 5]);
+    assert.deepEqual(page.messages.map((m) => m.seq), [4, 5, 6]);
   });
 
   it("authentication: ?token=, a Bearer header, a first auth message; refusals close with 4001 and the reason", async () => {
@@ -641,6 +645,54 @@ describe("plain websocket clients beside Socket.IO (one server)", () => {
     assert.equal((await y.request({ type: "room_msg", roomId: room, content: "after exp" })).success, true);
     assert.equal((await said).content, "after exp");
     assert.equal(y.msgs.filter((m) => m.type === "system").length, 0, y.summary());
+  });
+});
+
+describe("plain websocket clients and the backend's hooks", () => {
+  it("the join hook and the publish hook decide for plain clients as for Socket.IO", async () => {
+    const calls = [];
+    const be = createServer((req, res) => {
+      let body = "";
+      req.on("data", (c) => (body += c));
+      req.on("end", () => {
+        const j = JSON.parse(body);
+        calls.push([req.url, j]);
+        let answer = { allow: true };
+        if (req.url === "/join" && j.roomId === "vip") answer = { allow: false, code: "members_only", message: "VIP members only" };
+        if (req.url === "/publish" && j.content.includes("badword")) answer = { allow: false, code: "moderated", message: "watch your language" };
+        else if (req.url === "/publish" && j.content.includes("darn")) answer = { allow: true, content: j.content.replaceAll("darn", "d**n") };
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end(JSON.stringify(answer));
+      });
+    });
+    await new Promise((r) => be.listen(0, "127.0.0.1", r));
+    const beUrl = `http://127.0.0.1:${be.address().port}`;
+    const srv = await startServer(undefined, undefined, ["--join-hook-url", `${beUrl}/join`, "--publish-hook-url", `${beUrl}/publish`, "--webhook-secret", "plain-ws-hook-secret", "--hook-timeout-ms", "2000"]);
+    try {
+      const room = "hooked";
+      const alice = await plain(srv.url, "alice");
+      const bob = await sio(srv.url, "bob");
+      const vip = await alice.request({ type: "join_room", roomId: "vip" });
+      assert.deepEqual([vip.type, vip.code, vip.message], ["error", "members_only", "VIP members only"]);
+      await joinPlain(alice, room);
+      await joinSio(bob, room);
+      assert.ok(calls.some(([path, j]) => path === "/join" && j.roomId === room && j.userId === "alice"), JSON.stringify(calls));
+      const refused = await alice.request({ type: "room_msg", roomId: room, content: "a badword here" });
+      assert.deepEqual([refused.type, refused.code, refused.message], ["error", "moderated", "watch your language"]);
+      const atBob = next(bob, "chat:message");
+      const ok = await alice.request({ type: "room_msg", roomId: room, content: "darn it" });
+      assert.equal(ok.success, true, JSON.stringify(ok));
+      assert.equal((await atBob).content, "d**n it");
+      assert.equal((await alice.nextOf("room_msg")).content, "d**n it");
+      const viaSio = await bob.timeout(5000).emitWithAck("chat:send", { roomId: room, content: "badword from bob" });
+      assert.equal(viaSio.code, "moderated");
+      assert.deepEqual((await alice.request({ type: "history", roomId: room })).messages.map((m) => m.content), ["d**n it"]);
+    } finally {
+      closeClients();
+      await srv.stop();
+      be.closeAllConnections();
+      await new Promise((r) => be.close(r));
+    }
   });
 });
 
