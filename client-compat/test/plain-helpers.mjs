@@ -184,6 +184,23 @@ export async function joinSio(s, roomId) {
   return a;
 }
 
+/** The next `event` on Socket.IO socket `s` whose payload matches `pred`, or a rejection after `ms`. */
+export function nextWhere(s, event, pred = () => true, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const on = (data) => {
+      if (!pred(data)) return;
+      clearTimeout(timer);
+      s.off(event, on);
+      resolve(data);
+    };
+    const timer = setTimeout(() => {
+      s.off(event, on);
+      reject(new Error(`no matching ${event} within ${ms} ms`));
+    }, ms);
+    s.on(event, on);
+  });
+}
+
 /** Every `event` a Socket.IO socket gets from now on. */
 export function collect(s, event) {
   const got = [];

@@ -7,7 +7,7 @@ import { describe, it, after } from "node:test";
 import assert from "node:assert/strict";
 import { next } from "./server.mjs";
 import { PG, REDIS, CI, twoNodes } from "./yjs-helpers.mjs";
-import { API_KEY, ULID, sleep, until, plain, joinPlain, sio, joinSio, collect, api, closeClients, fromSio, fromPlain } from "./plain-helpers.mjs";
+import { API_KEY, ULID, sleep, until, plain, joinPlain, sio, joinSio, collect, nextWhere, api, closeClients, fromSio, fromPlain } from "./plain-helpers.mjs";
 
 const range = (a, b) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
 
@@ -23,7 +23,7 @@ describe("plain websocket clients on two nodes (PostgreSQL + Redis)", { skip: PG
       await joinSio(bob, room);
       const alice = await plain(A.url, "alice");
       // Presence, plain → Socket.IO across nodes.
-      const joined = next(bob, "room:user-joined");
+      const joined = nextWhere(bob, "room:user-joined", (e) => e.userId === "alice");
       const ack = await joinPlain(alice, room);
       assert.deepEqual(ack.members.map((m) => m.userId).sort(), ["alice", "bob"]);
       assert.deepEqual(await joined, { userId: "alice", username: "ALICE", roomId: room });
@@ -54,33 +54,41 @@ describe("plain websocket clients on two nodes (PostgreSQL + Redis)", { skip: PG
       await sleep(200);
       assert.equal(roomMsgs().length, 8);
       assert.equal(atBob.length, 8);
-      assert.deepEqual(roomMsgs().map((m) => m.seq), range(1, 8));
-      assert.deepEqual(roomMsgs().map(fromPlain), atBob.map(fromSio));
-      assert.deepEqual(roomMsgs().filter((m) => m.from === "alice").map((m) => m.content), range(0, 3).map((i) => `A plain ${i}`));
-      assert.deepEqual(roomMsgs().filter((m) => m.from === "bob").map((m) => m.content), range(0, 3).map((i) => `B sio ${i}`));
+      // Each message once on each node, the same fields (compared by seq; the
+      // order they arrive in is checked last).
+      const bySeq = (list) => [...list].sort((x, y) => x.seq - y.seq);
+      assert.deepEqual(bySeq(roomMsgs()).map((m) => m.seq), range(1, 8));
+      assert.deepEqual(bySeq(roomMsgs()).map(fromPlain), bySeq(atBob).map(fromSio));
+      for (const list of [roomMsgs().map(fromPlain), atBob.map(fromSio)]) {
+        assert.deepEqual(list.filter((m) => m.from === "alice").map((m) => m.content), range(0, 3).map((i) => `A plain ${i}`));
+        assert.deepEqual(list.filter((m) => m.from === "bob").map((m) => m.content), range(0, 3).map((i) => `B sio ${i}`));
+      }
+      const orders = { "plain on A": roomMsgs().map((m) => m.seq), "Socket.IO on B": atBob.map((m) => m.seq) };
       for (const a of [...plainAcks, ...sioAcks]) assert.equal(roomMsgs().find((m) => m.id === a.messageId)?.seq, a.seq);
       // History, each from its own node.
       const h = await alice.request({ type: "history", roomId: room });
       const sh = await bob.timeout(5000).emitWithAck("chat:history", { roomId: room });
       assert.deepEqual(h.messages.map(fromPlain), sh.messages.map(fromSio));
-      assert.deepEqual(h.messages.map(fromPlain), roomMsgs().map(fromPlain));
+      assert.deepEqual(h.messages.map(fromPlain), bySeq(roomMsgs()).map(fromPlain));
 
       // Leaves across nodes, both ways.
       const pl = alice.nextOf("presence", (m) => m.userId === "carol" && m.event === "leave");
       await carol.timeout(5000).emitWithAck("room:leave", room);
       assert.equal((await pl).roomId, room);
-      const left = next(bob, "room:user-left");
+      const left = nextWhere(bob, "room:user-left", (e) => e.userId === "alice");
       alice.ws.close();
       assert.deepEqual(await left, { userId: "alice", roomId: room });
       assert.deepEqual((await bob.timeout(5000).emitWithAck("room:members", room)).members.map((m) => m.userId), ["bob"]);
       // Abruptly, too.
       const dave = await plain(A.url, "dave");
-      const dj = next(bob, "room:user-joined");
+      const dj = nextWhere(bob, "room:user-joined", (e) => e.userId === "dave");
       await joinPlain(dave, room);
       assert.equal((await dj).userId, "dave");
-      const dl = next(bob, "room:user-left");
+      const dl = nextWhere(bob, "room:user-left", (e) => e.userId === "dave");
       dave.ws.terminate();
       assert.deepEqual(await dl, { userId: "dave", roomId: room });
+      // §19: "their order are those of the room": both saw seq order.
+      assert.deepEqual(orders, { "plain on A": range(1, 8), "Socket.IO on B": range(1, 8) }, "the order the messages arrived in");
     } finally {
       closeClients();
       await nodes.stop();
@@ -111,8 +119,10 @@ describe("plain websocket clients on two nodes (PostgreSQL + Redis)", { skip: PG
       const got = (c) => c.msgs.filter((m) => m.type === "room_msg");
       assert.ok(await until(() => got(pa).length >= 6 && got(pb).length >= 6), `amy ${got(pa).length}, ben ${got(pb).length}`);
       await sleep(200);
-      assert.deepEqual(got(pa).map((m) => m.seq), range(1, 6));
-      assert.deepEqual(got(pa).map(fromPlain), got(pb).map(fromPlain));
+      const bySeq = (list) => [...list].sort((x, y) => x.seq - y.seq);
+      assert.deepEqual(bySeq(got(pa)).map((m) => m.seq), range(1, 6));
+      assert.deepEqual(bySeq(got(pa)).map(fromPlain), bySeq(got(pb)).map(fromPlain));
+      const orders = { "plain on A": got(pa).map((m) => m.seq), "plain on B": got(pb).map((m) => m.seq) };
 
       // Seed style across nodes.
       const sa = await plain(A.url, "sam");
@@ -152,6 +162,8 @@ describe("plain websocket clients on two nodes (PostgreSQL + Redis)", { skip: PG
       assert.equal(pl.roomId, room);
       pa.send({ type: "members", roomId: room });
       assert.deepEqual((await pa.nextOf("members")).members.map((m) => m.userId), ["amy"]);
+      // §19: "their order are those of the room": both saw seq order.
+      assert.deepEqual(orders, { "plain on A": range(1, 6), "plain on B": range(1, 6) }, "the order the messages arrived in");
     } finally {
       closeClients();
       await nodes.stop();

@@ -21,6 +21,7 @@ import {
   sio,
   joinSio,
   collect,
+  nextWhere,
   api,
   closeClients,
   closedWithin,
@@ -48,7 +49,7 @@ describe("plain websocket clients beside Socket.IO (one server)", () => {
     await srv.stop();
   });
 
-  it("a plain client and a Socket.IO client in one room: the same messages, ids, seqs and order both ways, and the same history", async () => {
+  it("a plain client and a Socket.IO client in one room: the same messages, ids and seqs both ways, and the same history", async () => {
     const room = "mix";
     const alice = await plain(srv.url, "alice");
     const bob = await sio(srv.url, "bob");
@@ -80,10 +81,16 @@ describe("plain websocket clients beside Socket.IO (one server)", () => {
     const atAlice = roomMsgs();
     assert.equal(atAlice.length, 10, alice.summary());
     assert.equal(atBob.length, 10);
-    assert.deepEqual(atAlice.map((m) => m.seq), range(1, 10));
-    assert.deepEqual(atAlice.map(fromPlain), atBob.map(fromSio), "the same messages in the same order on both sides");
-    assert.deepEqual(atAlice.filter((m) => m.from === "alice").map((m) => m.content), range(0, 4).map((i) => `plain ${i}`));
-    assert.deepEqual(atAlice.filter((m) => m.from === "bob").map((m) => m.content), range(0, 4).map((i) => `sio ${i}`));
+    // Each message once on each side, the same fields on both (compared by
+    // seq: the order they arrive in is the next test's).
+    const bySeq = (list) => [...list].sort((x, y) => x.seq - y.seq);
+    assert.deepEqual(bySeq(atAlice).map((m) => m.seq), range(1, 10));
+    assert.deepEqual(bySeq(atAlice).map(fromPlain), bySeq(atBob).map(fromSio), "the same messages on both sides");
+    // Each sender's own messages arrive in the order it sent them.
+    for (const list of [atAlice.map(fromPlain), atBob.map(fromSio)]) {
+      assert.deepEqual(list.filter((m) => m.from === "alice").map((m) => m.content), range(0, 4).map((i) => `plain ${i}`));
+      assert.deepEqual(list.filter((m) => m.from === "bob").map((m) => m.content), range(0, 4).map((i) => `sio ${i}`));
+    }
     for (const [i, a] of pa.entries()) {
       const m = atAlice.find((m) => m.id === a.messageId);
       assert.ok(m, `ack ${JSON.stringify(a)} names a delivered message`);
@@ -105,7 +112,7 @@ describe("plain websocket clients beside Socket.IO (one server)", () => {
       assert.equal(typeof m.time, "number");
       assert.ok(Math.abs(m.time - Date.now()) < 60_000, `time ${m.time} is epoch ms`);
     }
-    // History: the same list from both kinds of client.
+    // History: the same list from both kinds of client, in seq order.
     const h = await alice.request({ type: "history", roomId: room });
     assert.equal(h.type, "ack", JSON.stringify(h));
     assert.equal(h.success, true);
@@ -113,7 +120,7 @@ describe("plain websocket clients beside Socket.IO (one server)", () => {
     assert.equal(sh.success, true);
     assert.equal(h.messages.length, 10);
     assert.deepEqual(h.messages.map(fromPlain), sh.messages.map(fromSio));
-    assert.deepEqual(h.messages.map(fromPlain), atAlice.map(fromPlain));
+    assert.deepEqual(h.messages.map(fromPlain), bySeq(atAlice).map(fromPlain));
     for (const m of h.messages) {
       hasFields(m, ROOM_MSG_FIELDS, "history entry");
       assert.ok(!("type" in m), `a history entry has no type: ${JSON.stringify(m)}`);
@@ -122,11 +129,49 @@ describe("plain websocket clients beside Socket.IO (one server)", () => {
     const before = alice.mark();
     alice.send({ type: "history", roomId: room, after: 5, limit: 3 });
     const page = await alice.nextOf("history");
-    assert.equal(page.roomId, room);
     assert.deepEqual(page.messages.map((m) => m.seq), [6, 7, 8]);
     const older = (await alice.request({ type: "history", roomId: room, before: 3 })).messages;
     assert.deepEqual(older.map((m) => m.seq), [1, 2]);
     await alice.none("ack", (m) => m.id === undefined, 100, before);
+    // §19: the answer without an id is { type: "history", roomId | withUserId, messages }.
+    assert.equal(page.roomId, room, `the history answer names its room: ${JSON.stringify({ ...page, messages: "…" })}`);
+  });
+
+  it("a plain client and a Socket.IO client see the room's messages in the same order, the room's (seq) order", async () => {
+    // Two senders (one plain, one Socket.IO) interleaved, a plain and a
+    // Socket.IO listener; ten rounds of ten messages.
+    const p = await plain(srv.url, "order-p");
+    const s = await sio(srv.url, "order-s");
+    const pl = await plain(srv.url, "order-pl");
+    const sl = await sio(srv.url, "order-sl");
+    const seen = [];
+    for (let r = 0; r < 10; r++) {
+      const room = `order-${r}`;
+      for (const c of [p, pl]) await joinPlain(c, room);
+      for (const c of [s, sl]) await joinSio(c, room);
+      const atS = collect(s, "chat:message");
+      const atSl = collect(sl, "chat:message");
+      const acks = [];
+      for (let i = 0; i < 5; i++) {
+        acks.push(p.request({ type: "room_msg", roomId: room, content: `p${i}` }));
+        acks.push(s.timeout(5000).emitWithAck("chat:send", { roomId: room, content: `s${i}` }));
+      }
+      for (const a of await Promise.all(acks)) assert.equal(a.success, true, JSON.stringify(a));
+      const inRoom = (c) => c.msgs.filter((m) => m.type === "room_msg" && m.roomId === room);
+      assert.ok(await until(() => inRoom(p).length === 10 && inRoom(pl).length === 10 && atS.length === 10 && atSl.length === 10));
+      seen.push({
+        "plain sender": inRoom(p).map((m) => m.seq),
+        "plain listener": inRoom(pl).map((m) => m.seq),
+        "Socket.IO sender": atS.map((m) => m.seq),
+        "Socket.IO listener": atSl.map((m) => m.seq),
+      });
+      s.off("chat:message");
+      sl.off("chat:message");
+    }
+    const differ = seen.filter((r) => new Set(Object.values(r).map(String)).size > 1);
+    const unordered = seen.filter((r) => Object.values(r).some((l) => l.join() !== range(1, 10).join()));
+    assert.equal(differ.length, 0, `${differ.length} of ${seen.length} rounds where the clients saw different orders: ${JSON.stringify(differ)}`);
+    assert.equal(unordered.length, 0, `${unordered.length} of ${seen.length} rounds delivered out of seq order: ${JSON.stringify(unordered)}`);
   });
 
   it("seed style: join + broadcast delivers { type: 'message', room, payload }; broadcast without a room is forbidden_room", async () => {
@@ -260,7 +305,7 @@ describe("plain websocket clients beside Socket.IO (one server)", () => {
     assert.equal((await pl).roomId, room);
 
     // A plain client that closes.
-    let left = next(bob, "room:user-left");
+    let left = nextWhere(bob, "room:user-left", (e) => e.userId === "alice");
     alice.ws.close(1000, "bye");
     assert.deepEqual(await left, { userId: "alice", roomId: room });
     assert.deepEqual((await bob.timeout(5000).emitWithAck("room:members", room)).members.map((m) => m.userId), ["bob"]);
@@ -271,10 +316,10 @@ describe("plain websocket clients beside Socket.IO (one server)", () => {
       ["erin", (c) => c.ws._socket.destroy()],
     ]) {
       const c = await plain(srv.url, sub);
-      const j = next(bob, "room:user-joined");
+      const j = nextWhere(bob, "room:user-joined", (e) => e.userId === sub);
       await joinPlain(c, room);
       assert.equal((await j).userId, sub);
-      left = next(bob, "room:user-left");
+      left = nextWhere(bob, "room:user-left", (e) => e.userId === sub);
       kill(c);
       assert.deepEqual(await left, { userId: sub, roomId: room });
       assert.deepEqual((await bob.timeout(5000).emitWithAck("room:members", room)).members.map((m) => m.userId), ["bob"], `${sub} is gone`);
@@ -284,7 +329,7 @@ describe("plain websocket clients beside Socket.IO (one server)", () => {
     const frank = await plain(srv.url, "frank");
     frank.send({ type: "join", room });
     await frank.nextOf("joined");
-    left = next(bob, "room:user-left");
+    left = nextWhere(bob, "room:user-left", (e) => e.userId === "frank");
     frank.send({ type: "leave", room });
     assert.equal((await frank.nextOf("left")).roomId, room);
     assert.deepEqual(await left, { userId: "frank", roomId: room });
@@ -459,8 +504,9 @@ describe("plain websocket clients beside Socket.IO (one server)", () => {
     assert.deepEqual(sh.messages.map((m) => m.id), h.messages.map((m) => m.id));
     a.send({ type: "history", withUserId: "pm-b", after: 3 });
     const page = await a.nextOf("history");
-    assert.equal(page.withUserId, "pm-b");
     assert.deepEqual(page.messages.map((m) => m.seq), [4, 5, 6]);
+    // §19: the answer without an id is { type: "history", roomId | withUserId, messages }.
+    assert.equal(page.withUserId, "pm-b", `the history answer names the conversation: ${JSON.stringify({ ...page, messages: "…" })}`);
   });
 
   it("authentication: ?token=, a Bearer header, a first auth message; refusals close with 4001 and the reason", async () => {
