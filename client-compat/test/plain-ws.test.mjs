@@ -133,6 +133,9 @@ describe("plain websocket clients beside Socket.IO (one server)", () => {
     const older = (await alice.request({ type: "history", roomId: room, before: 3 })).messages;
     assert.deepEqual(older.map((m) => m.seq), [1, 2]);
     await alice.none("ack", (m) => m.id === undefined, 100, before);
+    // A request with an id is answered by its ack alone.
+    assert.equal(alice.msgs.filter((m) => m.type === "joined").length, 0, "join_room with an id: no `joined` besides the ack");
+    assert.equal(alice.msgs.filter((m) => m.type === "history").length, 1, "history with an id: no `history` besides the ack");
     // §19: the answer without an id is { type: "history", roomId | withUserId, messages }.
     assert.equal(page.roomId, room, `the history answer names its room: ${JSON.stringify({ ...page, messages: "…" })}`);
   });
@@ -1019,18 +1022,20 @@ describe("plain websocket clients: hostile and broken clients", () => {
     }
   });
 
-  it("--no-plain-websocket turns /ws off (404)", async () => {
-    const srv = await startServer(undefined, undefined, ["--no-plain-websocket"]);
-    try {
-      const c = plainClient(srv.url, { token: tokenOf("alice") });
-      await assert.rejects(c.opened);
-      assert.match(c.error?.message ?? "", /Unexpected server response: 404/);
-      const r = await fetch(`${srv.url}/ws`);
-      assert.equal(r.status, 404);
-      await sio(srv.url, "alice");
-    } finally {
-      closeClients();
-      await srv.stop();
-    }
-  });
+  for (const flags of [["--no-plain-websocket"], ["--parser", "msgpack"]]) {
+    it(`${flags.join(" ")} turns /ws off (404)`, async () => {
+      const srv = await startServer(undefined, undefined, flags);
+      try {
+        const c = plainClient(srv.url, { token: tokenOf("alice") });
+        await assert.rejects(c.opened);
+        assert.match(c.error?.message ?? "", /Unexpected server response: 404/);
+        const r = await fetch(`${srv.url}/ws`);
+        assert.equal(r.status, 404);
+        if (flags[0] === "--no-plain-websocket") await sio(srv.url, "alice");
+      } finally {
+        closeClients();
+        await srv.stop();
+      }
+    });
+  }
 });
