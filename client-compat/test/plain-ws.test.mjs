@@ -624,6 +624,31 @@ describe("plain websocket clients beside Socket.IO (one server)", () => {
     assert.deepEqual(await closedWithin(bob, 5000), { code: 1000, reason: "disconnected by the server" });
   });
 
+  it("a backend's emit with ackTimeoutMs: the event carries an ackId, and event_ack's data is the backend's answer", async () => {
+    const c = await plain(srv.url, "acker");
+    const pending = api(srv.url, "/api/users/acker/emit", { event: "confirm", data: { order: 7 }, ackTimeoutMs: 5000 });
+    const ev = await c.nextOf("event", (m) => m.event === "confirm");
+    assert.deepEqual(ev.data, { order: 7 });
+    assert.ok(ev.ackId !== undefined && ev.ackId !== null, JSON.stringify(ev));
+    c.send({ type: "event_ack", ackId: ev.ackId, data: { ok: true } });
+    const r = await pending;
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.deepEqual(r.body, { acks: [{ ok: true }] });
+    // The same ackId again, or one never sent: invalid_payload.
+    for (const ackId of [ev.ackId, typeof ev.ackId === "number" ? 987654321 : "no-such-ack"]) {
+      const e = await c.request({ type: "event_ack", ackId, data: 1 });
+      assert.deepEqual([e.type, e.code], ["error", "invalid_payload"], JSON.stringify(e));
+    }
+    // Without ackTimeoutMs, no ackId; without an answer, the backend's 504.
+    assert.equal((await api(srv.url, "/api/users/acker/emit", { event: "fyi", data: 1 })).status, 202);
+    const fyi = await c.nextOf("event", (m) => m.event === "fyi");
+    assert.ok(!("ackId" in fyi), JSON.stringify(fyi));
+    const unanswered = await api(srv.url, "/api/users/acker/emit", { event: "confirm", data: 2, ackTimeoutMs: 300 });
+    assert.equal(unanswered.status, 504, JSON.stringify(unanswered.body));
+    assert.equal(unanswered.body.code, "ack_timeout");
+    assert.ok(c.isOpen());
+  });
+
   it("application ping: { type: 'ping', ts } gets { type: 'pong', ts, serverTs }", async () => {
     const c = await plain(srv.url, "pinger");
     c.send({ type: "ping", ts: 123 });
@@ -746,23 +771,39 @@ describe("plain websocket clients and the backend's hooks", () => {
 });
 
 describe("plain websocket clients: hostile and broken clients", () => {
-  it("a message over --max-payload-bytes is closed with 1009; the server carries on", async () => {
+  it("a message over --max-payload-bytes is closed with 1009; one over 65,536 bytes gets too_large; the server carries on", async () => {
     const srv = await startServer(undefined, undefined, ["--max-payload-bytes", "100000"]);
     try {
       const bystander = await plain(srv.url, "bystander");
       const c = await plain(srv.url, "mallory");
       c.sendRaw(JSON.stringify({ type: "room_msg", roomId: "r", content: "x".repeat(150_000) }));
       assert.deepEqual(await closedWithin(c, 5000), { code: 1009, reason: "message larger than 100000 bytes" });
-      // Just under the limit is a message like another (content too long: too_large).
+      // Within --max-payload-bytes: 65,536 bytes is a request like another
+      // (its content is over --max-message-chars), one byte more is refused
+      // whole; the connection stays.
       const d = await plain(srv.url, "mallory");
       await joinPlain(d, "r");
-      const e = await d.request({ type: "room_msg", roomId: "r", content: "x".repeat(90_000) });
-      assert.equal(e.type, "error");
-      assert.equal(e.code, "too_large");
+      const sized = (id, bytes) => {
+        const base = JSON.stringify({ type: "room_msg", roomId: "r", id, content: "" });
+        const text = JSON.stringify({ type: "room_msg", roomId: "r", id, content: "x".repeat(bytes - base.length) });
+        assert.equal(Buffer.byteLength(text), bytes);
+        return text;
+      };
+      d.sendRaw(sized(100, 65_536));
+      const atLimit = await d.nextOf("error", (m) => m.id === 100);
+      assert.equal(atLimit.code, "too_large", JSON.stringify(atLimit));
+      assert.doesNotMatch(atLimit.message, /65536 bytes/, "refused for its content, not its size");
+      d.sendRaw(sized(101, 65_537));
+      const over = await d.nextOf("error", (m) => m.code === "too_large" && /65536 bytes/.test(m.message));
+      d.send({ type: "ping", ts: "after" });
+      await d.nextOf("pong", (m) => m.ts === "after");
+      assert.ok(d.isOpen());
       assert.ok((await fetch(`${srv.url}/healthz`)).ok);
       bystander.send({ type: "ping", ts: 1 });
       await bystander.nextOf("pong", (m) => m.ts === 1);
       assert.ok(bystander.isOpen());
+      // §19: "A request with an id is answered by exactly one message: ... { type: "error", id, code, message }".
+      assert.equal(over.id, 101, `the too_large refusal of request 101 carries its id: ${JSON.stringify(over)}`);
     } finally {
       closeClients();
       await srv.stop();
