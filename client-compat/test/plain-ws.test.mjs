@@ -1063,20 +1063,24 @@ describe("plain websocket clients: hostile and broken clients", () => {
     }
   });
 
-  for (const flags of [["--no-plain-websocket"], ["--parser", "msgpack"]]) {
-    it(`${flags.join(" ")} turns /ws off (404)`, async () => {
+  it("/ws is on by default; --no-plain-websocket and --parser msgpack turn it off (404)", async () => {
+    for (const flags of [[], ["--no-plain-websocket"], ["--parser", "msgpack"]]) {
       const srv = await startServer(undefined, undefined, flags);
       try {
+        if (flags.length === 0) {
+          await plain(srv.url, "alice");
+          continue;
+        }
         const c = plainClient(srv.url, { token: tokenOf("alice") });
         await assert.rejects(c.opened);
-        assert.match(c.error?.message ?? "", /Unexpected server response: 404/);
+        assert.match(c.error?.message ?? "", /Unexpected server response: 404/, flags.join(" "));
         const r = await fetch(`${srv.url}/ws`);
-        assert.equal(r.status, 404);
+        assert.equal(r.status, 404, flags.join(" "));
         if (flags[0] === "--no-plain-websocket") await sio(srv.url, "alice");
       } finally {
         closeClients();
         await srv.stop();
       }
-    });
-  }
+    }
+  });
 });
