@@ -252,20 +252,23 @@ impl Hub {
             }
             None => ("system".to_string(), "System".to_string()),
         };
-        let stored = self
-            .ctx
-            .store
-            .append(NewMessage {
-                conversation: Conversation::room(ns, room),
-                sender_id,
-                sender_name,
-                to_user_id: None,
-                content,
-                kind: "text".into(),
-                client_msg_id: None,
-            })
-            .await?;
+        let conversation = Conversation::room(ns, room);
+        let key = conversation.key();
+        let msg = NewMessage {
+            conversation,
+            sender_id,
+            sender_name,
+            to_user_id: None,
+            content,
+            kind: "text".into(),
+            client_msg_id: None,
+        };
+        let store = &self.ctx.store;
+        let (pending, mut turn) = self.ctx.delivery_order.append(key, || store.append(msg));
+        let stored = pending.await?;
         let m = stored.message().clone();
+        // After the messages appended before it in the room (realtime::order).
+        turn.wait().await;
         crate::metrics::event_out("chat:message");
         let audience = Audience::rooms([room]);
         match crate::realtime::positions::offset_of(&self.ctx, ns, &m) {

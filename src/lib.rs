@@ -173,6 +173,7 @@ impl Switchboard {
             namespaces: realtime::namespaces::DynNamespaces::new(&namespace_patterns(&config)),
             limits: realtime::limits::Limits::new(&config),
             expiries: realtime::expiry::Expiries::new(config.auth_expiry_warning_secs),
+            delivery_order: Default::default(),
             admin: realtime::admin::Admin::new(&config),
             user_conns: realtime::user_conns::UserConns::new(config.max_connections_per_user),
             config: config.clone(),

@@ -166,10 +166,16 @@ async fn first_auth(outer: &mut WebSocket, within: Duration) -> Result<String, E
         )
     };
     match first {
-        Some(Ok(Message::Text(t))) => match protocol::parse(t.as_str()).request {
-            Ok(Request::Auth(token)) => Ok(token),
-            _ => Err(expected()),
-        },
+        Some(Ok(Message::Text(t))) => {
+            let parsed = protocol::parse(t.as_str());
+            match parsed.request {
+                Ok(Request::Auth(token)) => Ok(token),
+                _ if parsed.kind.as_deref() == Some("auth") => {
+                    Err(End::new(CLOSE_UNAUTHORIZED, "Unauthorized: missing token"))
+                }
+                _ => Err(expected()),
+            }
+        }
         _ => Err(expected()),
     }
 }
@@ -369,18 +375,20 @@ impl Bridge {
         outer: &mut WebSocket,
         inner: &mut WebSocketStream<DuplexStream>,
     ) -> Result<(), Option<End>> {
+        let parsed = protocol::parse(text);
+        let kind = parsed.kind.clone().unwrap_or_default();
+        // Read first (the websocket already bounds it), so that the refusal
+        // carries the request's id.
         if text.len() > MAX_REQUEST_BYTES {
             let message = format!("a request is at most {MAX_REQUEST_BYTES} bytes");
             let r = Refusal {
-                id: None,
-                kind: None,
+                id: parsed.id.as_ref(),
+                kind: parsed.kind.as_deref(),
                 code: "too_large",
                 message,
             };
             return self.refuse_here(r, outer).await;
         }
-        let parsed = protocol::parse(text);
-        let kind = parsed.kind.clone().unwrap_or_default();
         let (event, data, answer) = match parsed.request {
             Ok(Request::Emit {
                 event,

@@ -41,7 +41,8 @@ pub enum Answer {
     Silent,
     Joined(String, Style),
     Left(String),
-    History,
+    /// `history`, with what it was asked for (`roomId` or `withUserId`).
+    History(Map<String, Value>),
     Members,
     Refreshed,
 }
@@ -200,7 +201,11 @@ fn request(kind: &str, mut msg: Map<String, Value>) -> Result<Request, Refused> 
                     data.insert(key.into(), v);
                 }
             }
-            emit("chat:history", Value::Object(data), Answer::History)
+            let asked = ["roomId", "withUserId"]
+                .iter()
+                .filter_map(|k| data.get(*k).map(|v| (k.to_string(), v.clone())))
+                .collect();
+            emit("chat:history", Value::Object(data), Answer::History(asked))
         }
         "members" => {
             let room = room_of(&mut msg)?;
@@ -292,7 +297,11 @@ pub fn answer(id: Option<&Value>, kind: &str, answer: &Answer, ack: Value) -> Op
         Answer::Silent => return None,
         Answer::Joined(..) => ("joined", ack),
         Answer::Left(..) => ("left", ack),
-        Answer::History => ("history", ack),
+        Answer::History(asked) => {
+            let mut ack = ack;
+            ack.extend(asked.clone());
+            ("history", ack)
+        }
         Answer::Members => ("members", ack),
         Answer::Refreshed => ("token_refreshed", ack),
     };
@@ -400,6 +409,20 @@ mod tests {
             "invalid_payload"
         );
         assert_eq!(parse(r#"{"type":"ping","id":7}"#).id, Some(json!(7)));
+    }
+
+    #[test]
+    fn history_answers_say_what_was_asked() {
+        let (_, _, asked) = emit(r#"{"type":"history","withUserId":"bob"}"#);
+        assert_eq!(
+            answer(
+                None,
+                "history",
+                &asked,
+                json!({"success": true, "messages": []})
+            ),
+            Some(json!({"type":"history","withUserId":"bob","messages":[]}))
+        );
     }
 
     #[test]

@@ -125,7 +125,9 @@ pub fn store_then<A, F, Fut>(
     F: FnOnce(Arc<Session<A>>, SocketRef<A>, Message) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    let pending = session.ctx.store.append(msg);
+    let store = &session.ctx.store;
+    let key = msg.conversation.key();
+    let (pending, mut turn) = session.ctx.delivery_order.append(key, || store.append(msg));
     let (prev, done) = session.chain();
     let session = session.clone();
     let socket = socket.clone();
@@ -143,8 +145,10 @@ pub fn store_then<A, F, Fut>(
                     seq: m.seq,
                 };
                 if let Appended::New(m) = stored {
+                    turn.wait().await;
                     deliver(session, socket, m).await;
                 }
+                drop(turn);
                 reply::ok(ack, &ack_body);
             }
             Err(e) => {

@@ -15,6 +15,7 @@ pub mod limits;
 pub mod messages;
 pub mod namespaces;
 pub mod online;
+pub mod order;
 pub mod patterns;
 pub mod positions;
 pub mod private;
@@ -74,6 +75,8 @@ pub struct Ctx {
     pub limits: limits::Limits,
     /// Token deadlines of the sockets.
     pub expiries: Arc<expiry::Expiries>,
+    /// Each conversation's messages delivered in seq order (`order`).
+    pub delivery_order: Arc<order::DeliveryOrder>,
     /// The Admin UI, with `--admin-ui` only.
     pub admin: Option<Arc<admin::Admin>>,
     /// Connections per user (`--max-connections-per-user`).

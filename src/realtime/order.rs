@@ -1,0 +1,105 @@
+//! A conversation's messages delivered in seq order on this node.
+//!
+//! A message takes its seq when it is appended (`MessageStore::append`), but
+//! becomes durable and is delivered by a task of its own, and those tasks
+//! finish in any order: two sockets sending to one room at once had their
+//! messages reach listeners out of seq order (and listeners disagree), so a
+//! client catching up with `after: <last seq seen>` could skip some. Here
+//! each message takes a turn when it is appended, under one lock, and waits
+//! for the turn before it in the same conversation before it is delivered.
+//! Every wait is on a message appended earlier, so nothing waits in a circle.
+//! Messages appended on other nodes keep the order of their own node.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+/// The last turn taken in each conversation that has one in flight.
+#[derive(Debug, Default)]
+pub struct DeliveryOrder {
+    last: Mutex<HashMap<String, (u64, oneshot::Receiver<()>)>>,
+    next_id: AtomicU64,
+}
+
+/// One message's place in its conversation's delivery order: ends (and lets
+/// the next one go) when dropped.
+#[derive(Debug)]
+pub struct Turn {
+    prev: Option<oneshot::Receiver<()>>,
+    _done: oneshot::Sender<()>,
+    key: String,
+    id: u64,
+    order: Arc<DeliveryOrder>,
+}
+
+impl DeliveryOrder {
+    /// Runs `append` (which fixes the message's seq) and takes the message's
+    /// turn in conversation `key`, both under one lock, so that turns follow
+    /// seq order.
+    pub fn append<T>(self: &Arc<Self>, key: String, append: impl FnOnce() -> T) -> (T, Turn) {
+        let (done, next) = oneshot::channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let appended = append();
+        let prev = last.insert(key.clone(), (id, next)).map(|(_, rx)| rx);
+        drop(last);
+        let turn = Turn {
+            prev,
+            _done: done,
+            key,
+            id,
+            order: self.clone(),
+        };
+        (appended, turn)
+    }
+
+    /// Conversations with a message in flight (tests).
+    pub fn in_flight(&self) -> usize {
+        self.last.lock().map(|l| l.len()).unwrap_or(0)
+    }
+}
+
+impl Turn {
+    /// Resolves once every message appended before this one in the same
+    /// conversation has been delivered (or given up).
+    pub async fn wait(&mut self) {
+        if let Some(prev) = self.prev.take() {
+            let _ = prev.await;
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        // Dropping `_done` lets the next turn go; the entry goes with the
+        // last turn, so idle conversations cost nothing.
+        let mut last = self.order.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
+            last.remove(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn turns_follow_append_order_per_conversation() {
+        let order = Arc::new(DeliveryOrder::default());
+        let (_, mut a1) = order.append("a".into(), || ());
+        let (_, mut b1) = order.append("b".into(), || ());
+        let (_, mut a2) = order.append("a".into(), || ());
+        // Another conversation does not wait; the second of "a" waits for the first.
+        b1.wait().await;
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), a2.wait()).await;
+        assert!(waiting.is_err(), "a2 went before a1");
+        a1.wait().await;
+        drop(a1);
+        a2.wait().await;
+        drop((a2, b1));
+        assert_eq!(order.in_flight(), 0);
+    }
+}
