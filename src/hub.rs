@@ -233,7 +233,23 @@ impl Hub {
 
     /// Stores a chat message in `room` (as `sender`, or the system) and
     /// broadcasts it as `chat:message`.
+    /// Runs in a task of its own: an HTTP client that hangs up cannot leave
+    /// a stored message undelivered (or its room's later messages waiting).
     pub async fn post_message(
+        &self,
+        ns: &str,
+        room: &str,
+        content: Value,
+        sender: Option<(String, Option<String>)>,
+    ) -> Result<Message, HubError> {
+        let hub = self.clone();
+        let (ns, room) = (ns.to_string(), room.to_string());
+        tokio::spawn(async move { hub.post_message_now(&ns, &room, content, sender).await })
+            .await
+            .map_err(|e| HubError::Delivery(e.to_string()))?
+    }
+
+    async fn post_message_now(
         &self,
         ns: &str,
         room: &str,

@@ -649,6 +649,18 @@ describe("plain websocket clients beside Socket.IO (one server)", () => {
     assert.ok(c.isOpen());
   });
 
+  it("an auth message with an id gets its ack after connected (ping frames before it do not count); a client's close is answered with its code", async () => {
+    const c = plainClient(srv.url, {});
+    await c.opened;
+    c.ws.ping();
+    c.send({ type: "auth", token: tokenOf("closer"), id: "a-1" });
+    assert.equal((await c.nextOf("connected")).userId, "closer");
+    const ack = await c.nextOf("ack", (m) => m.id === "a-1");
+    assert.equal(ack.success, true);
+    c.ws.close(4321, "bye");
+    assert.deepEqual(await closedWithin(c, 3000), { code: 4321, reason: "bye" });
+  });
+
   it("application ping: { type: 'ping', ts } gets { type: 'pong', ts, serverTs }", async () => {
     const c = await plain(srv.url, "pinger");
     c.send({ type: "ping", ts: 123 });

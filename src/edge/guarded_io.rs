@@ -112,10 +112,6 @@ impl ConnHandle {
         self.0.bridged.store(true, Ordering::Release);
     }
 
-    pub fn is_bridged(&self) -> bool {
-        self.0.bridged.load(Ordering::Acquire)
-    }
-
     /// How long writes have been blocked (the peer is not reading), if they are.
     pub fn write_blocked_for(&self) -> Option<Duration> {
         match self.0.blocked_since_ms.load(Ordering::Acquire) {

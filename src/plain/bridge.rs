@@ -11,7 +11,7 @@
 //! slow-consumer rules close the client's websocket (its [`ConnHandle`] is
 //! the socket's connection).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,6 +73,31 @@ pub struct Settings {
     pub read_buffer: usize,
 }
 
+/// In the extensions of a bridged socket's request: its client is a plain
+/// one (connection state recovery leaves it out).
+#[derive(Debug, Clone, Copy)]
+pub struct Bridged;
+
+/// Longest a write to the client may take before it is closed as a slow
+/// consumer (the server's stall watcher usually closes it first).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends one message to the client, within `WRITE_TIMEOUT`. `Err(None)`:
+/// the client is gone; `Err(Some(_))`: it does not read.
+async fn send_out(outer: &mut WebSocket, msg: Message) -> Result<(), Option<End>> {
+    match timeout(WRITE_TIMEOUT, outer.send(msg)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(None),
+        Err(_) => Err(Some(End::new(
+            crate::edge::ws_frames::CLOSE_POLICY,
+            SLOW_CONSUMER,
+        ))),
+    }
+}
+
+/// The reason a client that does not read is closed with (as a Socket.IO one).
+const SLOW_CONSUMER: &str = "slow consumer: reconnect and catch up with chat:history";
+
 /// Who connects, as the upgrade request said.
 pub struct Client {
     pub token: Option<String>,
@@ -93,10 +118,10 @@ impl End {
 /// Serves one plain client until either side ends.
 pub async fn serve(mut outer: WebSocket, open: Open, settings: Settings, client: Client) {
     let ns = client.namespace.clone();
-    let token = match client.token.clone() {
-        Some(t) => t,
+    let (token, auth_id) = match client.token.clone() {
+        Some(t) => (t, None),
         None => match first_auth(&mut outer, settings.connect_timeout).await {
-            Ok(t) => t,
+            Ok(first) => first,
             Err(end) => return close(outer, end).await,
         },
     };
@@ -106,6 +131,7 @@ pub async fn serve(mut outer: WebSocket, open: Open, settings: Settings, client:
     if let Some(addr) = client.addr {
         req.extensions_mut().insert(addr);
     }
+    req.extensions_mut().insert(Bridged);
     if let Some(conn) = &client.conn {
         conn.mark_bridged();
         req.extensions_mut().insert(conn.clone());
@@ -124,7 +150,12 @@ pub async fn serve(mut outer: WebSocket, open: Open, settings: Settings, client:
     }
     let (user, name) = claims(&token);
     let hello = json!({ "type": "connected", "userId": user, "name": name, "namespace": ns });
-    if outer.send(text(&hello)).await.is_err() {
+    let mut greeting = send_out(&mut outer, text(&hello)).await;
+    if let (Ok(()), Some(id)) = (&greeting, auth_id) {
+        let ack = json!({ "type": "ack", "id": id, "success": true });
+        greeting = send_out(&mut outer, text(&ack)).await;
+    }
+    if greeting.is_err() {
         let _ = inner.send(Inner::text(events::disconnect(&ns))).await;
         return;
     }
@@ -149,8 +180,20 @@ pub async fn serve(mut outer: WebSocket, open: Open, settings: Settings, client:
 
 /// Waits for `{ type: "auth", token }`, the first message of a client
 /// that gave no token in the URL.
-async fn first_auth(outer: &mut WebSocket, within: Duration) -> Result<String, End> {
-    let first = timeout(within, outer.next()).await.map_err(|_| {
+async fn first_auth(
+    outer: &mut WebSocket,
+    within: Duration,
+) -> Result<(String, Option<Value>), End> {
+    // Ping and pong frames are not messages: the first message is awaited.
+    let first = async {
+        loop {
+            match outer.next().await {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => return other,
+            }
+        }
+    };
+    let first = timeout(within, first).await.map_err(|_| {
         End::new(
             CLOSE_UNAUTHORIZED,
             format!(
@@ -169,7 +212,7 @@ async fn first_auth(outer: &mut WebSocket, within: Duration) -> Result<String, E
         Some(Ok(Message::Text(t))) => {
             let parsed = protocol::parse(t.as_str());
             match parsed.request {
-                Ok(Request::Auth(token)) => Ok(token),
+                Ok(Request::Auth(token)) => Ok((token, parsed.id)),
                 _ if parsed.kind.as_deref() == Some("auth") => {
                     Err(End::new(CLOSE_UNAUTHORIZED, "Unauthorized: missing token"))
                 }
@@ -285,13 +328,15 @@ struct Bridge {
     /// Rooms joined with `join`: their messages take the `message` shape.
     message_style: HashSet<String>,
     /// Acks a backend waits for from this client.
-    server_acks: HashSet<u64>,
+    server_acks: VecDeque<u64>,
     /// The reason of the last `server:closing`.
     closing: Option<String>,
     /// Refusals made here: a token bucket, and refusals once it is empty.
     tokens: f64,
     refilled: Instant,
     rate_refusals: u32,
+    /// When the current 10 s window of `rate_refusals` began.
+    refusals_since: Instant,
     /// When the next ping frame is due, or when the one sent expires.
     ping_at: Instant,
     awaiting_pong: bool,
@@ -305,11 +350,12 @@ impl Bridge {
             next_ack: 0,
             pending: HashMap::new(),
             message_style: HashSet::new(),
-            server_acks: HashSet::new(),
+            server_acks: VecDeque::new(),
             closing: None,
             tokens: f64::from(settings.event_burst),
             refilled: now,
             rate_refusals: 0,
+            refusals_since: now,
             ping_at: now + settings.ping_interval,
             awaiting_pong: false,
             settings,
@@ -343,7 +389,12 @@ impl Bridge {
                         }
                     }
                     Some(Ok(Message::Ping(_))) => {}
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+                    // The close answered (tungstenite queued it) before the bridge ends.
+                    Some(Ok(Message::Close(_))) => {
+                        let _ = timeout(Duration::from_secs(1), outer.flush()).await;
+                        return None;
+                    }
+                    Some(Err(_)) | None => return None,
                 },
                 frame = inner.next() => match frame {
                     Some(Ok(Inner::Text(f))) => {
@@ -358,8 +409,8 @@ impl Bridge {
                     if self.awaiting_pong {
                         return Some(End::new(CLOSE_PING_TIMEOUT, "ping timeout"));
                     }
-                    if outer.send(Message::Ping(Default::default())).await.is_err() {
-                        return None;
+                    if let Err(end) = send_out(outer, Message::Ping(Default::default())).await {
+                        return end;
                     }
                     self.awaiting_pong = true;
                     self.ping_at = Instant::now() + self.settings.ping_timeout;
@@ -399,7 +450,8 @@ impl Bridge {
                 ("auth:refresh", json!({ "token": token }), Answer::Refreshed)
             }
             Ok(Request::AnswerServer(ack, data)) => {
-                if self.server_acks.remove(&ack) {
+                if let Some(at) = self.server_acks.iter().position(|a| *a == ack) {
+                    self.server_acks.remove(at);
                     let frame = events::ack(&self.ns, ack, &data);
                     return inner.send(Inner::text(frame)).await.map_err(|_| gone());
                 }
@@ -442,6 +494,17 @@ impl Bridge {
                 )
                 .await;
         }
+        // A room's messages take the join's shape from the join on: one can
+        // arrive before the join's ack.
+        match &answer {
+            Answer::Joined(room, Style::Message) => {
+                self.message_style.insert(room.clone());
+            }
+            Answer::Joined(room, Style::RoomMsg) => {
+                self.message_style.remove(room);
+            }
+            _ => {}
+        }
         self.next_ack += 1;
         let ack = self.next_ack;
         self.pending.insert(
@@ -472,19 +535,24 @@ impl Bridge {
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
         } else {
+            // Counted within 10 s, as the socket's refusals are.
+            if now.duration_since(self.refusals_since) > Duration::from_secs(10) {
+                self.refusals_since = now;
+                self.rate_refusals = 0;
+            }
             self.rate_refusals += 1;
             if self.rate_refusals > self.settings.max_rate_refusals {
                 crate::metrics::limit_hit("events_per_sec");
                 let closing =
                     json!({ "type": "system", "event": "closing", "reason": "rate_limited" });
-                let _ = outer.send(text(&closing)).await;
+                let _ = send_out(outer, text(&closing)).await;
                 return Err(Some(End::new(1008, "rate_limited")));
             }
             r.code = "rate_limited";
             r.message = "too many messages that could not be read".into();
         }
         let error = protocol::error_value(r.id, r.kind, json!(r.code), json!(r.message));
-        outer.send(text(&error)).await.map_err(|_| None)
+        send_out(outer, text(&error)).await
     }
 
     /// One packet of the socket. `Err` ends the bridge.
@@ -518,13 +586,16 @@ impl Bridge {
                 }
                 let styles = &self.message_style;
                 let mut msg = events::to_plain(&name, args, |room| styles.contains(room));
-                if let Some(ack) = ack
-                    && self.server_acks.len() < MAX_SERVER_ACKS
-                {
-                    self.server_acks.insert(ack);
+                if let Some(ack) = ack {
+                    // The oldest unanswered one is given up (its backend has
+                    // timed out by now, or soon will).
+                    if self.server_acks.len() >= MAX_SERVER_ACKS {
+                        self.server_acks.pop_front();
+                    }
+                    self.server_acks.push_back(ack);
                     msg["ackId"] = json!(ack);
                 }
-                outer.send(text(&msg)).await.map_err(|_| None)
+                send_out(outer, text(&msg)).await
             }
             Packet::Ack { id, mut args } => {
                 let Some(p) = self.pending.remove(&id) else {
@@ -536,20 +607,18 @@ impl Bridge {
                     args.swap_remove(0)
                 };
                 let success = ack.get("success") != Some(&Value::Bool(false));
-                if success {
-                    match &p.answer {
-                        Answer::Joined(room, Style::Message) => {
-                            self.message_style.insert(room.clone());
-                        }
-                        Answer::Joined(room, Style::RoomMsg) | Answer::Left(room) => {
-                            self.message_style.remove(room);
-                        }
-                        _ => {}
+                match &p.answer {
+                    Answer::Joined(room, Style::Message) if !success => {
+                        self.message_style.remove(room);
                     }
+                    Answer::Left(room) if success => {
+                        self.message_style.remove(room);
+                    }
+                    _ => {}
                 }
                 let reply = protocol::answer(p.id.as_ref(), &p.kind, &p.answer, ack);
                 if let Some(reply) = reply {
-                    outer.send(text(&reply)).await.map_err(|_| None)?;
+                    send_out(outer, text(&reply)).await?;
                 }
                 if success {
                     crate::metrics::acks_written(1);

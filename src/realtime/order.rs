@@ -28,7 +28,7 @@ pub struct DeliveryOrder {
 #[derive(Debug)]
 pub struct Turn {
     prev: Option<oneshot::Receiver<()>>,
-    _done: oneshot::Sender<()>,
+    done: Option<oneshot::Sender<()>>,
     key: String,
     id: u64,
     order: Arc<DeliveryOrder>,
@@ -47,7 +47,7 @@ impl DeliveryOrder {
         drop(last);
         let turn = Turn {
             prev,
-            _done: done,
+            done: Some(done),
             key,
             id,
             order: self.clone(),
@@ -64,20 +64,44 @@ impl DeliveryOrder {
 impl Turn {
     /// Resolves once every message appended before this one in the same
     /// conversation has been delivered (or given up).
+    /// Cancel-safe: a wait dropped half way keeps the turn waiting.
     pub async fn wait(&mut self) {
-        if let Some(prev) = self.prev.take() {
+        if let Some(prev) = self.prev.as_mut() {
             let _ = prev.await;
+            self.prev = None;
+        }
+    }
+}
+
+impl DeliveryOrder {
+    /// A turn is over: the next one may go; the entry goes with the last
+    /// turn, so idle conversations cost nothing.
+    fn finish(&self, key: &str, id: u64, done: Option<oneshot::Sender<()>>) {
+        drop(done);
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.get(key).is_some_and(|(last_id, _)| *last_id == id) {
+            last.remove(key);
         }
     }
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        // Dropping `_done` lets the next turn go; the entry goes with the
-        // last turn, so idle conversations cost nothing.
-        let mut last = self.order.last.lock().unwrap_or_else(|p| p.into_inner());
-        if last.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
-            last.remove(&self.key);
+        let done = self.done.take();
+        match (self.prev.take(), tokio::runtime::Handle::try_current()) {
+            // Ended before its own turn came (a duplicate, a failed append,
+            // a cancelled request): the next one must still wait for the
+            // one before this.
+            (Some(prev), Ok(runtime)) => {
+                let order = self.order.clone();
+                let key = std::mem::take(&mut self.key);
+                let id = self.id;
+                runtime.spawn(async move {
+                    let _ = prev.await;
+                    order.finish(&key, id, done);
+                });
+            }
+            _ => self.order.finish(&self.key, self.id, done),
         }
     }
 }
@@ -100,6 +124,24 @@ mod tests {
         drop(a1);
         a2.wait().await;
         drop((a2, b1));
+        assert_eq!(order.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_turn_dropped_early_still_keeps_the_order() {
+        let order = Arc::new(DeliveryOrder::default());
+        let (_, mut a1) = order.append("a".into(), || ());
+        let (_, duplicate) = order.append("a".into(), || ());
+        let (_, mut a3) = order.append("a".into(), || ());
+        // The one in the middle ends without waiting for a1.
+        drop(duplicate);
+        let early = tokio::time::timeout(std::time::Duration::from_millis(50), a3.wait()).await;
+        assert!(early.is_err(), "a3 went before a1");
+        a1.wait().await;
+        drop(a1);
+        a3.wait().await;
+        drop(a3);
+        tokio::task::yield_now().await;
         assert_eq!(order.in_flight(), 0);
     }
 }

@@ -11,7 +11,7 @@ use socketioxide::extract::SocketRef;
 use socketioxide::socket::DisconnectReason;
 
 use super::session::{Job, Session};
-use crate::edge::guarded_io::ConnHandle;
+use crate::plain::bridge::Bridged;
 use crate::recovery::offset::Offset;
 use crate::recovery::written::Written;
 use crate::recovery::{Claim, Restored, SessionBody, new_pid};
@@ -45,8 +45,7 @@ pub async fn begin<A: Adapter>(s: &SocketRef<A>, auth: Option<&serde_json::Value
     };
     // A plain client's socket (`plain::bridge`) is never recovered: its
     // client catches up with history, so nothing is kept for it.
-    let bridged = s.req_parts().extensions.get::<ConnHandle>();
-    if bridged.is_some_and(ConnHandle::is_bridged) {
+    if s.req_parts().extensions.get::<Bridged>().is_some() {
         return;
     }
     let fresh = || (new_pid(), Written::default(), None, crate::store::now_ms());
