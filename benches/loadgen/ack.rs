@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::conn::{self, Ws};
 use crate::report::{GENERATOR_CPU_LIMIT, Meter, Results, hist, ms, ratio_line, round2};
-use crate::servers::{Kind, Server};
+use crate::servers::{Kind, Proto, Server};
 
 #[derive(Clone, Copy)]
 pub struct Step {
@@ -47,6 +47,7 @@ pub struct Opts {
 
 /// One connection: sends on its share of the schedule, matches acks.
 async fn sender(
+    proto: Proto,
     ws: Ws,
     i: usize,
     n: usize,
@@ -66,7 +67,7 @@ async fn sender(
                 Some(Ok(Message::Text(t))) => {
                     if t.as_str() == "2" {
                         if tx.send(Message::text("3")).await.is_err() { return; }
-                    } else if let Some(id) = conn::ack_id(t.as_str()) {
+                    } else if let Some((id, ok)) = proto.ack(t.as_str()) {
                         while let Some(&(pid, intended)) = pending.front() {
                             if pid > id { break; }
                             pending.pop_front();
@@ -74,7 +75,7 @@ async fn sender(
                                 let us = intended.elapsed().as_micros() as u64;
                                 let _ = sh.hist.borrow_mut().record(us.max(1));
                                 sh.acked.set(sh.acked.get() + 1);
-                                if !t.as_str().contains("\"success\":true") {
+                                if !ok {
                                     sh.failed.set(sh.failed.get() + 1);
                                 }
                             }
@@ -95,7 +96,11 @@ async fn sender(
             () = sleep_until(wake.unwrap_or_else(Instant::now).into()), if wake.is_some() => {
                 let (t, period, end) = sched.unwrap();
                 let from = conn::latency_origin(t);
-                if tx.send(conn::chat_send(next_id, &room, "x")).await.is_err() { return; }
+                // The seed's only answer is the sender's own copy: its
+                // payload carries the id.
+                let id = next_id.to_string();
+                let content = if proto == Proto::Seed { id.as_str() } else { "x" };
+                if tx.send(proto.send(next_id, &room, content)).await.is_err() { return; }
                 pending.push_back((next_id, from));
                 next_id += 1;
                 sh.sent.set(sh.sent.get() + 1);
@@ -119,7 +124,9 @@ pub async fn ladder(
     let addr = server.addr;
     let mut conns = Vec::with_capacity(n);
     let token = |i| conn::token(&format!("acker{i}"));
-    conn::ramp(
+    let proto = server.kind.proto();
+    conn::ramp_as(
+        proto,
         addr,
         None,
         0..n,
@@ -140,6 +147,7 @@ pub async fn ladder(
         .enumerate()
         .map(|(i, ws)| {
             tokio::task::spawn_local(sender(
+                proto,
                 ws,
                 i,
                 n,

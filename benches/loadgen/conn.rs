@@ -93,6 +93,19 @@ pub async fn ramp(
     ids: std::ops::Range<usize>,
     token: impl Fn(usize) -> String,
     room: impl Fn(usize) -> Option<String>,
+    each: impl FnMut(usize, Ws),
+) {
+    ramp_as(Proto::SocketIo, addr, src, ids, token, room, each).await;
+}
+
+/// `ramp` for clients speaking `proto`.
+pub async fn ramp_as(
+    proto: Proto,
+    addr: SocketAddr,
+    src: Option<Ipv4Addr>,
+    ids: std::ops::Range<usize>,
+    token: impl Fn(usize) -> String,
+    room: impl Fn(usize) -> Option<String>,
     mut each: impl FnMut(usize, Ws),
 ) {
     let ids: Vec<usize> = ids.collect();
@@ -100,9 +113,9 @@ pub async fn ramp(
         let conns = futures_util::future::join_all(batch.iter().map(|&i| {
             let (token, room) = (token(i), room(i));
             async move {
-                let mut ws = connect(addr, src, &token, false).await?;
+                let mut ws = proto.connect(addr, src, &token).await?;
                 if let Some(room) = room {
-                    join(&mut ws, &room).await?;
+                    proto.join(&mut ws, &room).await?;
                 }
                 Ok::<_, Error>((i, ws))
             }
@@ -162,6 +175,144 @@ pub fn chat_send(id: u64, room: &str, content: &str) -> Message {
 pub fn ack_id(t: &str) -> Option<u64> {
     let rest = t.strip_prefix("43")?;
     let end = rest.find('[')?;
+    rest[..end].parse().ok()
+}
+
+/// How a server's clients speak: Socket.IO (switchboard, the Node
+/// reference, the floor); switchboard's plain JSON protocol on `/ws`
+/// (docs/protocol.md §19); or seed four's JSON on `ws://host/?token=`
+/// (benches/seed-ws/server.js).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Proto {
+    SocketIo,
+    Plain,
+    Seed,
+}
+
+impl Proto {
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::SocketIo => "socketio",
+            Proto::Plain => "plain",
+            Proto::Seed => "seed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Proto> {
+        [Proto::SocketIo, Proto::Plain, Proto::Seed]
+            .into_iter()
+            .find(|p| p.name() == s)
+    }
+
+    /// A connected (for Socket.IO and plain: accepted) client with `token`.
+    /// The seed says nothing on connecting; a bad token would close it.
+    pub async fn connect(
+        self,
+        addr: SocketAddr,
+        src: Option<Ipv4Addr>,
+        token: &str,
+    ) -> Result<Ws, Error> {
+        let path = match self {
+            Proto::SocketIo => return connect(addr, src, token, false).await,
+            Proto::Plain => "/ws",
+            Proto::Seed => "/",
+        };
+        let stream = tcp(addr, src, false).await?;
+        let url = format!("ws://{addr}{path}?token={token}");
+        let (mut ws, _) =
+            tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())).await?;
+        if self == Proto::Plain {
+            expect(&mut ws, |t| t.contains("\"type\":\"connected\"")).await?;
+        }
+        Ok(ws)
+    }
+
+    /// Joins `room`: Socket.IO and plain wait for the join's ack; the seed
+    /// answers nothing (its joins are in order with the client's later
+    /// messages; the fanout's quiet wait and delivery count cover others').
+    pub async fn join(self, ws: &mut Ws, room: &str) -> Result<(), Error> {
+        match self {
+            Proto::SocketIo => join(ws, room).await,
+            Proto::Plain => {
+                ws.send(Message::text(format!(
+                    "{{\"id\":0,\"type\":\"join_room\",\"roomId\":\"{room}\"}}"
+                )))
+                .await?;
+                let reply = expect(ws, |t| {
+                    t.contains("\"type\":\"ack\"") || t.contains("\"type\":\"error\"")
+                })
+                .await?;
+                if !reply.contains("\"success\":true") {
+                    return Err(format!("join refused: {reply}").into());
+                }
+                Ok(())
+            }
+            Proto::Seed => Ok(ws
+                .send(Message::text(format!(
+                    "{{\"type\":\"join\",\"room\":\"{room}\"}}"
+                )))
+                .await?),
+        }
+    }
+
+    /// A chat message to `room` with request id `id`: `chat:send`, a plain
+    /// `room_msg` with `id`, or the seed's `broadcast` (no id: the ack
+    /// scenario puts the id in the payload, see `ack`).
+    pub fn send(self, id: u64, room: &str, content: &str) -> Message {
+        match self {
+            Proto::SocketIo => chat_send(id, room, content),
+            Proto::Plain => Message::text(format!(
+                "{{\"id\":{id},\"type\":\"room_msg\",\"roomId\":\"{room}\",\"content\":\"{content}\"}}"
+            )),
+            Proto::Seed => Message::text(format!(
+                "{{\"type\":\"broadcast\",\"room\":\"{room}\",\"payload\":\"{content}\"}}"
+            )),
+        }
+    }
+
+    /// The request id `t` answers, and whether it succeeded: a Socket.IO
+    /// ack, a plain `ack` or `error`, or (the seed) the sender's own copy of
+    /// its `broadcast`, whose payload is the id.
+    pub fn ack(self, t: &str) -> Option<(u64, bool)> {
+        match self {
+            Proto::SocketIo => ack_id(t).map(|id| (id, t.contains("\"success\":true"))),
+            Proto::Plain => {
+                let ok = if t.contains("\"type\":\"ack\"") {
+                    true
+                } else if t.contains("\"type\":\"error\"") {
+                    false
+                } else {
+                    return None;
+                };
+                number_after(t, "\"id\":").map(|id| (id, ok))
+            }
+            Proto::Seed => {
+                if !t.starts_with("{\"type\":\"message\"") {
+                    return None;
+                }
+                number_after(t, "\"payload\":\"").map(|id| (id, true))
+            }
+        }
+    }
+
+    /// Whether `t` is a message posted to a room (a delivery).
+    pub fn is_delivery(self, t: &str) -> bool {
+        match self {
+            Proto::SocketIo => t.starts_with("42[\"chat:message\""),
+            Proto::Plain => {
+                t.contains("\"type\":\"room_msg\"") || t.contains("\"type\":\"message\"")
+            }
+            Proto::Seed => t.starts_with("{\"type\":\"message\""),
+        }
+    }
+}
+
+/// The digits right after `key` in `t`, as a number.
+fn number_after(t: &str, key: &str) -> Option<u64> {
+    let rest = &t[t.find(key)? + key.len()..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     rest[..end].parse().ok()
 }
 

@@ -34,7 +34,9 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::ack::Step;
 use crate::conn::{self, Ws};
 use crate::report::{GENERATOR_CPU_LIMIT, Meter, Results, hist, ms, ratio_line, round2};
-use crate::servers::{Kind, Placement, Server, pin_self, pin_self_to, pinned, self_cpu_secs};
+use crate::servers::{
+    Kind, Placement, Proto, Server, pin_self, pin_self_to, pinned, self_cpu_secs,
+};
 
 pub struct Opts {
     pub rooms: Vec<usize>,
@@ -94,9 +96,13 @@ fn unix_us(t: Instant) -> u64 {
     epoch_us().saturating_sub(t.elapsed().as_micros() as u64)
 }
 
-/// Microseconds of the post's intended time, from `"content":"f<µs>"`.
+/// Microseconds of the post's intended time, from `"content":"f<µs>"`
+/// (`"payload":"f<µs>"` for plain `message`s and the seed).
 fn intended_us(t: &str) -> Option<u64> {
-    let at = t.find("\"content\":\"f")? + 12;
+    let at = match t.find("\"content\":\"f") {
+        Some(i) => i + 12,
+        None => t.find("\"payload\":\"f")? + 12,
+    };
     let digits = &t[at..];
     let end = digits.find(|c: char| !c.is_ascii_digit())?;
     digits[..end].parse().ok()
@@ -109,6 +115,7 @@ fn sampled(i: usize, stride: usize) -> bool {
 }
 
 async fn member(
+    proto: Proto,
     ws: Ws,
     sampled: bool,
     mut steps: Option<watch::Receiver<Option<Step>>>,
@@ -127,7 +134,7 @@ async fn member(
                     sh.last_any_us.set(now);
                     if t == "2" {
                         if tx.send(Message::text("3")).await.is_err() { return; }
-                    } else if t.starts_with("42[\"chat:message\"") {
+                    } else if proto.is_delivery(t) {
                         sh.delivered.set(sh.delivered.get() + 1);
                         sh.last_us.set(now);
                         if sampled && let Some(us) = intended_us(t) {
@@ -148,7 +155,7 @@ async fn member(
             () = sleep_until(wake.unwrap_or_else(Instant::now).into()), if wake.is_some() => {
                 let (t, period, end) = sched.unwrap();
                 let content = format!("f{}", unix_us(conn::latency_origin(t)));
-                if tx.send(conn::chat_send(next_id, ROOM, &content)).await.is_err() { return; }
+                if tx.send(proto.send(next_id, ROOM, &content)).await.is_err() { return; }
                 next_id += 1;
                 sh.sent.set(sh.sent.get() + 1);
                 let nt = t + period;
@@ -189,11 +196,19 @@ struct Worker {
 }
 
 impl Worker {
-    fn spawn(addr: SocketAddr, cpu: usize, first: usize, count: usize, stride: usize) -> Worker {
+    fn spawn(
+        proto: Proto,
+        addr: SocketAddr,
+        cpu: usize,
+        first: usize,
+        count: usize,
+        stride: usize,
+    ) -> Worker {
         let exe = std::env::current_exe().expect("own path");
         let mut cmd = pinned(Some(&cpu.to_string()), exe.to_str().unwrap());
         cmd.args(["fanout-worker", &addr.to_string()])
             .args([first, count, stride].map(|n| n.to_string()))
+            .arg(proto.name())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -282,6 +297,7 @@ pub async fn ladder(
     results: &mut Results,
 ) -> (f64, Option<f64>) {
     let addr = server.addr;
+    let proto = server.kind.proto();
     pin_self_to(place.parent);
     let stride = m.div_ceil(opts.sampled);
     // Members 1..m over the workers; member 0, the poster, is here.
@@ -290,14 +306,15 @@ pub async fn ladder(
     let mut workers: Vec<Worker> = (0..k)
         .map(|i| {
             let (a, b) = (bound(i), bound(i + 1));
-            Worker::spawn(addr, place.workers[i], a, b - a, stride)
+            Worker::spawn(proto, addr, place.workers[i], a, b - a, stride)
         })
         .collect();
     // One user with many tabs: presence announces only the user's first
     // join, where M users would cost M²/2 announcements to set up.
     let token = conn::token("fan");
     let mut poster = None;
-    conn::ramp(
+    conn::ramp_as(
+        proto,
         addr,
         None,
         0..1,
@@ -312,6 +329,7 @@ pub async fn ladder(
     let sh = Shared::new();
     let (step_tx, step_rx) = watch::channel(None);
     let task = tokio::task::spawn_local(member(
+        proto,
         poster.unwrap(),
         sampled(0, stride),
         Some(step_rx),
@@ -441,7 +459,8 @@ pub async fn run(kinds: &[Kind], opts: &Opts, results: &mut Results) {
     }
 }
 
-/// `fanout-worker <addr> <first member> <count> <sample stride>`: joins its
+/// `fanout-worker <addr> <first member> <count> <sample stride> [<proto>]`
+/// (`socketio`, `plain` or `seed`; Socket.IO by default): joins its
 /// members to the room, says `ready`, then answers the orchestrator's lines
 /// on stdin: `quiet` (once the joins' traffic is over: `quiet`), `begin`
 /// (counters reset: `begun`), `end <posts>` (once every member has the
@@ -451,11 +470,15 @@ pub async fn run(kinds: &[Kind], opts: &Opts, results: &mut Results) {
 pub fn worker(args: &[String]) {
     let addr: SocketAddr = args[0].parse().expect("addr");
     let [first, count, stride] = [1, 2, 3].map(|i| args[i].parse::<usize>().expect("n"));
+    let proto = args
+        .get(4)
+        .map_or(Proto::SocketIo, |p| Proto::parse(p).expect("proto"));
     crate::block_on_local(async move {
         let sh = Shared::new();
         let token = conn::token("fan");
         let mut tasks = Vec::with_capacity(count);
-        conn::ramp(
+        conn::ramp_as(
+            proto,
             addr,
             None,
             first..first + count,
@@ -463,6 +486,7 @@ pub fn worker(args: &[String]) {
             |_| Some(ROOM.to_owned()),
             |i, ws| {
                 tasks.push(tokio::task::spawn_local(member(
+                    proto,
                     ws,
                     sampled(i, stride),
                     None,

@@ -10,14 +10,15 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::conn::{self, Ws};
 use crate::report::{Results, ratio_line, round2};
-use crate::servers::{Kind, Server};
+use crate::servers::{Kind, Proto, Server};
 
 pub struct Opts {
     pub sizes: Vec<usize>,
     pub settle: Duration,
 }
 
-/// Answers pings, ignores the rest, until the server goes away.
+/// Answers pings, ignores the rest, until the server goes away (reading
+/// also answers websocket ping frames, the plain clients' heartbeat).
 pub async fn hold(mut ws: Ws) {
     while let Some(Ok(m)) = ws.next().await {
         if let Message::Text(t) = m
@@ -30,10 +31,15 @@ pub async fn hold(mut ws: Ws) {
 }
 
 /// Connects `n` users and keeps each connection alive in a task of its own.
-async fn hold_many(addr: std::net::SocketAddr, n: usize) -> Vec<tokio::task::JoinHandle<()>> {
+async fn hold_many(
+    proto: Proto,
+    addr: std::net::SocketAddr,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::with_capacity(n);
     let token = |i| conn::token(&format!("idle{i}"));
-    conn::ramp(
+    conn::ramp_as(
+        proto,
         addr,
         None,
         0..n,
@@ -55,7 +61,7 @@ pub async fn run(kinds: &[Kind], opts: &Opts, results: &mut Results) {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let before = server.rss_kib();
             let t0 = Instant::now();
-            let tasks = hold_many(server.addr, n).await;
+            let tasks = hold_many(kind.proto(), server.addr, n).await;
             let ramp_secs = t0.elapsed().as_secs_f64();
             tokio::time::sleep(opts.settle).await;
             let after = server.rss_kib();
@@ -88,7 +94,7 @@ pub fn hold_main(args: &[String]) {
     let n: usize = args[1].parse().expect("n");
     let secs: u64 = args[2].parse().expect("secs");
     crate::block_on_local(async move {
-        let tasks = hold_many(addr, n).await;
+        let tasks = hold_many(Proto::SocketIo, addr, n).await;
         println!("holding {n} connections for {secs} s");
         tokio::time::sleep(Duration::from_secs(secs)).await;
         for t in tasks {

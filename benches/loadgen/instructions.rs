@@ -145,6 +145,7 @@ async fn measure(kind: Kind, opts: &Opts, results: &mut Results) -> Option<f64> 
             (c, true)
         }
         Kind::Node => return None, // V8's JIT under valgrind measures valgrind
+        Kind::Plain | Kind::Seed => return None, // Socket.IO clients only
     };
     let server = Server::spawn(kind, cmd, from_stdout);
     let mut conns = Vec::with_capacity(opts.connections);

@@ -5,12 +5,17 @@
 //!   cargo bench --bench loadgen -- <scenario> [--servers switchboard,node,floor] [--quick]
 //!
 //! Scenarios: idle, fanout, ack, connect, chat, scale, scaleup, instructions,
-//! recovery, hooks, webhooks, all. Each prints one JSON line per measurement and a ratio line, and writes
+//! recovery, hooks, webhooks, all; and plain (ack, fanout and idle at reduced
+//! sizes with plain WebSocket clients: switchboard, plain, seed, node). Each prints one JSON line per measurement and a ratio line, and writes
 //! benches/results/<scenario>.json when it ran in full (all its servers,
 //! default sizes, release build). The generator is a current-thread runtime
 //! pinned to CPU 1; servers are pinned to CPU 0. `fanout` and `scaleup`
 //! spread their receivers over generator processes (`--generators N`, by
 //! default one per core the server does not have, at most 8).
+//!
+//! Server kinds for `--servers`: switchboard, node, floor, and for idle,
+//! fanout, ack and plain also `plain` (switchboard with its clients on
+//! `/ws`, docs/protocol.md §19) and `seed` (benches/seed-ws/server.js).
 //!
 //! `loadgen hold <addr> <n> <secs>` only holds n idle connections to a server
 //! started by hand (for profiling it, e.g. under heaptrack).
@@ -33,9 +38,10 @@ mod servers;
 use std::time::Duration;
 
 use report::Results;
+use serde_json::json;
 use servers::Kind;
 
-const USAGE: &str = "usage: loadgen <idle|fanout|ack|connect|chat|scale|scaleup|instructions|recovery|hooks|webhooks|all> [--servers a,b] [--sizes n,n] [--generators n] [--quick]";
+const USAGE: &str = "usage: loadgen <idle|fanout|ack|connect|chat|scale|scaleup|instructions|recovery|hooks|webhooks|plain|all> [--servers a,b] [--sizes n,n] [--generators n] [--quick]";
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -58,14 +64,24 @@ fn main() {
         .iter()
         .position(|a| a == "--servers")
         .and_then(|i| args.get(i + 1).cloned());
-    let all_kinds = [Kind::Switchboard, Kind::Node, Kind::Floor];
+    let all_kinds = if scenario == "plain" {
+        vec![Kind::Switchboard, Kind::Plain, Kind::Seed, Kind::Node]
+    } else {
+        vec![Kind::Switchboard, Kind::Node, Kind::Floor]
+    };
     let kinds: Vec<Kind> = match &servers_arg {
         Some(list) => list
             .split(',')
             .map(|s| Kind::parse(s).unwrap_or_else(|| panic!("unknown server {s}")))
             .collect(),
-        None => all_kinds.to_vec(),
+        None => all_kinds,
     };
+    if !["idle", "fanout", "ack", "plain"].contains(&scenario.as_str())
+        && kinds.iter().any(|k| matches!(k, Kind::Plain | Kind::Seed))
+    {
+        eprintln!("plain and seed clients are in idle, fanout, ack and plain only");
+        std::process::exit(2);
+    }
     let sizes_arg: Option<Vec<usize>> = args
         .iter()
         .position(|a| a == "--sizes")
@@ -296,6 +312,42 @@ async fn run(
                 p99_limit_ms: 10.0,
             };
             ack::run_webhooks(&opts, &mut r).await;
+            r.save();
+        }
+        "plain" => {
+            // Plain WebSocket clients beside Socket.IO ones, at sizes a
+            // 2-core machine runs in about ten minutes.
+            let mut r = Results::new("plain", complete);
+            r.tag("part", json!("ack"));
+            let opts = ack::Opts {
+                connections: 1000,
+                rates: [
+                    1.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0, 50.0,
+                ]
+                .map(|k| k * 1000.0)
+                .to_vec(),
+                step,
+                p99_limit_ms: 10.0,
+            };
+            ack::run(kinds, &opts, &mut r).await;
+            r.tag("part", json!("fanout"));
+            let opts = fanout::Opts {
+                rooms: vec![1000],
+                deliveries: [10.0, 25.0, 50.0, 100.0, 150.0, 200.0]
+                    .map(|k| k * 1000.0)
+                    .to_vec(),
+                step,
+                sampled: 100,
+                p99_limit_ms: vec![50.0],
+                generators,
+            };
+            fanout::run(kinds, &opts, &mut r).await;
+            r.tag("part", json!("idle"));
+            let opts = idle::Opts {
+                sizes: sizes.unwrap_or(if quick { vec![1000] } else { vec![1000, 5000] }),
+                settle: Duration::from_secs(if quick { 5 } else { 30 }),
+            };
+            idle::run(kinds, &opts, &mut r).await;
             r.save();
         }
         "recovery" => {

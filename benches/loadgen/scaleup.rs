@@ -41,7 +41,7 @@ pub async fn run(kinds: &[Kind], opts: &Opts, results: &mut Results) {
         let counts = match kind {
             Kind::Switchboard => fits.clone(),
             Kind::Node => fits.first().map(|_| vec![1]).unwrap_or_default(),
-            Kind::Floor => continue,
+            Kind::Floor | Kind::Plain | Kind::Seed => continue,
         };
         for c in counts {
             let place = Placement::new(c, opts.fanout.generators);

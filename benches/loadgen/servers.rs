@@ -2,13 +2,16 @@
 //! generator takes CPU 1; `Placement` gives a server more cores and spreads
 //! generator processes over the rest): switchboard (release binary), the
 //! Node.js socket.io 4.8 reference (benches/node-reference), and the
-//! transport floor (this binary's `floor-server`, see floor.rs).
+//! transport floor (this binary's `floor-server`, see floor.rs); for plain
+//! WebSocket clients, switchboard again with its clients on `/ws` (`plain`)
+//! and seed four's `ws` server (benches/seed-ws, `seed`).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 
 pub use crate::common::{SECRET, proc_cpu_secs, which};
+pub use crate::conn::Proto;
 pub const API_KEY: &str = "bench-api-key-bench-api-key";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -16,6 +19,10 @@ pub enum Kind {
     Switchboard,
     Node,
     Floor,
+    /// switchboard, its clients speaking the plain JSON protocol on `/ws`.
+    Plain,
+    /// Seed four's toy server on the `ws` package (benches/seed-ws).
+    Seed,
 }
 
 impl Kind {
@@ -24,13 +31,30 @@ impl Kind {
             Kind::Switchboard => "switchboard",
             Kind::Node => "node",
             Kind::Floor => "floor",
+            Kind::Plain => "plain",
+            Kind::Seed => "seed",
+        }
+    }
+
+    /// How this kind's clients speak.
+    pub fn proto(self) -> Proto {
+        match self {
+            Kind::Plain => Proto::Plain,
+            Kind::Seed => Proto::Seed,
+            _ => Proto::SocketIo,
         }
     }
 
     pub fn parse(s: &str) -> Option<Kind> {
-        [Kind::Switchboard, Kind::Node, Kind::Floor]
-            .into_iter()
-            .find(|k| k.name() == s)
+        [
+            Kind::Switchboard,
+            Kind::Node,
+            Kind::Floor,
+            Kind::Plain,
+            Kind::Seed,
+        ]
+        .into_iter()
+        .find(|k| k.name() == s)
     }
 }
 
@@ -70,7 +94,7 @@ impl Server {
 
     fn start_env(kind: Kind, args: &[&str], cpus: Option<&str>, env: &[(&str, &str)]) -> Server {
         let (cmd, from_stdout) = match kind {
-            Kind::Switchboard => {
+            Kind::Switchboard | Kind::Plain => {
                 let mut c = pinned(cpus, env!("CARGO_BIN_EXE_switchboard"));
                 switchboard_args(&mut c, args);
                 (c, false)
@@ -83,6 +107,23 @@ impl Server {
                         env!("CARGO_MANIFEST_DIR"),
                         "/benches/node-reference"
                     ))
+                    .env("PORT", port.to_string())
+                    .env("JWT_SECRET", SECRET);
+                (c, true)
+            }
+            Kind::Seed => {
+                let port = free_port();
+                let mut c = pinned(cpus, "node");
+                c.arg("benches/seed-ws/server.js")
+                    .current_dir(env!("CARGO_MANIFEST_DIR"))
+                    // The seed's `ws` and `jsonwebtoken` are the reference's.
+                    .env(
+                        "NODE_PATH",
+                        concat!(
+                            env!("CARGO_MANIFEST_DIR"),
+                            "/benches/node-reference/node_modules"
+                        ),
+                    )
                     .env("PORT", port.to_string())
                     .env("JWT_SECRET", SECRET);
                 (c, true)
