@@ -98,9 +98,12 @@ async fn sender(
                 let from = conn::latency_origin(t);
                 // The seed's only answer is the sender's own copy: its
                 // payload carries the id.
-                let id = next_id.to_string();
-                let content = if proto == Proto::Seed { id.as_str() } else { "x" };
-                if tx.send(proto.send(next_id, &room, content)).await.is_err() { return; }
+                let msg = if proto == Proto::Seed {
+                    proto.send(next_id, &room, &next_id.to_string())
+                } else {
+                    proto.send(next_id, &room, "x")
+                };
+                if tx.send(msg).await.is_err() { return; }
                 pending.push_back((next_id, from));
                 next_id += 1;
                 sh.sent.set(sh.sent.get() + 1);

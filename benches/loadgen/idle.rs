@@ -88,13 +88,17 @@ pub async fn run(kinds: &[Kind], opts: &Opts, results: &mut Results) {
     }
 }
 
-/// `hold <addr> <n> <secs>`: n idle connections to a running server.
+/// `hold <addr> <n> <secs> [<proto>]`: n idle connections to a running
+/// server (Socket.IO, or `plain` on `/ws`, or `seed`).
 pub fn hold_main(args: &[String]) {
     let addr = args[0].parse().expect("addr");
     let n: usize = args[1].parse().expect("n");
     let secs: u64 = args[2].parse().expect("secs");
+    let proto = args
+        .get(3)
+        .map_or(Proto::SocketIo, |p| Proto::parse(p).expect("proto"));
     crate::block_on_local(async move {
-        let tasks = hold_many(Proto::SocketIo, addr, n).await;
+        let tasks = hold_many(proto, addr, n).await;
         println!("holding {n} connections for {secs} s");
         tokio::time::sleep(Duration::from_secs(secs)).await;
         for t in tasks {

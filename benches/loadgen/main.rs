@@ -17,8 +17,9 @@
 //! fanout, ack and plain also `plain` (switchboard with its clients on
 //! `/ws`, docs/protocol.md §19) and `seed` (benches/seed-ws/server.js).
 //!
-//! `loadgen hold <addr> <n> <secs>` only holds n idle connections to a server
-//! started by hand (for profiling it, e.g. under heaptrack).
+//! `loadgen hold <addr> <n> <secs> [plain|seed]` only holds n idle
+//! connections to a server started by hand (for profiling it, e.g. under
+//! heaptrack).
 
 mod ack;
 #[path = "../common/mod.rs"]
