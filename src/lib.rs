@@ -305,6 +305,7 @@ impl Switchboard {
                 event_burst: config.event_burst,
                 max_rate_refusals: config.max_rate_refusals,
                 read_buffer: WS_READ_BUFFER,
+                translations: Default::default(),
             },
             max_message: config.max_payload_bytes as usize,
         });

@@ -15,6 +15,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::Utf8Bytes as Utf8BytesOut;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
@@ -23,12 +24,14 @@ use tokio::io::DuplexStream;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite_client::WebSocketStream;
 use tokio_tungstenite_client::tungstenite::Message as Inner;
+use tokio_tungstenite_client::tungstenite::Utf8Bytes;
 use tokio_tungstenite_client::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::edge::conn_limits::ClientAddr;
 use crate::edge::guarded_io::ConnHandle;
 use crate::plain::events::{self, Packet};
 use crate::plain::protocol::{self, Answer, Request, Style};
+use crate::plain::translations::Translations;
 
 /// Starts a Socket.IO websocket session on one end of an in-memory stream
 /// (the request carries the URI and extensions a real one would); false if
@@ -71,6 +74,8 @@ pub struct Settings {
     pub max_rate_refusals: u32,
     /// Size of the websocket read buffer (see `lib.rs`).
     pub read_buffer: usize,
+    /// Broadcasts already turned into plain JSON, shared by the bridges.
+    pub translations: Arc<Translations>,
 }
 
 /// In the extensions of a bridged socket's request: its client is a plain
@@ -398,7 +403,7 @@ impl Bridge {
                 },
                 frame = inner.next() => match frame {
                     Some(Ok(Inner::Text(f))) => {
-                        if let Err(end) = self.on_socket(f.as_str(), outer, inner).await {
+                        if let Err(end) = self.on_socket(f, outer, inner).await {
                             return end;
                         }
                     }
@@ -558,11 +563,17 @@ impl Bridge {
     /// One packet of the socket. `Err` ends the bridge.
     async fn on_socket(
         &mut self,
-        frame: &str,
+        frame: Utf8Bytes,
         outer: &mut WebSocket,
         inner: &mut WebSocketStream<DuplexStream>,
     ) -> Result<(), Option<End>> {
-        match events::read(frame, &self.ns) {
+        // A broadcast another bridge of the room has translated already.
+        let styles = &self.message_style;
+        let translations = &self.settings.translations;
+        if let Some(text) = translations.find(&frame, |room| styles.contains(room)) {
+            return send_out(outer, Message::Text(text)).await;
+        }
+        match events::read(frame.as_str(), &self.ns) {
             Packet::Ping => inner.send(Inner::text("3")).await.map_err(|_| gone()),
             Packet::Event { name, args, ack } => {
                 match name.as_str() {
@@ -584,7 +595,19 @@ impl Bridge {
                     }
                     _ => {}
                 }
+                // What the text depends on, and whether others may reuse it.
+                let kept =
+                    ack.is_none() && !matches!(name.as_str(), "server:closing" | "room:left");
+                let room = match name.as_str() {
+                    "chat:message" => args
+                        .first()
+                        .and_then(|a| a.get("roomId"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    _ => None,
+                };
                 let styles = &self.message_style;
+                let message_shape = room.as_deref().is_some_and(|r| styles.contains(r));
                 let mut msg = events::to_plain(&name, args, |room| styles.contains(room));
                 if let Some(ack) = ack {
                     // The oldest unanswered one is given up (its backend has
@@ -595,7 +618,12 @@ impl Bridge {
                     self.server_acks.push_back(ack);
                     msg["ackId"] = json!(ack);
                 }
-                send_out(outer, text(&msg)).await
+                let out = Utf8BytesOut::from(msg.to_string());
+                if kept {
+                    let t = &self.settings.translations;
+                    t.keep(&frame, room.as_deref(), message_shape, out.clone());
+                }
+                send_out(outer, Message::Text(out)).await
             }
             Packet::Ack { id, mut args } => {
                 let Some(p) = self.pending.remove(&id) else {

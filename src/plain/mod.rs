@@ -7,3 +7,4 @@
 pub mod bridge;
 pub mod events;
 pub mod protocol;
+pub mod translations;
