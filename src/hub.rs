@@ -269,7 +269,8 @@ impl Hub {
             None => ("system".to_string(), "System".to_string()),
         };
         let conversation = Conversation::room(ns, room);
-        let key = conversation.key();
+        let order = &self.ctx.delivery_order;
+        let key = order.key(&conversation);
         let msg = NewMessage {
             conversation,
             sender_id,
@@ -280,7 +281,7 @@ impl Hub {
             client_msg_id: None,
         };
         let store = &self.ctx.store;
-        let (pending, mut turn) = self.ctx.delivery_order.append(key, || store.append(msg));
+        let (pending, mut turn) = order.append(key, || store.append(msg));
         let stored = pending.await?;
         let m = stored.message().clone();
         // After the messages appended before it in the room (realtime::order).

@@ -185,4 +185,33 @@ describe("plain websocket clients on two nodes (PostgreSQL + Redis)", { skip: PG
       await nodes.stop();
     }
   });
+  it("a plain client that leaves node A and comes back on node B: presence follows it, and history after its last seq has what it missed", async () => {
+    const nodes = await twoNodes("plain_ws_move");
+    try {
+      const [A, B] = nodes;
+      const room = "moving";
+      const bob = await sio(A.url, "bob");
+      await joinSio(bob, room);
+      const walt = await plain(A.url, "walt");
+      await joinPlain(walt, room);
+      const seen = await walt.request({ type: "room_msg", roomId: room, content: "before" });
+      const left = nextWhere(bob, "room:user-left", (e) => e.userId === "walt");
+      walt.ws.terminate();
+      assert.deepEqual(await left, { userId: "walt", roomId: room });
+      // What walt misses while away.
+      const missed = [];
+      for (let i = 0; i < 3; i++) missed.push(await bob.timeout(5000).emitWithAck("chat:send", { roomId: room, content: `while away ${i}` }));
+      const joined = nextWhere(bob, "room:user-joined", (e) => e.userId === "walt");
+      const back = await plain(B.url, "walt");
+      await joinPlain(back, room);
+      assert.equal((await joined).roomId, room);
+      const h = await back.request({ type: "history", roomId: room, after: seen.seq });
+      assert.deepEqual(h.messages.map((m) => [m.id, m.content]), missed.map((a, i) => [a.messageId, `while away ${i}`]));
+      const members = await bob.timeout(5000).emitWithAck("room:members", room);
+      assert.deepEqual(members.members.map((m) => [m.userId, m.connections]).sort(), [["bob", 1], ["walt", 1]]);
+    } finally {
+      closeClients();
+      await nodes.stop();
+    }
+  });
 });

@@ -7,7 +7,7 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
-import { startServer, token, next, none, signHs256, metric } from "./server.mjs";
+import { startServer, token, next, none, signHs256, metric, tempDb, freePort } from "./server.mjs";
 import {
   API_KEY,
   ULID,
@@ -584,6 +584,35 @@ describe("plain websocket clients beside Socket.IO (one server)", () => {
     assert.deepEqual(await closedWithin(nope, 5000), { code: 4004, reason: "Invalid namespace" });
     const other = plainClient(srv.url, { token: token("tenant-user", ["--tenant", "globex"]), namespace: "/acme" });
     assert.deepEqual(await closedWithin(other, 5000), { code: 4001, reason: "Unauthorized: wrong tenant" });
+    // Names a client may not ask for are refused before any socket exists.
+    for (const namespace of ["/admin", "/yjs|notes", "/a,b", `/${"n".repeat(200)}`, "acme"]) {
+      const c = plainClient(srv.url, { token: tokenOf("alice"), namespace });
+      assert.deepEqual(await closedWithin(c, 5000), { code: 4004, reason: "Invalid namespace" }, namespace.slice(0, 20));
+    }
+  });
+
+  it("a server SIGKILL: plain clients see the connection drop; after a restart on the same database every acked message is in history", async () => {
+    const db = tempDb();
+    const port = await freePort();
+    const first = await startServer(port, db);
+    const c = await plain(first.url, "phoenix");
+    await joinPlain(c, "rise");
+    const acks = [];
+    for (let i = 0; i < 5; i++) acks.push(await c.request({ type: "room_msg", roomId: "rise", content: `m${i}` }));
+    assert.ok(acks.every((a) => a.success), JSON.stringify(acks));
+    first.child.kill("SIGKILL");
+    assert.equal((await closedWithin(c, 5000)).code, 1006);
+    const again = await startServer(port, db);
+    try {
+      const back = await plain(again.url, "phoenix");
+      await joinPlain(back, "rise");
+      const h = await back.request({ type: "history", roomId: "rise", after: 0 });
+      assert.deepEqual(h.messages.map((m) => [m.id, m.seq]), acks.map((a) => [a.messageId, a.seq]));
+      const next = await back.request({ type: "room_msg", roomId: "rise", content: "after" });
+      assert.equal(next.seq, 6);
+    } finally {
+      await again.stop();
+    }
   });
 
   it("POST /api/emit and friends reach plain clients as { type: 'event', event, data }", async () => {

@@ -433,17 +433,18 @@ impl Bridge {
     ) -> Result<(), Option<End>> {
         let parsed = protocol::parse(text);
         let kind = parsed.kind.clone().unwrap_or_default();
+        // A refusal of this request, with its id and type.
+        let refusal = |code, message: String| Refusal {
+            id: parsed.id.as_ref(),
+            kind: parsed.kind.as_deref(),
+            code,
+            message,
+        };
         // Read first (the websocket already bounds it), so that the refusal
         // carries the request's id.
         if text.len() > MAX_REQUEST_BYTES {
             let message = format!("a request is at most {MAX_REQUEST_BYTES} bytes");
-            let r = Refusal {
-                id: parsed.id.as_ref(),
-                kind: parsed.kind.as_deref(),
-                code: "too_large",
-                message,
-            };
-            return self.refuse_here(r, outer).await;
+            return self.refuse_here(refusal("too_large", message), outer).await;
         }
         let (event, data, answer) = match parsed.request {
             Ok(Request::Emit {
@@ -460,44 +461,20 @@ impl Bridge {
                     let frame = events::ack(&self.ns, ack, &data);
                     return inner.send(Inner::text(frame)).await.map_err(|_| gone());
                 }
-                return self
-                    .refuse_here(
-                        Refusal {
-                            id: parsed.id.as_ref(),
-                            kind: Some(&kind),
-                            code: "invalid_payload",
-                            message: "no event waits for this ackId".into(),
-                        },
-                        outer,
-                    )
-                    .await;
+                let r = refusal("invalid_payload", "no event waits for this ackId".into());
+                return self.refuse_here(r, outer).await;
             }
             Err(refused) => {
-                return self
-                    .refuse_here(
-                        Refusal {
-                            id: parsed.id.as_ref(),
-                            kind: parsed.kind.as_deref(),
-                            code: refused.code,
-                            message: refused.message,
-                        },
-                        outer,
-                    )
-                    .await;
+                let r = refusal(refused.code, refused.message);
+                return self.refuse_here(r, outer).await;
             }
         };
         if self.pending.len() >= MAX_PENDING {
-            return self
-                .refuse_here(
-                    Refusal {
-                        id: parsed.id.as_ref(),
-                        kind: Some(&kind),
-                        code: "rate_limited",
-                        message: "too many requests waiting for an answer".into(),
-                    },
-                    outer,
-                )
-                .await;
+            let r = refusal(
+                "rate_limited",
+                "too many requests waiting for an answer".into(),
+            );
+            return self.refuse_here(r, outer).await;
         }
         // A room's messages take the join's shape from the join on: one can
         // arrive before the join's ack.

@@ -126,8 +126,9 @@ pub fn store_then<A, F, Fut>(
     Fut: std::future::Future<Output = ()> + Send,
 {
     let store = &session.ctx.store;
-    let key = msg.conversation.key();
-    let (pending, mut turn) = session.ctx.delivery_order.append(key, || store.append(msg));
+    let order = &session.ctx.delivery_order;
+    let key = order.key(&msg.conversation);
+    let (pending, mut turn) = order.append(key, || store.append(msg));
     let (prev, done) = session.chain();
     let session = session.clone();
     let socket = socket.clone();

@@ -9,8 +9,13 @@
 //! for the turn before it in the same conversation before it is delivered.
 //! Every wait is on a message appended earlier, so nothing waits in a circle.
 //! Messages appended on other nodes keep the order of their own node.
+//!
+//! Conversations are told apart by a 64-bit hash (no allocation per
+//! message): two that collide only deliver one after the other, which
+//! costs a wait and never a circle (every wait is still on an earlier one).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -19,8 +24,9 @@ use tokio::sync::oneshot;
 /// The last turn taken in each conversation that has one in flight.
 #[derive(Debug, Default)]
 pub struct DeliveryOrder {
-    last: Mutex<HashMap<String, (u64, oneshot::Receiver<()>)>>,
+    last: Mutex<HashMap<u64, (u64, oneshot::Receiver<()>)>>,
     next_id: AtomicU64,
+    hasher: std::collections::hash_map::RandomState,
 }
 
 /// One message's place in its conversation's delivery order: ends (and lets
@@ -29,21 +35,26 @@ pub struct DeliveryOrder {
 pub struct Turn {
     prev: Option<oneshot::Receiver<()>>,
     done: Option<oneshot::Sender<()>>,
-    key: String,
+    key: u64,
     id: u64,
     order: Arc<DeliveryOrder>,
 }
 
 impl DeliveryOrder {
+    /// The key of a conversation (`store::Conversation`) for `append`.
+    pub fn key(&self, conversation: &impl Hash) -> u64 {
+        self.hasher.hash_one(conversation)
+    }
+
     /// Runs `append` (which fixes the message's seq) and takes the message's
     /// turn in conversation `key`, both under one lock, so that turns follow
     /// seq order.
-    pub fn append<T>(self: &Arc<Self>, key: String, append: impl FnOnce() -> T) -> (T, Turn) {
+    pub fn append<T>(self: &Arc<Self>, key: u64, append: impl FnOnce() -> T) -> (T, Turn) {
         let (done, next) = oneshot::channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let appended = append();
-        let prev = last.insert(key.clone(), (id, next)).map(|(_, rx)| rx);
+        let prev = last.insert(key, (id, next)).map(|(_, rx)| rx);
         drop(last);
         let turn = Turn {
             prev,
@@ -55,8 +66,9 @@ impl DeliveryOrder {
         (appended, turn)
     }
 
-    /// Conversations with a message in flight (tests).
-    pub fn in_flight(&self) -> usize {
+    /// Conversations with a message in flight.
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
         self.last.lock().map(|l| l.len()).unwrap_or(0)
     }
 }
@@ -76,11 +88,11 @@ impl Turn {
 impl DeliveryOrder {
     /// A turn is over: the next one may go; the entry goes with the last
     /// turn, so idle conversations cost nothing.
-    fn finish(&self, key: &str, id: u64, done: Option<oneshot::Sender<()>>) {
+    fn finish(&self, key: u64, id: u64, done: Option<oneshot::Sender<()>>) {
         drop(done);
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if last.get(key).is_some_and(|(last_id, _)| *last_id == id) {
-            last.remove(key);
+        if last.get(&key).is_some_and(|(last_id, _)| *last_id == id) {
+            last.remove(&key);
         }
     }
 }
@@ -94,14 +106,13 @@ impl Drop for Turn {
             // one before this.
             (Some(prev), Ok(runtime)) => {
                 let order = self.order.clone();
-                let key = std::mem::take(&mut self.key);
-                let id = self.id;
+                let (key, id) = (self.key, self.id);
                 runtime.spawn(async move {
                     let _ = prev.await;
-                    order.finish(&key, id, done);
+                    order.finish(key, id, done);
                 });
             }
-            _ => self.order.finish(&self.key, self.id, done),
+            _ => self.order.finish(self.key, self.id, done),
         }
     }
 }
@@ -113,9 +124,9 @@ mod tests {
     #[tokio::test]
     async fn turns_follow_append_order_per_conversation() {
         let order = Arc::new(DeliveryOrder::default());
-        let (_, mut a1) = order.append("a".into(), || ());
-        let (_, mut b1) = order.append("b".into(), || ());
-        let (_, mut a2) = order.append("a".into(), || ());
+        let (_, mut a1) = order.append(order.key(&"a"), || ());
+        let (_, mut b1) = order.append(order.key(&"b"), || ());
+        let (_, mut a2) = order.append(order.key(&"a"), || ());
         // Another conversation does not wait; the second of "a" waits for the first.
         b1.wait().await;
         let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), a2.wait()).await;
@@ -130,9 +141,9 @@ mod tests {
     #[tokio::test]
     async fn a_turn_dropped_early_still_keeps_the_order() {
         let order = Arc::new(DeliveryOrder::default());
-        let (_, mut a1) = order.append("a".into(), || ());
-        let (_, duplicate) = order.append("a".into(), || ());
-        let (_, mut a3) = order.append("a".into(), || ());
+        let (_, mut a1) = order.append(order.key(&"a"), || ());
+        let (_, duplicate) = order.append(order.key(&"a"), || ());
+        let (_, mut a3) = order.append(order.key(&"a"), || ());
         // The one in the middle ends without waiting for a1.
         drop(duplicate);
         let early = tokio::time::timeout(std::time::Duration::from_millis(50), a3.wait()).await;
