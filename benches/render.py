@@ -54,9 +54,13 @@ def table():
     if idle:
         dates.add(idle.get("date"))
         for n in sorted({r["connections"] for r in idle["rows"]}):
-            v = {r["server"]: r["kib_per_connection"] for r in idle["rows"] if r["connections"] == n}
-            lines.append(f"| idle | KiB RSS per connection, {n:,} conns | {fmt(v.get('switchboard'))} | {fmt(v.get('node'))} "
-                         f"| {fmt(v.get('floor'))} | {ratio(v.get('switchboard'), v.get('node'))} | ≤ 8 and below Node |")
+            for key, what in (("kib_per_connection", "fresh"), ("kib_per_connection_steady", "steady (after 40 packets out)"),
+                              ("kib_per_connection_browser", "fresh, browser handshake")):
+                v = {r["server"]: r.get(key) for r in idle["rows"] if r["connections"] == n}
+                if not any(v.values()):
+                    continue
+                lines.append(f"| idle | KiB RSS per connection, {n:,} conns, {what} | {fmt(v.get('switchboard'))} | {fmt(v.get('node'))} "
+                             f"| {fmt(v.get('floor'))} | {ratio(v.get('switchboard'), v.get('node'))} | ≤ Node |")
     fan = load("fanout")
     if fan:
         dates.add(fan.get("date"))

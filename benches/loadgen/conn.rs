@@ -57,9 +57,55 @@ fn ws_config() -> WebSocketConfig {
 
 /// Opens a websocket to `/socket.io/` with `query` added, over `stream`.
 pub async fn websocket(stream: TcpStream, addr: SocketAddr, query: &str) -> Result<Ws, Error> {
+    websocket_with(stream, addr, query, &[]).await
+}
+
+/// What Chrome 131 sends with a websocket upgrade from a page of another
+/// origin, besides what tungstenite writes itself (Host, Connection,
+/// Upgrade, Sec-WebSocket-Key and -Version), with the kind of cookie a site
+/// with a login and analytics has: the `idle` scenario's browser handshake.
+/// Servers that keep the request for the session keep these too.
+pub const BROWSER_HEADERS: [(&str, &str); 8] = [
+    ("pragma", "no-cache"),
+    ("cache-control", "no-cache"),
+    (
+        "user-agent",
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+    ),
+    ("origin", "https://app.example.com"),
+    ("accept-encoding", "gzip, deflate, br, zstd"),
+    ("accept-language", "en-US,en;q=0.9,de;q=0.8"),
+    (
+        "cookie",
+        "_ga=GA1.1.1873526190.1733380112; _ga_7XK2P4QZ9M=GS1.1.1733380112.3.1.1733381920.0.0.0; \
+         session=eyJ1c2VyIjoiNDIiLCJleHAiOjE3MzMzOTk5OTksIm5vbmNlIjoiN2Y0YzJhOWU1YjFkIn0.Yk3v9Qm2xT8rLp0sWc4nHf6uJd1aZe7bRq5tGy2iKo0; \
+         theme=dark; locale=en-US; consent=analytics%3Dtrue%26ads%3Dfalse",
+    ),
+    (
+        "sec-websocket-extensions",
+        "permessage-deflate; client_max_window_bits",
+    ),
+];
+
+/// `websocket` with `headers` added to the upgrade request.
+pub async fn websocket_with(
+    stream: TcpStream,
+    addr: SocketAddr,
+    query: &str,
+    headers: &[(&str, &str)],
+) -> Result<Ws, Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
     let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket{query}");
+    let mut req = url.into_client_request()?;
+    for (name, value) in headers {
+        req.headers_mut().insert(
+            HeaderName::from_bytes(name.as_bytes())?,
+            HeaderValue::from_str(value)?,
+        );
+    }
     let (ws, _) =
-        tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())).await?;
+        tokio_tungstenite::client_async_with_config(req, stream, Some(ws_config())).await?;
     Ok(ws)
 }
 
@@ -71,8 +117,19 @@ pub async fn connect(
     token: &str,
     linger0: bool,
 ) -> Result<Ws, Error> {
+    connect_with(addr, src, token, linger0, &[]).await
+}
+
+/// `connect` with `headers` added to the websocket upgrade.
+pub async fn connect_with(
+    addr: SocketAddr,
+    src: Option<Ipv4Addr>,
+    token: &str,
+    linger0: bool,
+    headers: &[(&str, &str)],
+) -> Result<Ws, Error> {
     let stream = tcp(addr, src, linger0).await?;
-    let mut ws = websocket(stream, addr, "").await?;
+    let mut ws = websocket_with(stream, addr, "", headers).await?;
     expect(&mut ws, |t| t.starts_with('0')).await?;
     ws.send(Message::text(format!("40{{\"token\":\"{token}\"}}")))
         .await?;

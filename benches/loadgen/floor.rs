@@ -1,7 +1,7 @@
 //! The transport floor: a raw tokio-tungstenite server that speaks just
 //! enough Engine.IO / Socket.IO for the generator (open, CONNECT, `room:join`,
-//! `chat:send` acked and broadcast to the room), with no JWT check, no store
-//! and no presence. What switchboard costs above this is its own work.
+//! `chat:send` acked and broadcast to the room, `ping` answered with
+//! `pong`), with no JWT check, no store and no presence. What switchboard costs above this is its own work.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,6 +90,10 @@ async fn session(tcp: tokio::net::TcpStream, rooms: Rooms, seq: Arc<AtomicU64>) 
                     .or_default()
                     .push(tx.clone());
                 let _ = tx.send(format!("43{id}[{{\"success\":true}}]").into());
+            } else if body.starts_with("[\"ping\"") {
+                // The `idle` scenario's steady step: a pong per ping, as
+                // switchboard and the Node reference answer.
+                let _ = tx.send(r#"42["pong",{"ts":null}]"#.into());
             } else if body.starts_with("[\"chat:send\"") {
                 let (Some(room), Some(content)) = (field(body, "roomId"), field(body, "content"))
                 else {

@@ -17,9 +17,9 @@
 //! fanout, ack and plain also `plain` (switchboard with its clients on
 //! `/ws`, docs/protocol.md §19) and `seed` (benches/seed-ws/server.js).
 //!
-//! `loadgen hold <addr> <n> <secs> [plain|seed]` only holds n idle
-//! connections to a server started by hand (for profiling it, e.g. under
-//! heaptrack).
+//! `loadgen hold <addr> <n> <secs> [plain|seed|browser] [steady]` only holds
+//! n idle connections to a server started by hand (for profiling it, e.g.
+//! under heaptrack).
 
 mod ack;
 #[path = "../common/mod.rs"]
@@ -153,7 +153,7 @@ async fn run(
                 sizes: sizes.unwrap_or(if quick {
                     vec![1000]
                 } else {
-                    vec![1000, 10_000, 19_000]
+                    vec![1000, 10_000]
                 }),
                 settle: Duration::from_secs(if quick { 5 } else { 30 }),
             };
