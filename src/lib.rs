@@ -309,6 +309,13 @@ impl Switchboard {
             },
             max_message: config.max_payload_bytes as usize,
         });
+        // The Admin UI shows each socket's handshake headers; nothing else
+        // reads more than the token and the client's address.
+        let keep_request = if ctx.admin.is_some() {
+            edge::detach::Keep::All
+        } else {
+            edge::detach::Keep::Used
+        };
         let router = socketio_layer(http::routes(hub.clone(), key, dev_token_secret, plain))
             .layer(axum::middleware::map_response(http::json_payload_too_large))
             .layer(axum::middleware::from_fn_with_state(
@@ -318,9 +325,9 @@ impl Switchboard {
                 },
                 http::rewrite_polling_names,
             ))
-            .layer(tower::util::MapRequestLayer::new(
-                edge::detach::detach_request,
-            ))
+            .layer(tower::util::MapRequestLayer::new(move |req| {
+                edge::detach::detach_request(req, keep_request)
+            }))
             .layer(cors(&config));
         let router = match &recovery {
             Some(_) => router.layer(axum::middleware::from_fn_with_state(
