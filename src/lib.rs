@@ -37,8 +37,11 @@ pub use hub::{Audience, Hub, HubError};
 use realtime::Ctx;
 pub use store::{MemoryStore, MessageStore, SqlStore};
 
-/// Initial websocket read buffer per connection, in bytes.
-pub const WS_READ_BUFFER: usize = 1024;
+/// Websocket read buffer per connection, in bytes: kept for the life of an
+/// idle connection, and the most one read takes from the socket. Chat frames
+/// fit; a larger frame grows the buffer and takes one read per 256 bytes.
+/// 1 KiB cost 0.6 KiB more per idle connection (docs/performance.md).
+pub const WS_READ_BUFFER: usize = 256;
 
 /// A built server: the router to serve (or merge into your own), the Hub for
 /// backend code, and the Socket.IO handle.
@@ -197,7 +200,7 @@ impl Switchboard {
             // blocks as it fills: a large bound is free.
             .max_buffer_size(config.max_queued_packets)
             // engineioxide reserves this much per websocket up front (4 KiB by
-            // default); chat frames are small and a larger one still grows it.
+            // default); see WS_READ_BUFFER.
             .ws_read_buffer_size(WS_READ_BUFFER)
             .with_state(ctx.clone());
         // One server speaks one parser, as in Node: a client must use the
