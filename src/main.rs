@@ -25,8 +25,8 @@ fn main() -> ExitCode {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_env_filter(filter)
             .init(),
-        // One object a line; a socket's lines carry its span's fields
-        // (namespace, user id, socket id).
+        // One object a line; at debug level a socket's lines carry its
+        // span's fields (namespace, user id, socket id).
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
             .with_current_span(true)

@@ -131,7 +131,7 @@ pub async fn restore<A: Adapter>(session: &Arc<Session<A>>, socket: &SocketRef<A
                 {
                     Ok(b) => b,
                     Err(e) => {
-                        tracing::warn!("replay stopped, the store failed: {e}");
+                        tracing::warn!(ns = socket.ns(), sid = %socket.id, "replay stopped, the store failed: {e}");
                         return incomplete(session, socket);
                     }
                 };
