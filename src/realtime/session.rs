@@ -324,6 +324,9 @@ impl<A: Adapter> Session<A> {
                     Some(job) => job,
                     None => {
                         q.running = false;
+                        // An idle socket keeps no queue: a kept one (four
+                        // jobs at least, ~0.4 KiB) would stay for its life.
+                        q.jobs = VecDeque::new();
                         return;
                     }
                 }

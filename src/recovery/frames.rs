@@ -5,7 +5,6 @@
 //! send; it adds the pid, notes offsets, and drops a message the socket
 //! was already sent (a replayed one that also came live, or the reverse).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
@@ -21,7 +20,40 @@ pub struct SocketFrames {
     pub written: Written,
 }
 
-type Sockets = Arc<Mutex<HashMap<String, SocketFrames>>>;
+type Sockets = Arc<Mutex<ByNamespace>>;
+
+/// A session's recoverable sockets, one per namespace, usually one in all:
+/// a list sized to fit rather than a hash map, whose least allocation (four
+/// buckets) cost ~0.4 KiB more per connection.
+#[derive(Debug, Default)]
+struct ByNamespace(Vec<(Box<str>, SocketFrames)>);
+
+impl ByNamespace {
+    fn insert(&mut self, nsp: &str, socket: SocketFrames) {
+        match self.get_mut(nsp) {
+            Some(s) => *s = socket,
+            None => {
+                self.0.reserve_exact(1);
+                self.0.push((nsp.into(), socket));
+            }
+        }
+    }
+
+    fn get_mut(&mut self, nsp: &str) -> Option<&mut SocketFrames> {
+        self.0.iter_mut().find(|(n, _)| &**n == nsp).map(|(_, s)| s)
+    }
+
+    fn remove(&mut self, nsp: &str) -> Option<SocketFrames> {
+        let at = self.0.iter().position(|(n, _)| &**n == nsp)?;
+        let (_, socket) = self.0.swap_remove(at);
+        self.0.shrink_to_fit();
+        Some(socket)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// What to do with one outgoing packet.
 #[derive(Debug, PartialEq, Eq)]
@@ -57,7 +89,7 @@ impl Frames {
         let entry = self.by_sid.entry(sid.to_string()).or_default();
         let mut sockets = entry.lock().unwrap_or_else(|p| p.into_inner());
         sockets.insert(
-            nsp.to_string(),
+            nsp,
             SocketFrames {
                 pid: Some(pid),
                 written,
