@@ -24,9 +24,38 @@ use tokio::sync::oneshot;
 /// The last turn taken in each conversation that has one in flight.
 #[derive(Debug, Default)]
 pub struct DeliveryOrder {
-    last: Mutex<HashMap<u64, (u64, oneshot::Receiver<()>)>>,
+    last: Mutex<HashMap<u64, (u64, oneshot::Receiver<()>), KeyIsHash>>,
     next_id: AtomicU64,
     hasher: std::collections::hash_map::RandomState,
+}
+
+/// The map's keys are hashes already (`DeliveryOrder::key`): hashing them
+/// again cost a SipHash round per insert, lookup and removal.
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyIsHash;
+
+impl BuildHasher for KeyIsHash {
+    type Hasher = PassThrough;
+    fn build_hasher(&self) -> PassThrough {
+        PassThrough(0)
+    }
+}
+
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed here; this keeps any other input sound.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 /// One message's place in its conversation's delivery order: ends (and lets
@@ -100,11 +129,16 @@ impl DeliveryOrder {
 impl Drop for Turn {
     fn drop(&mut self) {
         let done = self.done.take();
-        match (self.prev.take(), tokio::runtime::Handle::try_current()) {
+        // The runtime is only looked up (a handle cloned) when it is needed.
+        let prev = self.prev.take();
+        let runtime = prev
+            .as_ref()
+            .and_then(|_| tokio::runtime::Handle::try_current().ok());
+        match (prev, runtime) {
             // Ended before its own turn came (a duplicate, a failed append,
             // a cancelled request): the next one must still wait for the
             // one before this.
-            (Some(prev), Ok(runtime)) => {
+            (Some(prev), Some(runtime)) => {
                 let order = self.order.clone();
                 let (key, id) = (self.key, self.id);
                 runtime.spawn(async move {
