@@ -162,7 +162,7 @@ def chart():
         ax.set_xticks([x + 0.27 for x in range(len(sizes))], [f"{n:,}" for n in sizes])
         ax.axhline(8, ls="--", c="k", lw=0.8)
         ax.set_ylim(0, ax.get_ylim()[1] * 1.25)
-        ax.set_title("idle: KiB RSS per connection (lower is better)")
+        ax.set_title("idle, fresh: KiB RSS per connection (lower is better)")
         ax.set_xlabel("connections")
         ax.legend(loc="upper center", ncol=3)
     for ax, name, x, title in ((axes[0][1], "ack", "rate", "ack: p99 ms vs acks/s (10k conns)"),):

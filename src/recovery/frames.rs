@@ -247,6 +247,28 @@ mod tests {
     }
 
     #[test]
+    fn namespaces_of_one_session_are_kept_apart() {
+        let f = Frames::default();
+        f.register("S", "/", "P1".into(), Written::default());
+        f.register("S", "/t-a", "P2".into(), Written::default());
+        assert_eq!(
+            f.outgoing("S", Encoding::Text, br#"40/t-a,{"sid":"S2"}"#),
+            Action::Replace(br#"40/t-a,{"sid":"S2","pid":"P2"}"#.to_vec())
+        );
+        // Registering a namespace again replaces its entry.
+        f.register("S", "/", "P3".into(), Written::default());
+        assert_eq!(
+            f.outgoing("S", Encoding::Text, br#"40{"sid":"S1"}"#),
+            Action::Replace(br#"40{"sid":"S1","pid":"P3"}"#.to_vec())
+        );
+        assert!(f.take("S", "/").is_some());
+        assert!(f.take("S", "/").is_none());
+        assert!(!f.is_empty(), "the other namespace went too");
+        assert!(f.take("S", "/t-a").is_some());
+        assert!(f.is_empty());
+    }
+
+    #[test]
     fn polling_bodies() {
         let f = Frames::default();
         f.register("S", "/", "P".into(), Written::default());
