@@ -57,9 +57,13 @@ pub fn detach_request(req: Request, keep: Keep) -> Request {
     Request::from_parts(parts, body)
 }
 
-/// A request to the Engine.IO endpoint, whose parts a session keeps.
+/// A request to the Engine.IO endpoint, whose parts a session keeps: the
+/// path test engineioxide itself makes (`/socket.io`, alone or followed by
+/// `/…`).
 fn is_engine_request(uri: &Uri) -> bool {
-    uri.path().starts_with("/socket.io/")
+    uri.path()
+        .strip_prefix("/socket.io")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// A polling GET or POST of a session that exists (`sid` given): engineioxide
@@ -183,11 +187,18 @@ mod tests {
         assert_eq!(out.headers().len(), 4);
         assert!(out.extensions().get::<OriginalUri>().is_some());
 
+        // The engine's path without its slash is the engine's too.
+        let mut req = handshake();
+        *req.uri_mut() = "/socket.io?EIO=4&transport=websocket".parse().unwrap();
+        assert_eq!(detach_request(req, Keep::Used).headers().len(), 2);
+
         // Other routes (the Yjs and plain websockets need every upgrade
         // header) keep everything.
-        let mut req = handshake();
-        *req.uri_mut() = "/ws?token=abc".parse().unwrap();
-        assert_eq!(detach_request(req, Keep::Used).headers().len(), 4);
+        for path in ["/ws?token=abc", "/socket.iox/?EIO=4"] {
+            let mut req = handshake();
+            *req.uri_mut() = path.parse().unwrap();
+            assert_eq!(detach_request(req, Keep::Used).headers().len(), 4, "{path}");
+        }
     }
 
     #[test]
