@@ -244,3 +244,38 @@ describe("dev mode", () => {
     }
   });
 });
+
+describe("a token in an Authorization header", () => {
+  // The server keeps only the handshake headers it reads later (the Admin
+  // UI is off here): Authorization must be among them, over polling,
+  // through the upgrade, and again after a reconnect.
+  let server;
+  before(async () => {
+    server = await startServer();
+  });
+  after(() => server.stop());
+
+  it("connects over polling, upgrades, and reconnects with it", async () => {
+    const s = io(server.url, {
+      extraHeaders: { authorization: `Bearer ${token("header-user")}`, cookie: "session=abc; theme=dark" },
+      transports: ["polling", "websocket"],
+      reconnectionDelay: 100,
+      reconnectionDelayMax: 200,
+    });
+    try {
+      await next(s, "connect");
+      if (s.io.engine.transport.name !== "websocket") await next(s.io.engine, "upgrade");
+      const joined = await s.timeout(5000).emitWithAck("room:join", { roomId: "hdr" });
+      assert.equal(joined.success, true, JSON.stringify(joined));
+      // The transport dies; the client comes back with the same headers.
+      s.io.engine.close();
+      await next(s, "connect");
+      // Recovered (connection state recovery is on by default): still in the room.
+      assert.equal(s.recovered, true);
+      const again = await s.timeout(5000).emitWithAck("chat:send", { roomId: "hdr", content: "back" });
+      assert.equal(again.success, true, JSON.stringify(again));
+    } finally {
+      s.close();
+    }
+  });
+});
